@@ -17,8 +17,9 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
     """
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the real extension last: OpenCV and pynwb look at it.
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent
+        prefix=f".{final_path.stem}.partial-", suffix=final_path.suffix, dir=final_path.parent
     )
     os.close(handle)
     temporary_path = Path(temporary)

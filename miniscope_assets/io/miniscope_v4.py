@@ -1,0 +1,209 @@
+"""Miniscope-DAQ-V4 (Miniscope-DAQ-QT-Software) files: metaData.json and timeStamps.csv.
+
+Layouts handled:
+- flat: ``metaData.json``, ``timeStamps.csv``, ``0.avi, 1.avi, ...`` in one folder;
+- per-device: a session folder holding a session-level ``metaData.json`` (recordingStartTime,
+  lists of ``miniscopes`` / ``cameras``) and one subfolder per device with its own
+  ``metaData.json`` (deviceName, deviceType, ROI, frameRate, gain, led0, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from miniscope_assets.errors import MiniscopeInputError
+
+METADATA_FILE = "metaData.json"
+TIMESTAMPS_FILE = "timeStamps.csv"
+TIMESTAMP_COLUMNS = ("Frame Number", "Time Stamp (ms)", "Buffer Index")
+# Analog gain of the V4 sensor for the GUI's settings (Miniscope V4 documentation).
+GAIN_SETTINGS = {"low": 1.0, "medium": 2.0, "high": 3.5}
+_START_TIME_FIELDS = ("year", "month", "day", "hour", "minute", "second")
+
+
+def read_json(path: Path) -> dict:
+    """Parse a JSON object, naming the file on any problem."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from error
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MiniscopeInputError(path, f"invalid JSON at line {error.lineno}: {error.msg}") from error
+    if not isinstance(value, dict):
+        raise MiniscopeInputError(path, "expected a JSON object at the top level")
+    return value
+
+
+def is_device_metadata(metadata: dict) -> bool:
+    """Device-level metaData.json files describe a camera: they carry ROI and frameRate."""
+    return "ROI" in metadata or "frameRate" in metadata
+
+
+def find_device_folder(session_folder: Path) -> Path:
+    """The single Miniscope device subfolder of a per-device V4 session folder."""
+    session = read_json(session_folder / METADATA_FILE)
+    names = session.get("miniscopes")
+    candidates = []
+    for sub in sorted(p for p in session_folder.iterdir() if p.is_dir()):
+        meta_path = sub / METADATA_FILE
+        if not meta_path.is_file():
+            continue
+        if names is not None:
+            if sub.name in names or sub.name.replace("_", " ") in names:
+                candidates.append(sub)
+        elif str(read_json(meta_path).get("deviceType", "")).lower().startswith("miniscope"):
+            candidates.append(sub)
+    if not candidates:
+        raise MiniscopeInputError(
+            session_folder, "V4 session folder has no Miniscope device subfolder with a metaData.json"
+        )
+    if len(candidates) > 1:
+        listed = ", ".join(c.name for c in candidates)
+        raise MiniscopeInputError(
+            session_folder,
+            f"several Miniscope devices ({listed}); point the recording at one device folder",
+        )
+    return candidates[0]
+
+
+@dataclass(frozen=True)
+class V4Metadata:
+    """Device settings from a device-level metaData.json."""
+
+    device_name: str
+    device_type: str | None
+    px_height: int | None
+    px_width: int | None
+    fps: float
+    gain: float | None
+    gain_setting: str | None
+    led_power: float | None
+    ewl: float | None
+    compression: str | None
+    frames_per_file: int | None
+    raw: dict
+
+
+def _number(path: Path, key: str, value) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise MiniscopeInputError(path, f"'{key}' should be a number, got {value!r}") from None
+
+
+def parse_frame_rate(path: Path, value) -> float:
+    """frameRate is written as "30FPS" by the DAQ software; plain numbers are accepted too."""
+    text = str(value).strip().upper().removesuffix("FPS").strip()
+    try:
+        fps = float(text)
+    except ValueError:
+        raise MiniscopeInputError(path, f"'frameRate' is not a frame rate: {value!r}") from None
+    if fps <= 0:
+        raise MiniscopeInputError(path, f"'frameRate' must be positive, got {value!r}")
+    return fps
+
+
+def parse_gain(path: Path, value) -> tuple[float | None, str | None]:
+    """Return (analog gain factor, the setting as written)."""
+    if value is None:
+        return None, None
+    if isinstance(value, str) and value.strip().lower() in GAIN_SETTINGS:
+        return GAIN_SETTINGS[value.strip().lower()], value
+    return _number(path, "gain", value), str(value)
+
+
+def read_device_metadata(path: Path) -> V4Metadata:
+    """Read the device settings the DAQ software writes to metaData.json."""
+    meta = read_json(path)
+    if "frameRate" not in meta:
+        raise MiniscopeInputError(path, "missing 'frameRate' (not a Miniscope device metaData.json)")
+    roi = meta.get("ROI") or {}
+    if not isinstance(roi, dict):
+        raise MiniscopeInputError(path, f"'ROI' should be an object with height/width, got {roi!r}")
+    gain, gain_setting = parse_gain(path, meta.get("gain"))
+    frames_per_file = meta.get("framesPerFile")
+    return V4Metadata(
+        device_name=str(meta.get("deviceName") or path.parent.name),
+        device_type=meta.get("deviceType"),
+        px_height=None if roi.get("height") is None else int(_number(path, "ROI.height", roi["height"])),
+        px_width=None if roi.get("width") is None else int(_number(path, "ROI.width", roi["width"])),
+        fps=parse_frame_rate(path, meta["frameRate"]),
+        gain=gain,
+        gain_setting=gain_setting,
+        led_power=_number(path, "led0", meta.get("led0")),
+        ewl=_number(path, "ewl", meta.get("ewl")),
+        compression=meta.get("compression"),
+        frames_per_file=None if frames_per_file is None else int(_number(path, "framesPerFile", frames_per_file)),
+        raw=meta,
+    )
+
+
+def parse_start_time(path: Path, meta: dict) -> datetime | None:
+    """recordingStartTime as a timezone-aware datetime, or None when absent.
+
+    ``msecSinceEpoch`` (UTC) is exact and preferred; otherwise the calendar fields are the
+    acquisition computer's local time, interpreted in this machine's local timezone.
+    """
+    start = meta.get("recordingStartTime")
+    if start is None:
+        return None
+    if not isinstance(start, dict):
+        raise MiniscopeInputError(path, f"'recordingStartTime' should be an object, got {start!r}")
+    if start.get("msecSinceEpoch") is not None:
+        msec = _number(path, "recordingStartTime.msecSinceEpoch", start["msecSinceEpoch"])
+        return datetime.fromtimestamp(0, timezone.utc) + timedelta(milliseconds=msec)
+    missing = [key for key in _START_TIME_FIELDS if key not in start]
+    if missing:
+        raise MiniscopeInputError(path, f"'recordingStartTime' lacks {', '.join(missing)}")
+    try:
+        local = datetime(
+            *(int(start[key]) for key in _START_TIME_FIELDS),
+            microsecond=int(start.get("msec", 0)) * 1000,
+        )
+    except (TypeError, ValueError) as error:
+        raise MiniscopeInputError(path, f"'recordingStartTime' is not a valid date: {error}") from error
+    return local.astimezone()
+
+
+def read_timestamps(path: Path) -> np.ndarray:
+    """Frame times in seconds from timeStamps.csv (Frame Number, Time Stamp (ms), Buffer Index)."""
+    try:
+        handle = path.open(newline="")
+    except OSError as error:
+        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from error
+    with handle:
+        reader = csv.reader(handle)
+        header = [column.strip() for column in next(reader, [])]
+        missing = [column for column in TIMESTAMP_COLUMNS[:2] if column not in header]
+        if missing:
+            raise MiniscopeInputError(
+                path, f"malformed header {header!r}: missing column(s) {', '.join(repr(m) for m in missing)}"
+            )
+        frame_column = header.index(TIMESTAMP_COLUMNS[0])
+        time_column = header.index(TIMESTAMP_COLUMNS[1])
+        times_ms = []
+        for line_number, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            try:
+                frame = int(row[frame_column])
+                times_ms.append(float(row[time_column]))
+            except (IndexError, ValueError):
+                raise MiniscopeInputError(path, f"line {line_number} is malformed: {row!r}") from None
+            if frame != len(times_ms) - 1:
+                raise MiniscopeInputError(
+                    path, f"line {line_number}: frame number {frame}, expected {len(times_ms) - 1}"
+                )
+    if not times_ms:
+        raise MiniscopeInputError(path, "no timestamp rows")
+    return np.asarray(times_ms, dtype=np.float64) / 1000.0

@@ -1,0 +1,142 @@
+"""Processing parameter sets: a user-editable YAML or JSON file.
+
+Format::
+
+    paramsets:
+      - name: default            # [A-Za-z0-9_.-]+, used as the paramset partition key
+        method: builtin          # builtin | caiman
+        task_mode: trigger       # trigger: run the method; load: read existing results
+        description: Built-in engine with default parameters
+        results_dir: null        # load only: folder relative to the data root; "{recording}"
+                                 # is replaced by the recording folder
+        params: {}               # method parameters (validated for the built-in engine)
+
+A paramset's identity is a hash of its method and params (like element-miniscope's
+param_set_hash): two names with the same method and params are an error naming both.
+When no file exists, the built-in ``default`` paramset is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from miniscope_assets.errors import MiniscopeInputError
+
+METHODS = ("builtin", "caiman")
+TASK_MODES = ("trigger", "load")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+_FIELDS = {"name", "method", "task_mode", "description", "params", "results_dir"}
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    name: str
+    method: str
+    task_mode: str
+    description: str
+    params: dict = field(default_factory=dict)
+    results_dir: str | None = None
+
+    @property
+    def param_hash(self) -> str:
+        return paramset_hash(self.method, self.params)
+
+
+DEFAULT_PARAMSET = ParamSet(
+    name="default",
+    method="builtin",
+    task_mode="trigger",
+    description="Built-in engine (motion correction, CNMF-E-class extraction, OASIS) with default parameters",
+)
+
+
+def paramset_hash(method: str, params: dict) -> str:
+    """Stable UUID of (method, params): key order and formatting do not matter."""
+    canonical = json.dumps({"method": method, "params": params}, sort_keys=True, separators=(",", ":"))
+    return str(uuid.UUID(bytes=hashlib.sha256(canonical.encode()).digest()[:16]))
+
+
+def _parse_text(path: Path) -> object:
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise MiniscopeInputError(path, f"cannot be parsed: {error}") from error
+
+
+def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
+    where = f"paramset #{position + 1}"
+    if not isinstance(entry, dict):
+        raise MiniscopeInputError(path, f"{where} should be a mapping, got {entry!r}")
+    unknown = sorted(set(entry) - _FIELDS)
+    if unknown:
+        raise MiniscopeInputError(path, f"{where} has unknown field(s) {', '.join(unknown)}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise MiniscopeInputError(path, f"{where}: name {name!r} must match [A-Za-z0-9_.-]+")
+    method = entry.get("method")
+    if method not in METHODS:
+        raise MiniscopeInputError(path, f"paramset {name!r}: method {method!r} is not one of {', '.join(METHODS)}")
+    task_mode = entry.get("task_mode", "trigger")
+    if task_mode not in TASK_MODES:
+        raise MiniscopeInputError(path, f"paramset {name!r}: task_mode {task_mode!r} is not one of {', '.join(TASK_MODES)}")
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise MiniscopeInputError(path, f"paramset {name!r}: params should be a mapping")
+    results_dir = entry.get("results_dir")
+    if results_dir is not None and not isinstance(results_dir, str):
+        raise MiniscopeInputError(path, f"paramset {name!r}: results_dir should be a string")
+    return ParamSet(
+        name=name,
+        method=method,
+        task_mode=task_mode,
+        description=str(entry.get("description") or ""),
+        params=params,
+        results_dir=results_dir,
+    )
+
+
+def load_paramsets(path: str | Path | None) -> list[ParamSet]:
+    """Read and check the paramset file; the built-in default when ``path`` does not exist."""
+    if path is None or not Path(path).is_file():
+        return [DEFAULT_PARAMSET]
+    path = Path(path)
+    document = _parse_text(path)
+    if not isinstance(document, dict) or not isinstance(document.get("paramsets"), list):
+        raise MiniscopeInputError(path, "expected a top-level 'paramsets:' list")
+    paramsets = [_parse_entry(path, i, entry) for i, entry in enumerate(document["paramsets"])]
+    if not paramsets:
+        raise MiniscopeInputError(path, "the 'paramsets' list is empty")
+    by_name: dict[str, ParamSet] = {}
+    by_hash: dict[str, ParamSet] = {}
+    for paramset in paramsets:
+        if paramset.name in by_name:
+            raise MiniscopeInputError(path, f"paramset name {paramset.name!r} is used twice")
+        twin = by_hash.get(paramset.param_hash)
+        if twin is not None:
+            raise MiniscopeInputError(
+                path,
+                f"paramsets {twin.name!r} and {paramset.name!r} have the same method and params "
+                f"(hash {paramset.param_hash}); keep one name",
+            )
+        by_name[paramset.name] = paramset
+        by_hash[paramset.param_hash] = paramset
+    return paramsets
+
+
+def find_paramset(paramsets: list[ParamSet], name: str, source: str | Path | None) -> ParamSet:
+    """The paramset called ``name``, or an error listing the known names."""
+    for paramset in paramsets:
+        if paramset.name == name:
+            return paramset
+    known = ", ".join(p.name for p in paramsets)
+    raise MiniscopeInputError(source or "<built-in paramsets>", f"no paramset named {name!r} (known: {known})")

@@ -1,0 +1,290 @@
+"""Read a Miniscope recording folder (V3 or V4) into a RecordingInfo record.
+
+Frame/timestamp cross-check rule: the movie has ``min(frames in the AVIs, timestamp rows)``
+frames; whatever is beyond that on the longer side is dropped and reported in
+``cross_check`` (never silently).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.io import miniscope_v3 as v3
+from miniscope_assets.io import miniscope_v4 as v4
+from miniscope_assets.io.avi import AviInfo, AviMovie, natural_key, probe_avi
+
+V4_SOFTWARE = "Miniscope-DAQ-V4"
+V3_SOFTWARE = "Miniscope-DAQ-V3"
+
+
+@dataclass
+class RecordingInfo:
+    """Metadata of one recording (element-miniscope's RecordingInfo and its File part)."""
+
+    recording_dir: str  # relative to the data root, posix
+    acquisition_software: str
+    nchannels: int
+    nframes: int
+    px_height: int
+    px_width: int
+    fps: float
+    led_power: float | None
+    timestamps: np.ndarray  # seconds from the recording start, one per frame
+    recording_datetime: datetime  # timezone-aware
+    recording_duration: float  # seconds
+    files: list[str]  # movie files relative to the data root, in frame order
+    frames_per_file: list[int]
+    cross_check: dict
+    start_time_source: str
+    gain: float | None = None
+    spatial_downsample: int = 1
+    um_height: float | None = None
+    um_width: float | None = None
+    device: dict = field(default_factory=dict)
+    session: dict = field(default_factory=dict)
+
+    def movie(self, data_root: str | Path) -> AviMovie:
+        """The raw movie as a chunked MovieSource over the AVI files."""
+        root = Path(data_root)
+        infos = [probe_avi(root / name) for name in self.files]
+        return AviMovie(infos, nframes=self.nframes)
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record["timestamps"] = self.timestamps.tolist()
+        record["recording_datetime"] = self.recording_datetime.isoformat()
+        return json.dumps(record, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RecordingInfo":
+        record = json.loads(text)
+        record["timestamps"] = np.asarray(record["timestamps"], dtype=np.float64)
+        record["recording_datetime"] = datetime.fromisoformat(record["recording_datetime"])
+        return cls(**record)
+
+
+def _cross_check(avi_frames: int, timestamp_rows: int) -> tuple[int, dict]:
+    used = min(avi_frames, timestamp_rows)
+    if avi_frames == timestamp_rows:
+        status = "ok"
+    elif avi_frames > timestamp_rows:
+        status = f"AVI files hold {avi_frames - used} frame(s) beyond the timestamps: dropped"
+    else:
+        status = f"timestamps hold {timestamp_rows - used} row(s) beyond the AVI frames: dropped"
+    return used, {
+        "avi_frames": avi_frames,
+        "timestamp_rows": timestamp_rows,
+        "frames_used": used,
+        "status": status,
+        "match": avi_frames == timestamp_rows,
+    }
+
+
+def _check_increasing(path: Path, times: np.ndarray) -> None:
+    steps = np.diff(times)
+    if np.any(steps <= 0):
+        bad = int(np.argmax(steps <= 0)) + 1
+        raise MiniscopeInputError(
+            path, f"timestamps are not strictly increasing at frame {bad} ({times[bad - 1]} s -> {times[bad]} s)"
+        )
+
+
+def _probe_all(paths: list[Path]) -> list[AviInfo]:
+    return [probe_avi(p) for p in sorted(paths, key=natural_key)]
+
+
+def _fallback_start_time(folder: Path, files: list[AviInfo]) -> tuple[datetime, str]:
+    moment = datetime.fromtimestamp(min(f.path.stat().st_mtime for f in files), timezone.utc)
+    return moment, f"modification time of {files[0].path.name} (no start time in the metadata)"
+
+
+def _relative(root: Path, path: Path) -> str:
+    return path.resolve().relative_to(root.resolve()).as_posix()
+
+
+def detect_software(folder: Path) -> str:
+    """Tell which acquisition software wrote ``folder``, or raise naming what is missing."""
+    if not folder.is_dir():
+        raise MiniscopeInputError(folder, "recording folder does not exist")
+    entries = list(folder.iterdir())
+    if not entries:
+        raise MiniscopeInputError(folder, "recording folder is empty")
+    names = {p.name for p in entries}
+    if any(v3.MOVIE_PATTERN.match(name) for name in names):
+        return V3_SOFTWARE
+    numbered_avis = any(p.suffix.lower() == ".avi" and p.stem.isdigit() for p in entries)
+    has_subfolder_metadata = any((p / v4.METADATA_FILE).is_file() for p in entries if p.is_dir())
+    if v4.METADATA_FILE in names or v4.TIMESTAMPS_FILE in names or numbered_avis:
+        if v4.METADATA_FILE not in names:
+            raise MiniscopeInputError(folder / v4.METADATA_FILE, "missing: a Miniscope-DAQ-V4 recording needs it")
+        return V4_SOFTWARE
+    if has_subfolder_metadata:
+        return V4_SOFTWARE
+    avis = sorted(name for name in names if name.lower().endswith(".avi"))
+    found = f"found {', '.join(avis[:3])}" if avis else "found no AVI files"
+    raise MiniscopeInputError(
+        folder,
+        f"unknown acquisition software: {found}, but neither Miniscope-DAQ-V4 files "
+        "(metaData.json, timeStamps.csv, 0.avi...) nor Miniscope-DAQ-V3 files "
+        "(msCam1.avi..., timestamp.dat)",
+    )
+
+
+def read_recording(data_root: str | Path, recording_dir: str | Path) -> RecordingInfo:
+    """Read the recording at ``data_root / recording_dir``."""
+    root = Path(data_root)
+    folder = root / recording_dir
+    software = detect_software(folder)
+    if software == V3_SOFTWARE:
+        return _read_v3(root, folder)
+    return _read_v4(root, folder)
+
+
+def _read_v4(root: Path, folder: Path) -> RecordingInfo:
+    meta_path = folder / v4.METADATA_FILE
+    session_meta: dict = {}
+    session_meta_path = None
+    if meta_path.is_file() and not v4.is_device_metadata(v4.read_json(meta_path)):
+        session_meta_path, session_meta = meta_path, v4.read_json(meta_path)
+        device_folder = v4.find_device_folder(folder)
+    else:
+        device_folder = folder
+        parent_meta = folder.parent / v4.METADATA_FILE
+        if parent_meta.is_file() and folder.resolve() != root.resolve():
+            candidate = v4.read_json(parent_meta)
+            if not v4.is_device_metadata(candidate):
+                session_meta_path, session_meta = parent_meta, candidate
+    device_meta_path = device_folder / v4.METADATA_FILE
+    if not device_meta_path.is_file():
+        raise MiniscopeInputError(device_meta_path, "missing: a Miniscope-DAQ-V4 recording needs it")
+    device = v4.read_device_metadata(device_meta_path)
+    if device.device_type and not str(device.device_type).lower().startswith("miniscope"):
+        raise MiniscopeInputError(
+            device_meta_path,
+            f"unknown acquisition software: deviceType {device.device_type!r} is not a Miniscope",
+        )
+    timestamps_path = device_folder / v4.TIMESTAMPS_FILE
+    if not timestamps_path.is_file():
+        raise MiniscopeInputError(timestamps_path, "missing: a Miniscope-DAQ-V4 recording needs it")
+    avi_paths = [p for p in device_folder.glob("*.avi") if p.stem.isdigit()]
+    if not avi_paths:
+        raise MiniscopeInputError(device_folder, "no numbered AVI files (0.avi, 1.avi, ...)")
+    files = _probe_all(avi_paths)
+    times = v4.read_timestamps(timestamps_path)
+    nframes, cross_check = _cross_check(sum(f.nframes for f in files), len(times))
+    times = times[:nframes]
+    if times[0] < 0:
+        # The DAQ software sometimes writes a negative first time; frames are kept, times shifted.
+        cross_check["timestamps_shifted_s"] = float(-times[0])
+        times = times - times[0]
+    _check_increasing(timestamps_path, times)
+    start = None
+    for source_path, source in ((session_meta_path, session_meta), (device_meta_path, device.raw)):
+        if source_path is not None and start is None:
+            start = v4.parse_start_time(source_path, source)
+            start_source = f"recordingStartTime in {_relative(root, source_path)}"
+    if start is None:
+        start, start_source = _fallback_start_time(device_folder, files)
+    height, width = files[0].height, files[0].width
+    downsample = 1
+    if device.px_width and device.px_width % width == 0 and device.px_width // width > 1:
+        downsample = device.px_width // width
+    return RecordingInfo(
+        recording_dir=_relative(root, folder),
+        acquisition_software=V4_SOFTWARE,
+        nchannels=1,
+        nframes=nframes,
+        px_height=height,
+        px_width=width,
+        fps=device.fps,
+        gain=device.gain,
+        spatial_downsample=downsample,
+        led_power=device.led_power,
+        timestamps=times,
+        recording_datetime=start,
+        recording_duration=float(times[-1] - times[0] + 1.0 / device.fps),
+        files=[_relative(root, f.path) for f in files],
+        frames_per_file=[f.nframes for f in files],
+        cross_check=cross_check,
+        start_time_source=start_source,
+        device={
+            "name": device.device_name,
+            "device_type": device.device_type,
+            "compression": device.compression or files[0].fourcc,
+            "frame_rate": str(device.raw.get("frameRate")),
+            "frames_per_file": device.frames_per_file,
+            "gain_setting": device.gain_setting,
+            "led0": device.led_power,
+            "ewl": device.ewl,
+            "roi": [device.px_height, device.px_width],
+        },
+        session={
+            "animal_name": session_meta.get("animalName") or None,
+            "experiment_name": session_meta.get("experimentName") or None,
+            "researcher_name": session_meta.get("researcherName") or None,
+        },
+    )
+
+
+def _read_v3(root: Path, folder: Path) -> RecordingInfo:
+    timestamps_path = folder / v3.TIMESTAMP_FILE
+    if not timestamps_path.is_file():
+        raise MiniscopeInputError(timestamps_path, "missing: a Miniscope-DAQ-V3 recording needs it")
+    files = _probe_all([p for p in folder.iterdir() if v3.MOVIE_PATTERN.match(p.name)])
+    movie_frames = sum(f.nframes for f in files)
+    stamps = v3.read_timestamp_dat(timestamps_path)
+    camera, camera_reason = v3.pick_imaging_camera(timestamps_path, stamps, movie_frames)
+    nframes, cross_check = _cross_check(movie_frames, len(stamps.by_camera[camera]))
+    times, repaired = v3.clock_to_seconds(stamps.by_camera[camera][:nframes])
+    cross_check.update(camera=camera, camera_rule=camera_reason, first_clock_repaired=repaired)
+    _check_increasing(timestamps_path, times)
+    if nframes < 2:
+        raise MiniscopeInputError(timestamps_path, "fewer than two frames: cannot derive a frame rate")
+    fps = float(1.0 / np.median(np.diff(times)))
+    settings = v3.read_settings(folder / v3.SETTINGS_FILE)
+    start = v3.start_time_from_folders(folder)
+    if start is not None:
+        start_source = "folder names <M_D_YYYY>/H<h>_M<m>_S<s>"
+    else:
+        start, start_source = _fallback_start_time(folder, files)
+
+    def setting(name):
+        try:
+            return float(settings[name])
+        except (KeyError, ValueError):
+            return None
+
+    return RecordingInfo(
+        recording_dir=_relative(root, folder),
+        acquisition_software=V3_SOFTWARE,
+        nchannels=1,
+        nframes=nframes,
+        px_height=files[0].height,
+        px_width=files[0].width,
+        fps=fps,
+        gain=setting("gain"),
+        led_power=setting("excitation"),
+        timestamps=times,
+        recording_datetime=start,
+        recording_duration=float(times[-1] - times[0] + 1.0 / fps),
+        files=[_relative(root, f.path) for f in files],
+        frames_per_file=[f.nframes for f in files],
+        cross_check=cross_check,
+        start_time_source=start_source,
+        device={
+            "name": "Miniscope",
+            "device_type": "Miniscope_V3",
+            "compression": files[0].fourcc,
+            "frame_rate": f"{fps:.2f}FPS",
+            "avi_header_fps": files[0].fps,
+            "excitation": setting("excitation"),
+            "msCamExposure": setting("msCamExposure"),
+        },
+        session={"animal_name": settings.get("animal") or None},
+    )

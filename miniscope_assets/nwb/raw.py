@@ -1,0 +1,167 @@
+"""The partition's NWB file with the raw recording: session, subject, device, imaging plane and
+the raw movie as a OnePhotonSeries, written frame-chunk by frame-chunk and compressed.
+
+Array orientation follows the NWB convention used by neuroconv/roiextractors: movies are
+stored (frames, width, height) and images (width, height), i.e. x first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from hdmf.backends.hdf5 import H5DataIO
+from hdmf.data_utils import DataChunkIterator
+from ndx_miniscope import Miniscope
+from pynwb import NWBHDF5IO, NWBFile
+from pynwb.file import Subject
+from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
+
+import miniscope_assets
+from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.io.atomic import atomic_path
+from miniscope_assets.io.recording import RecordingInfo
+from miniscope_assets.io.user_metadata import UserMetadata
+
+RAW_SERIES = "OnePhotonSeries"
+IMAGING_PLANE = "ImagingPlane"
+CHUNK_BYTES = 4 * 1024 * 1024
+COMPRESSION = {"compression": "gzip", "compression_opts": 4}
+DEFAULT_EXCITATION_NM = 470.0  # Miniscope V3/V4 blue excitation LED
+DEFAULT_EMISSION_NM = 525.0  # GCaMP emission peak
+
+
+def frames_per_chunk(frame_shape: tuple[int, int], itemsize: int, nframes: int) -> int:
+    """HDF5 chunk length along time so one chunk holds about CHUNK_BYTES."""
+    per_frame = frame_shape[0] * frame_shape[1] * itemsize
+    return int(max(1, min(nframes, CHUNK_BYTES // per_frame)))
+
+
+def movie_data_io(
+    movie: MovieSource, progress: Callable[[float], None] | None = None
+) -> H5DataIO:
+    """A compressed, chunked dataset writer streaming ``movie`` as (frames, width, height)."""
+    height, width = movie.frame_shape
+    chunk = frames_per_chunk(movie.frame_shape, np.dtype(movie.dtype).itemsize, movie.nframes)
+
+    def transposed_frames() -> Iterator[np.ndarray]:
+        for first, frames in movie.iter_chunks(chunk):
+            yield from frames.transpose(0, 2, 1)
+            if progress is not None:
+                progress((first + len(frames)) / movie.nframes)
+
+    iterator = DataChunkIterator(
+        data=transposed_frames(),
+        maxshape=(movie.nframes, width, height),
+        dtype=np.dtype(movie.dtype),
+        buffer_size=chunk,
+    )
+    return H5DataIO(iterator, chunks=(chunk, width, height), **COMPRESSION)
+
+
+def file_identifier(recording_dir: str, paramset: str, param_hash: str) -> str:
+    """Deterministic identifier of a partition's file."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"miniscope-assets:{recording_dir}:{paramset}:{param_hash}"))
+
+
+def build_nwbfile(
+    info: RecordingInfo, user: UserMetadata, paramset_name: str, param_hash: str
+) -> NWBFile:
+    """Session, subject, Miniscope device and imaging plane (no movie yet)."""
+    session = user.session
+    experimenter = session.get("experimenter") or info.session.get("researcher_name")
+    nwbfile = NWBFile(
+        session_description=session.get("session_description")
+        or f"UCLA Miniscope recording {info.recording_dir} ({info.acquisition_software}), "
+        f"processed with paramset {paramset_name}",
+        identifier=file_identifier(info.recording_dir, paramset_name, param_hash),
+        session_start_time=info.recording_datetime,
+        session_id=str(session.get("session_id") or info.recording_datetime.strftime("%Y%m%dT%H%M%S")),
+        experimenter=[experimenter] if isinstance(experimenter, str) else experimenter,
+        lab=session.get("lab"),
+        institution=session.get("institution"),
+        experiment_description=session.get("experiment_description"),
+        keywords=session.get("keywords"),
+        source_script=f"miniscope-assets {miniscope_assets.__version__}",
+        source_script_file_name="miniscope_assets",
+    )
+    if user.subject:
+        subject = {key: value for key, value in user.subject.items()}
+        subject["subject_id"] = str(subject["subject_id"])
+        nwbfile.subject = Subject(**subject)
+    device = _device(info)
+    nwbfile.add_device(device)
+    um_per_pixel = session.get("um_per_pixel")
+    optical_channel = OpticalChannel(
+        name="OpticalChannel",
+        description="Green emission of the calcium indicator",
+        emission_lambda=float(session.get("emission_lambda", DEFAULT_EMISSION_NM)),
+    )
+    plane = ImagingPlane(
+        name=IMAGING_PLANE,
+        optical_channel=optical_channel,
+        description=session.get("imaging_plane_description")
+        or f"Field of view of {device.name}, {info.px_height}x{info.px_width} px",
+        device=device,
+        excitation_lambda=float(session.get("excitation_lambda", DEFAULT_EXCITATION_NM)),
+        imaging_rate=float(info.fps),
+        indicator=str(session.get("indicator", "unknown")),
+        location=str(session.get("location", "unknown")),
+        grid_spacing=None if um_per_pixel is None else [float(um_per_pixel)] * 2,
+        grid_spacing_unit="micrometers",
+    )
+    nwbfile.add_imaging_plane(plane)
+    return nwbfile
+
+
+def _device(info: RecordingInfo) -> Miniscope:
+    fields = info.device
+    int_or_none = lambda value: None if value is None else int(value)  # noqa: E731
+    roi = [v for v in fields.get("roi", []) if v is not None]
+    return Miniscope(
+        name=str(fields.get("name") or "Miniscope").replace(" ", ""),
+        description=f"UCLA Miniscope recorded with {info.acquisition_software}",
+        deviceType=fields.get("device_type"),
+        compression=fields.get("compression"),
+        frameRate=fields.get("frame_rate"),
+        framesPerFile=int_or_none(fields.get("frames_per_file")),
+        gain=None if fields.get("gain_setting") is None else str(fields["gain_setting"]),
+        led0=int_or_none(fields.get("led0")),
+        excitation=int_or_none(fields.get("excitation")),
+        msCamExposure=int_or_none(fields.get("msCamExposure")),
+        ROI=roi if len(roi) == 2 else None,
+    )
+
+
+def raw_series(nwbfile: NWBFile, info: RecordingInfo, data: H5DataIO) -> OnePhotonSeries:
+    """The raw movie series with the recording's real per-frame timestamps."""
+    return OnePhotonSeries(
+        name=RAW_SERIES,
+        description=f"Raw Miniscope movie from {len(info.files)} AVI file(s), stored (frames, width, height)",
+        data=data,
+        imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
+        unit="n.a.",
+        timestamps=np.asarray(info.timestamps, dtype=np.float64),
+        binning=int(info.spatial_downsample),
+    )
+
+
+def write_raw_nwb(
+    path: str | Path,
+    info: RecordingInfo,
+    movie: MovieSource,
+    user: UserMetadata,
+    paramset_name: str,
+    param_hash: str,
+    progress: Callable[[float], None] | None = None,
+) -> Path:
+    """Write the raw NWB file atomically (temporary file renamed into place)."""
+    nwbfile = build_nwbfile(info, user, paramset_name, param_hash)
+    nwbfile.add_acquisition(raw_series(nwbfile, info, movie_data_io(movie, progress)))
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        with NWBHDF5IO(str(temporary), mode="w") as io:
+            io.write(nwbfile)
+    return path

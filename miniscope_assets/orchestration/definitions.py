@@ -1,0 +1,25 @@
+"""The Dagster Definitions loaded by workspace.yaml (`dagster dev -w workspace.yaml`)."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from miniscope_assets.orchestration import assets
+from miniscope_assets.orchestration.partitions import recording_x_paramset
+from miniscope_assets.orchestration.resources import MiniscopeStorage
+
+ALL_ASSETS = [assets.recording_info]
+JOB_NAME = "miniscope_job"
+
+miniscope_job = define_asset_job(
+    JOB_NAME,
+    selection=AssetSelection.assets(*ALL_ASSETS),
+    partitions_def=recording_x_paramset,
+    description="All assets of one recording x paramset partition, from RecordingInfo to Activity",
+)
+
+defs = Definitions(
+    assets=ALL_ASSETS,
+    jobs=[miniscope_job],
+    resources={"storage": MiniscopeStorage.from_env()},
+)

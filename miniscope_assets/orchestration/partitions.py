@@ -1,0 +1,24 @@
+"""One partition per recording x paramset: two dynamic dimensions."""
+
+from __future__ import annotations
+
+from dagster import DynamicPartitionsDefinition, MultiPartitionKey, MultiPartitionsDefinition
+
+RECORDING = "recording"
+PARAMSET = "paramset"
+
+recording_partitions = DynamicPartitionsDefinition(name=RECORDING)
+paramset_partitions = DynamicPartitionsDefinition(name=PARAMSET)
+recording_x_paramset = MultiPartitionsDefinition(
+    {RECORDING: recording_partitions, PARAMSET: paramset_partitions}
+)
+
+
+def partition_key(recording_key: str, paramset: str) -> MultiPartitionKey:
+    return MultiPartitionKey({RECORDING: recording_key, PARAMSET: paramset})
+
+
+def split_partition_key(key) -> tuple[str, str]:
+    """(recording key, paramset name) of a multi-partition key."""
+    dimensions = key.keys_by_dimension
+    return dimensions[RECORDING], dimensions[PARAMSET]

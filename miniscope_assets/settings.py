@@ -1,0 +1,35 @@
+"""Locations from environment variables, with local defaults under ./miniscope_work."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+WORK_FOLDER_ENV = "MINISCOPE_WORK_FOLDER"
+DEFAULT_WORK_FOLDER = "miniscope_work"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_root: Path
+    output_root: Path
+    work_root: Path
+    paramsets_file: Path
+    dagster_home: Path
+
+
+def from_env(environ: dict | None = None) -> Settings:
+    """Settings from MINISCOPE_DATA_ROOT, MINISCOPE_OUTPUT_ROOT, MINISCOPE_WORK_ROOT,
+    MINISCOPE_PARAMSETS and DAGSTER_HOME; unset ones default to folders inside
+    $MINISCOPE_WORK_FOLDER (default ./miniscope_work)."""
+    env = os.environ if environ is None else environ
+    base = Path(env.get(WORK_FOLDER_ENV, DEFAULT_WORK_FOLDER)).absolute()
+    data_root = Path(env.get("MINISCOPE_DATA_ROOT", base / "data")).absolute()
+    return Settings(
+        data_root=data_root,
+        output_root=Path(env.get("MINISCOPE_OUTPUT_ROOT", base / "nwb")).absolute(),
+        work_root=Path(env.get("MINISCOPE_WORK_ROOT", base / "processing")).absolute(),
+        paramsets_file=Path(env.get("MINISCOPE_PARAMSETS", data_root / "paramsets.yaml")).absolute(),
+        dagster_home=Path(env.get("DAGSTER_HOME", base / "dagster_home")).absolute(),
+    )

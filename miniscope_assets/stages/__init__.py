@@ -1,0 +1,1 @@
+"""What each asset does, as plain Python (no Dagster): the orchestration layer only wires it."""

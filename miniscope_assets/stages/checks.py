@@ -1,0 +1,93 @@
+"""Checks run on a partition's NWB file: nwbinspector (DANDI config), dandi validate, sanity."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from pynwb import NWBHDF5IO
+
+from miniscope_assets.nwb.raw import RAW_SERIES
+from miniscope_assets.nwb.update import OPHYS
+from miniscope_assets.stages.workspace import CheckOutcome
+
+FAILING_IMPORTANCE = {"CRITICAL", "BEST_PRACTICE_VIOLATION", "ERROR"}
+
+
+def inspect_nwb(path: str | Path) -> CheckOutcome:
+    """nwbinspector with the DANDI configuration; fails on CRITICAL or violation-level messages."""
+    import nwbinspector
+
+    messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path), config=nwbinspector.load_config("dandi")))
+    counts = collections.Counter(m.importance.name for m in messages)
+    failing = [m for m in messages if m.importance.name in FAILING_IMPORTANCE]
+    listed = [f"{m.importance.name} {m.check_function_name} at {m.location}: {m.message}" for m in messages]
+    return CheckOutcome(
+        name="nwbinspector",
+        passed=not failing,
+        description=(
+            "nwbinspector (DANDI config): no CRITICAL or violation-level messages"
+            if not failing
+            else f"nwbinspector found {len(failing)} CRITICAL/violation message(s): {listed[0]}"
+        ),
+        metadata={"messages_by_importance": dict(counts), "messages": "\n".join(listed[:20]) or "none"},
+    )
+
+
+def dandi_validate(folder: str | Path) -> CheckOutcome:
+    """``dandi validate`` on the output folder when the dandi client is installed (offline)."""
+    if importlib.util.find_spec("dandi") is None:
+        return CheckOutcome(
+            name="dandi_validate",
+            passed=True,
+            description="skipped: the dandi client is not installed (pip install 'miniscope-assets[dandi]')",
+            metadata={"skipped": True},
+        )
+    from dandi.validate import validate
+
+    problems = [
+        f"{r.severity.name if r.severity else '?'} {r.id}: {r.message} ({r.path})"
+        for r in validate(str(folder), allow_any_path=True)
+        if r.severity is not None and r.severity.name in ("ERROR", "CRITICAL")
+    ]
+    return CheckOutcome(
+        name="dandi_validate",
+        passed=not problems,
+        description="dandi validate: no errors" if not problems else f"dandi validate: {problems[0]}",
+        metadata={"skipped": False, "errors": "\n".join(problems[:20]) or "none"},
+    )
+
+
+def sanity(path: str | Path) -> CheckOutcome:
+    """Timestamps strictly increasing, every ROI trace finite, every mask inside the field of view."""
+    problems = []
+    with NWBHDF5IO(str(path), mode="r") as io:
+        nwbfile = io.read()
+        raw = nwbfile.acquisition[RAW_SERIES]
+        timestamps = np.asarray(raw.timestamps[:])
+        if np.any(np.diff(timestamps) <= 0):
+            problems.append("raw timestamps are not strictly increasing")
+        _, width, height = raw.data.shape
+        if OPHYS in nwbfile.processing:
+            module = nwbfile.processing[OPHYS]
+            for container_name in ("Fluorescence", "DfOverF"):
+                if container_name in module.data_interfaces:
+                    for name, series in module[container_name].roi_response_series.items():
+                        if not np.all(np.isfinite(series.data[:])):
+                            problems.append(f"{container_name}/{name} has non-finite values")
+            if "ImageSegmentation" in module.data_interfaces:
+                plane = module["ImageSegmentation"]["PlaneSegmentation"]
+                pixels = np.asarray(plane["pixel_mask"].target.data[:].tolist()).reshape(-1, 3)
+                if pixels.size and (
+                    pixels[:, 0].min() < 0 or pixels[:, 1].min() < 0
+                    or pixels[:, 0].max() >= width or pixels[:, 1].max() >= height
+                ):
+                    problems.append(f"a mask has pixels outside the {width}x{height} field of view")
+    return CheckOutcome(
+        name="sanity",
+        passed=not problems,
+        description="timestamps increasing, traces finite, masks inside the FOV" if not problems else "; ".join(problems),
+        metadata={"problems": len(problems)},
+    )
