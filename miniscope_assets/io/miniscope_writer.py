@@ -123,9 +123,11 @@ def write_v3_recording(
         folder, frames, fps, frames_per_file, lambda i: f"msCam{i + 1}.avi", codec="GREY"
     )
     behavior_camera = 0 if imaging_camera != 0 else 1
+    jitter = np.random.default_rng(nframes).integers(-2, 3, nframes)  # the PC clock is not regular
+    jitter[0] = 0
     rows = []
     for i in range(nframes):
-        rows.append((round(1000 * i / fps) + 7, imaging_camera, i + 1))
+        rows.append((round(1000 * i / fps) + 7 + int(jitter[i]), imaging_camera, i + 1))
     for i in range(behavior_frames):
         rows.append((round(1000 * i / 30.0) + 3, behavior_camera, i + 1))
     rows.sort()

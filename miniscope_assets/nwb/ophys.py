@@ -33,7 +33,7 @@ from pynwb.ophys import (
 )
 
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.nwb.raw import IMAGING_PLANE, RAW_SERIES, movie_data_io
+from miniscope_assets.nwb.raw import IMAGING_PLANE, RAW_SERIES, movie_data_io, timing_of
 from miniscope_assets.nwb.update import ophys_module
 from miniscope_assets.results import ProcessingResult
 
@@ -57,7 +57,7 @@ def _shift_series(name: str, nwbfile: NWBFile, result: ProcessingResult) -> Time
         description="Rigid shifts applied to register each frame: columns x (right), y (down)",
         data=np.stack([rigid.x_shifts, rigid.y_shifts], axis=1).astype(np.float32),
         unit="pixels",
-        timestamps=_raw(nwbfile),
+        **timing_of(_raw(nwbfile)),
     )
 
 
@@ -73,7 +73,7 @@ def add_motion_correction(nwbfile: NWBFile, result: ProcessingResult, corrected:
                 data=movie_data_io(corrected),
                 imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
                 unit="n.a.",
-                timestamps=raw,
+                **timing_of(raw),
             )
             stack = CorrectedImageStack(
                 corrected=corrected_series,
@@ -91,7 +91,7 @@ def add_motion_correction(nwbfile: NWBFile, result: ProcessingResult, corrected:
                 description="1 where the frame's shift was an outlier (already corrected), else 0",
                 data=outliers.astype(np.uint8),
                 unit="n.a.",
-                timestamps=raw,
+                **timing_of(raw),
             )
         )
     if result.motion_piecewise is not None:
@@ -204,7 +204,7 @@ def _add_series(nwbfile: NWBFile, container, name: str, traces: np.ndarray, desc
         data=np.ascontiguousarray(np.asarray(traces, dtype=np.float32).T),
         rois=rois,
         unit="n.a.",
-        timestamps=_raw(nwbfile),
+        **timing_of(_raw(nwbfile)),
         description=description,
     )
 

@@ -135,6 +135,23 @@ def _device(info: RecordingInfo) -> Miniscope:
     )
 
 
+def timing(timestamps: np.ndarray) -> dict:
+    """Per-frame timestamps, or starting_time + rate when they are exactly regular
+    (NWB best practice; nwbinspector flags regular timestamps)."""
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    steps = np.diff(timestamps)
+    if steps.size and np.all(np.round(steps - steps[0], 9) == 0):
+        return {"starting_time": float(timestamps[0]), "rate": float(1.0 / steps[0])}
+    return {"timestamps": timestamps}
+
+
+def timing_of(series) -> dict:
+    """Timing arguments that make a new series share ``series``' frame times."""
+    if series.timestamps is not None:
+        return {"timestamps": series}
+    return {"starting_time": series.starting_time, "rate": series.rate}
+
+
 def raw_series(nwbfile: NWBFile, info: RecordingInfo, data: H5DataIO) -> OnePhotonSeries:
     """The raw movie series with the recording's real per-frame timestamps."""
     return OnePhotonSeries(
@@ -143,8 +160,8 @@ def raw_series(nwbfile: NWBFile, info: RecordingInfo, data: H5DataIO) -> OnePhot
         data=data,
         imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
         unit="n.a.",
-        timestamps=np.asarray(info.timestamps, dtype=np.float64),
         binning=int(info.spatial_downsample),
+        **timing(info.timestamps),
     )
 
 

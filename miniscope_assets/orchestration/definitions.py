@@ -7,6 +7,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 from miniscope_assets.orchestration import assets
 from miniscope_assets.orchestration.partitions import recording_x_paramset
 from miniscope_assets.orchestration.resources import MiniscopeStorage
+from miniscope_assets.orchestration.sensors import build_recording_sensor
 
 ALL_ASSETS = [assets.recording_info]
 JOB_NAME = "miniscope_job"
@@ -21,5 +22,6 @@ miniscope_job = define_asset_job(
 defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[miniscope_job],
+    sensors=[build_recording_sensor(miniscope_job)],
     resources={"storage": MiniscopeStorage.from_env()},
 )

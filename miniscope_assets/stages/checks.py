@@ -23,14 +23,15 @@ def inspect_nwb(path: str | Path) -> CheckOutcome:
     messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path), config=nwbinspector.load_config("dandi")))
     counts = collections.Counter(m.importance.name for m in messages)
     failing = [m for m in messages if m.importance.name in FAILING_IMPORTANCE]
-    listed = [f"{m.importance.name} {m.check_function_name} at {m.location}: {m.message}" for m in messages]
+    describe = lambda m: f"{m.importance.name} {m.check_function_name} at {m.location}: {m.message}"  # noqa: E731
+    listed = [describe(m) for m in messages]
     return CheckOutcome(
         name="nwbinspector",
         passed=not failing,
         description=(
             "nwbinspector (DANDI config): no CRITICAL or violation-level messages"
             if not failing
-            else f"nwbinspector found {len(failing)} CRITICAL/violation message(s): {listed[0]}"
+            else f"nwbinspector found {len(failing)} CRITICAL/violation message(s); first: {describe(failing[0])}"
         ),
         metadata={"messages_by_importance": dict(counts), "messages": "\n".join(listed[:20]) or "none"},
     )
@@ -66,7 +67,7 @@ def sanity(path: str | Path) -> CheckOutcome:
     with NWBHDF5IO(str(path), mode="r") as io:
         nwbfile = io.read()
         raw = nwbfile.acquisition[RAW_SERIES]
-        timestamps = np.asarray(raw.timestamps[:])
+        timestamps = np.asarray(raw.get_timestamps())
         if np.any(np.diff(timestamps) <= 0):
             problems.append("raw timestamps are not strictly increasing")
         _, width, height = raw.data.shape
