@@ -274,3 +274,25 @@ def test_result_file_path_is_accepted_and_round_trips_through_results_file(tmp_p
     np.testing.assert_allclose(again.motion_piecewise.x_shifts, result.motion_piecewise.x_shifts)
     assert again.mask_types.tolist() == result.mask_types.tolist()
     assert again.method == "caiman"
+
+
+@pytest.mark.parametrize("empty_c_shape", [(0, 12), (0,)])
+def test_result_without_components(tmp_path, empty_c_shape):
+    s = fx.make_scenario()
+    path = fx.write_caiman_folder(tmp_path, s)
+    with h5py.File(path, "r+") as f:
+        est = f["estimates"]
+        for name in ("A", "C", "YrA", "R", "S", "F_dff", "idx_components", "idx_components_bad",
+                     "SNR_comp", "r_values", "cnn_preds"):
+            del est[name]
+        est["A/data"], est["A/indices"], est["A/indptr"] = np.zeros(0), np.zeros(0, int), np.zeros(1, int)
+        est["A/shape"] = np.array([54, 0])
+        est["C"] = np.zeros(empty_c_shape)
+        for name in ("YrA", "S", "F_dff"):
+            est[name] = np.zeros((0, 12))
+        for name in ("idx_components", "idx_components_bad", "SNR_comp", "r_values", "cnn_preds"):
+            est[name] = np.zeros(0)
+    result = _load(tmp_path)
+    assert result.n_masks == 0 and result.nframes == 12
+    assert result.fluorescence.shape == (0, 12) and result.footprints.shape == (54, 0)
+    assert result.motion_rigid.x_shifts.shape == (12,)

@@ -4,7 +4,7 @@ CaImAn (``caiman/mmapping.py``: ``save_memmap`` / ``load_memmap``; the name is b
 ``caiman/paths.py: memmap_frames_filename``) stores a movie as one raw, headerless float32 array
 of shape ``(d1 * d2 * d3, T)`` -- pixels x frames -- and encodes that shape in the file name::
 
-    <base>_d1_<d1>_d2_<d2>_d3_<d3>_order_<C|F>_frames_<T>.mmap     (CaImAn >= 1.9.x)
+    <base>_d1_<d1>_d2_<d2>_d3_<d3>_order_<C|F>_frames_<T>.mmap     (newer releases)
     <base>_d1_<d1>_d2_<d2>_d3_<d3>_order_<C|F>_frames_<T>_.mmap    (older releases: trailing "_")
 
 - ``d1`` is the number of image rows (height), ``d2`` the number of columns (width), ``d3`` the

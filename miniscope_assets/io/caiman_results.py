@@ -21,6 +21,7 @@ So CaImAn's ``shifts_rig[:, 0]`` / ``x_shifts_els`` are our **y** shifts and ``s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -122,6 +123,18 @@ def _get(group: h5py.Group, name: str) -> Any:
     if name in group.attrs:  # CaImAn >= 1.9.9 stores strings as attributes of their group
         return _decode_scalar(group.attrs[name])
     return None
+
+
+def _present(group: h5py.Group, name: str) -> bool:
+    """True when ``name`` is stored and is not CaImAn's ``'NoneType'`` marker (without reading big data)."""
+    if name not in group:
+        return False
+    node = group[name]
+    if isinstance(node, h5py.Group):
+        return True
+    if node.shape == () and node.dtype.kind in "SO":
+        return _decode_scalar(node[()]) is not None
+    return True
 
 
 def _jsonable(value: Any) -> Any:
@@ -403,22 +416,41 @@ class _Loader:
             )
         return a
 
-    def traces(self, estimates: h5py.Group, n_masks: int) -> tuple[np.ndarray, int]:
+    def traces(self, f: h5py.File, estimates: h5py.Group, n_masks: int) -> tuple[np.ndarray, int]:
         c = _get(estimates, "C")
         if c is None:
             raise self.fail("estimates/C is 'NoneType': CNMF was saved before it was fitted")
         c = np.asarray(c, dtype=np.float64)
-        if c.ndim == 1 and c.size == 0:
-            c = c.reshape(0, 0)
+        if n_masks == 0 and c.size == 0:  # no components found: take T from elsewhere
+            c = np.zeros((0, self.frames_hint(f, estimates)))
         if c.ndim != 2 or c.shape[0] != n_masks:
             raise self.fail(f"estimates/C has shape {c.shape}, expected ({n_masks}, frames) to match estimates/A")
         return c, c.shape[1]
+
+    def frames_hint(self, f: h5py.File, estimates: h5py.Group) -> int:
+        """Frame count of a result without components: from the background, shifts or memmap."""
+        ftrace = _get(estimates, "f")
+        if ftrace is not None and np.ndim(ftrace) == 2:
+            return int(np.shape(ftrace)[1])
+        motion_file = self.files.motion_file
+        if motion_file is not None:
+            with contextlib.ExitStack() as stack:
+                handle = f if motion_file == self.path else stack.enter_context(h5py.File(motion_file, "r"))
+                group = handle.get(MOTION_GROUP)
+                for name in ("shifts_rig", "x_shifts_els"):
+                    if group is not None and name in group and group[name].ndim == 2:
+                        return int(group[name].shape[0])
+        if self.files.mmap_file is not None:
+            return open_caiman_mmap(self.files.mmap_file).nframes
+        return 0
 
     def optional_trace(self, estimates: h5py.Group, name: str, n_masks: int, nframes: int) -> np.ndarray | None:
         value = _get(estimates, name)
         if value is None:
             return None
         value = np.asarray(value)
+        if n_masks == 0 and value.size == 0:
+            return np.zeros((0, nframes))
         if value.dtype == object or value.shape != (n_masks, nframes):
             self.warn(f"estimates/{name} has shape {value.shape}, expected ({n_masks}, {nframes}); ignored")
             return None
@@ -485,7 +517,7 @@ class _Loader:
     ) -> tuple[np.ndarray | None, str]:
         b = _get(estimates, "b")
         f = _get(estimates, "f")
-        ring = "W" in estimates and _get(estimates, "W") is not None
+        ring = _present(estimates, "W")
         if b is None or f is None:
             why = "ring-model background (W, b0) needs the movie" if ring else "no estimates/b and estimates/f"
             return None, f"none: {why}"
@@ -705,7 +737,7 @@ def load_caiman_results(results_dir: str | Path) -> ProcessingResult:
         frame_shape = loader.frame_shape(f, estimates)
         a_fortran = loader.footprints(estimates, frame_shape)
         n_masks = a_fortran.shape[1]
-        c, nframes = loader.traces(estimates, n_masks)
+        c, nframes = loader.traces(f, estimates, n_masks)
         params = loader.params(f)
         yra = loader.optional_trace(estimates, "YrA", n_masks, nframes)
         if yra is None:
@@ -733,9 +765,9 @@ def load_caiman_results(results_dir: str | Path) -> ProcessingResult:
                 )
         summary, summary_source = loader.summary(images, estimates, a_fortran, c, frame_shape)
         background = "none"
-        if _get(estimates, "W") is not None:
+        if _present(estimates, "W"):
             background = "ring model (estimates/W, estimates/b0)"
-        elif _get(estimates, "b") is not None:
+        elif _present(estimates, "b"):
             background = "global low-rank (estimates/b, estimates/f)"
 
     loader.notes.update(
