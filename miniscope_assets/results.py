@@ -86,7 +86,9 @@ class ProcessingResult:
     denoised: np.ndarray | None = None
     dff: np.ndarray | None = None
     spikes: np.ndarray | None = None
-    corrected_movie: str | None = None  # HDF5 file with dataset "corrected" (frames, height, width)
+    # Motion-corrected movie: our HDF5 file (dataset "corrected", (frames, height, width)) or
+    # CaImAn's .mmap; opened with miniscope_assets.io.corrected_movie.open_corrected_movie.
+    corrected_movie: str | None = None
     notes: dict = field(default_factory=dict)
 
     TRACE_FIELDS = ("fluorescence", "neuropil", "denoised", "dff", "spikes")

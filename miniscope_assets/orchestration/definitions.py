@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from miniscope_assets.orchestration import assets
+from miniscope_assets.orchestration.assets import ALL_ASSETS
 from miniscope_assets.orchestration.partitions import recording_x_paramset
 from miniscope_assets.orchestration.resources import MiniscopeStorage
 from miniscope_assets.orchestration.sensors import build_recording_sensor
 
-ALL_ASSETS = [assets.recording_info]
 JOB_NAME = "miniscope_job"
 
 miniscope_job = define_asset_job(

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import collections
-import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +42,40 @@ def inspect_nwb(path: str | Path) -> CheckOutcome:
     )
 
 
-def dandi_validate(folder: str | Path) -> CheckOutcome:
-    """``dandi validate`` on the output folder when the dandi client is installed (offline)."""
-    if importlib.util.find_spec("dandi") is None:
+def dandi_validate(nwb_path: str | Path, output_root: str | Path) -> CheckOutcome:
+    """``dandi validate`` (offline) on the file at its place in the output folder.
+
+    dandi validates Dandisets, so the file is linked into a temporary folder with a placeholder
+    dandiset.yaml at the same relative path (file naming is part of the validation).
+    Skipped when the dandi client is not installed.
+    """
+    dandi = shutil.which("dandi", path=str(Path(sys.executable).parent)) or shutil.which("dandi")
+    if dandi is None:
         return CheckOutcome(
             name="dandi_validate",
             passed=True,
             description="skipped: the dandi client is not installed (pip install 'miniscope-assets[dandi]')",
             metadata={"skipped": True},
         )
-    from dandi.validate import validate
-
-    problems = [
-        f"{r.severity.name if r.severity else '?'} {r.id}: {r.message} ({r.path})"
-        for r in validate(str(folder), allow_any_path=True)
-        if r.severity is not None and r.severity.name in ("ERROR", "CRITICAL")
-    ]
+    nwb_path = Path(nwb_path).resolve()
+    relative = nwb_path.relative_to(Path(output_root).resolve())
+    with tempfile.TemporaryDirectory(prefix="dandi-validate-") as staging:
+        staging = Path(staging)
+        (staging / "dandiset.yaml").write_text(
+            "identifier: DANDI:000000\nname: miniscope-assets staging\ndescription: offline validation\n"
+        )
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        (staging / relative).symlink_to(nwb_path)
+        completed = subprocess.run(
+            [dandi, "validate", "--format", "json", "--min-severity", "ERROR", str(staging)],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "DANDI_NO_ET": "1"},
+        )
+    try:
+        problems = [f"{r.get('id')}: {r.get('message')}" for r in json.loads(completed.stdout or "[]")]
+    except json.JSONDecodeError:
+        problems = [f"dandi validate exited {completed.returncode}: {completed.stderr.strip()[-500:]}"]
+    if completed.returncode != 0 and not problems:
+        problems = [f"dandi validate exited {completed.returncode}: {completed.stderr.strip()[-500:]}"]
     return CheckOutcome(
         name="dandi_validate",
         passed=not problems,

@@ -1,0 +1,203 @@
+"""Command line: `miniscope-assets demo | run | curate | catalog | paramsets`.
+
+Runs go through the Dagster job in-process against the local instance in $DAGSTER_HOME
+(default ./miniscope_work/dagster_home, SQLite), so they show up in `dagster dev` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from miniscope_assets import settings as settings_module
+from miniscope_assets.errors import MiniscopeInputError, ParameterError
+
+DAGSTER_YAML = """\
+# Written by miniscope-assets. Local SQLite storage (the default) under this folder.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1   # one processing step at a time on a workstation
+  runs:
+    max_concurrent_runs: 2
+"""
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def prepare_instance(current: settings_module.Settings):
+    """The Dagster instance in DAGSTER_HOME, created with a dagster.yaml on first use."""
+    home = current.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get()
+
+
+def _workspace(current: settings_module.Settings):
+    from miniscope_assets.stages.workspace import Workspace
+
+    return Workspace(current.data_root, current.output_root, current.work_root, current.paramsets_file)
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None and "MiniscopeInputError" not in error.cls_name:
+                error = error.cause
+            return f"{event.step_key} failed: {error.message.strip()}"
+    return "run failed"
+
+
+def run_partition(current, recording: str, paramsets: list[str] | None, force: bool = False,
+                  from_asset: str | None = None) -> list[Path]:
+    """Materialize every asset (or those from ``from_asset`` on) for the recording's partitions."""
+    from dagster import AssetKey
+
+    from miniscope_assets.io.recording import detect_software
+    from miniscope_assets.orchestration.definitions import ALL_ASSETS, JOB_NAME, defs
+    from miniscope_assets.orchestration.partitions import PARAMSET, RECORDING, partition_key
+
+    instance = prepare_instance(current)
+    workspace = _workspace(current)
+    relative = workspace.relative_recording_dir(recording)
+    detect_software(workspace.data_root / relative)  # a clear error before anything starts
+    key = workspace.register_recording(relative)
+    names = paramsets or [p.name for p in workspace.paramsets()]
+    for name in names:
+        workspace.paramset(name)
+    for dimension, keys in ((RECORDING, [key]), (PARAMSET, names)):
+        missing = [k for k in keys if not instance.has_dynamic_partition(dimension, k)]
+        if missing:
+            instance.add_dynamic_partitions(dimension, missing)
+    selection = None
+    if from_asset is not None:
+        names_in_order = [a.key.path[-1] for a in ALL_ASSETS]
+        selection = [AssetKey(n) for n in names_in_order[names_in_order.index(from_asset):]]
+    run_config = dict(QUIET_LOGS)
+    if force:
+        run_config["ops"] = {"processing": {"config": {"force": True}}}
+    job = defs.resolve_job_def(JOB_NAME)
+    nwb_paths = []
+    for name in names:
+        print(f"== {relative} x {name} (partition {name}|{key})", file=sys.stderr)
+        result = job.execute_in_process(
+            partition_key=partition_key(key, name), instance=instance, run_config=run_config,
+            asset_selection=selection, raise_on_error=False,
+        )
+        if not result.success:
+            raise SystemExit(f"error: {_failure_message(result)}")
+        nwb_paths.append(workspace.partition(key, name).nwb_path())
+    return nwb_paths
+
+
+def print_catalog(current) -> None:
+    from miniscope_assets.orchestration.catalog import catalog_rows, format_table
+
+    print(format_table(catalog_rows(prepare_instance(current))))
+
+
+def command_demo(args, current) -> None:
+    from miniscope_assets.example import generate_example
+
+    print(f"writing the example recording under {current.data_root} ...", file=sys.stderr)
+    recording = generate_example(current.data_root, size=args.size, nframes=args.frames, n_neurons=args.neurons)
+    for path in run_partition(current, recording, None, force=args.force):
+        print(f"NWB file: {path}")
+    print_catalog(current)
+    print(f"\nOpen the UI with: DAGSTER_HOME={current.dagster_home} dagster dev -w workspace.yaml")
+
+
+def command_run(args, current) -> None:
+    for path in run_partition(current, args.recording, args.paramset, force=args.force):
+        print(f"NWB file: {path}")
+
+
+def command_curate(args, current) -> None:
+    from miniscope_assets.stages.curation import CurationRequest, write_curation_file
+
+    workspace = _workspace(current)
+    key = workspace.register_recording(workspace.relative_recording_dir(args.recording))
+    request = CurationRequest(
+        accept=args.accept, reject=args.reject or [], merge=[list(group) for group in args.merge or []],
+        note=args.note or "",
+    )
+    path = write_curation_file(workspace.partition(key, args.paramset).files.curation_input, request)
+    print(f"curation file: {path}", file=sys.stderr)
+    for nwb_path in run_partition(current, args.recording, [args.paramset], from_asset="curation"):
+        print(f"NWB file: {nwb_path}")
+
+
+def command_catalog(args, current) -> None:
+    print_catalog(current)
+
+
+def command_paramsets(args, current) -> None:
+    from miniscope_assets.stages.processing import validate_paramset
+
+    workspace = _workspace(current)
+    source = current.paramsets_file if current.paramsets_file.is_file() else "built-in default"
+    print(f"paramsets from {source}")
+    failures = 0
+    for paramset in workspace.paramsets():
+        try:
+            validate_paramset(paramset)
+            status = "ok"
+        except (ParameterError, MiniscopeInputError) as error:
+            status, failures = f"INVALID: {error}", failures + 1
+        print(f"- {paramset.name}: method={paramset.method} task_mode={paramset.task_mode} "
+              f"hash={paramset.param_hash} [{status}]\n  {paramset.description}")
+    if failures:
+        raise SystemExit(1)
+
+
+def _ids(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="miniscope-assets", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="generate the example recording and run the whole chain on it")
+    demo.add_argument("--size", type=int, default=160, help="frame width and height in pixels")
+    demo.add_argument("--frames", type=int, default=1000)
+    demo.add_argument("--neurons", type=int, default=30)
+    demo.add_argument("--force", action="store_true", help="recompute processing even if inputs are unchanged")
+    demo.set_defaults(handler=command_demo)
+    run = commands.add_parser("run", help="materialize all assets of a recording (every paramset by default)")
+    run.add_argument("recording", help="recording folder, absolute or relative to the data root")
+    run.add_argument("--paramset", action="append", help="paramset name (repeatable)")
+    run.add_argument("--force", action="store_true", help="recompute processing even if inputs are unchanged")
+    run.set_defaults(handler=command_run)
+    curate = commands.add_parser("curate", help="write a curation and re-materialize from curation on")
+    curate.add_argument("recording")
+    curate.add_argument("--paramset", required=True)
+    curate.add_argument("--reject", type=_ids, help="mask ids to reject, e.g. 3,7")
+    curate.add_argument("--accept", type=_ids, help="keep only these mask ids")
+    curate.add_argument("--merge", type=_ids, action="append", help="mask ids to merge, e.g. 4,5 (repeatable)")
+    curate.add_argument("--note", help="free-text curation note")
+    curate.set_defaults(handler=command_curate)
+    catalog = commands.add_parser("catalog", help="partitions and their key metadata from the Dagster instance")
+    catalog.set_defaults(handler=command_catalog)
+    paramsets = commands.add_parser("paramsets", help="list, validate and hash the paramsets")
+    paramsets.set_defaults(handler=command_paramsets)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    current = settings_module.from_env()
+    try:
+        args.handler(args, current)
+    except (MiniscopeInputError, ParameterError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+if __name__ == "__main__":
+    main()
