@@ -1,0 +1,443 @@
+"""Stage 3: source extraction for 1-photon data (CNMF-E class), memory-bounded.
+
+Data model per pixel ``p`` and frame ``t`` (``B`` = background, ``A`` = footprints, ``C`` = traces)::
+
+    Y[p, t] = sum_k A[p, k] C[k, t] + b0[p] + w[p] * ring(Y - A C - b0)[p, t] + noise
+
+``b0`` is the constant background, the fluctuating background of a pixel is the average of the
+residual over a square ring around it (radius ``ring_radius_factor x neuron_diameter``) scaled by a
+per-pixel gain ``w`` fitted by least squares.
+
+1. Binning: the corrected movie is streamed once and averaged in bins of ``ceil(T /
+   max_init_frames)`` frames into a temporary HDF5 copy (at most ``max_init_frames`` frames).
+2. Patches: square cores of ``patch_size`` px tile the frame; each is processed with a margin of
+   ``patch_overlap`` px (only that window is in memory):
+   a. seeds: the band-passed (soma-scale difference of Gaussians) fluctuation movie gives a
+      peak-to-noise (PNR) and a thresholded local-correlation image; the pixel with the largest
+      ``corr x PNR`` above ``min_corr`` and ``min_pnr`` seeds a source: its filtered trace,
+      the pixels correlating with it (> 0.3, connected) as support, and a footprint regressed
+      from the raw fluctuations against the trace and the local background; its filtered
+      contribution is subtracted and the images updated locally; repeat until no seed is left.
+   b. refinement (``refine_iterations`` rounds): ring background and gains, then non-negative
+      HALS updates of the traces and of the footprints (each within a disk of one diameter
+      around its centre, cleaned to its main connected part above 10% of its peak), then merging
+      of overlapping sources whose traces correlate above ``merge_threshold``.
+   c. rejection: sources smaller than ``0.2 x`` the expected soma area or whose projected trace
+      has a peak SNR below ``min_snr`` are dropped; a source is kept only by the patch whose
+      core holds its centroid.
+3. Duplicates across patches (overlapping footprints, correlated traces) are merged.
+Footprints are scaled to unit peak; ``b0 = mean image - A mean(C)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import h5py
+import numpy as np
+import scipy.ndimage
+import scipy.sparse
+import scipy.sparse.csgraph
+
+from miniscope_assets.engine.filters import RingAverage, bandpass, neuron_filter_sigmas, ring_radii
+from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.engine.noise import noise_from_differences, trace_snr
+from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
+
+STAGE = "source_extraction"
+_SUPPORT_CORRELATION = 0.3
+_FOOTPRINT_CUTOFF = 0.1
+_MIN_AREA_FRACTION = 0.2
+_HALS_SWEEPS = 3
+
+
+@dataclass
+class Sources:
+    """Footprints and background model found by :func:`extract_sources`."""
+
+    footprints: scipy.sparse.csc_matrix  # (height*width, K), unit peak
+    binned_traces: np.ndarray  # (K, n_binned) traces on the binned movie
+    background_mean: np.ndarray  # b0, (height, width)
+    ring_gain: np.ndarray  # w, (height, width)
+    bin_size: int
+    notes: dict
+
+
+@dataclass
+class _Component:
+    footprint: np.ndarray  # (h, w) within its window, unit peak
+    trace: np.ndarray  # (n_binned,)
+
+
+def expected_soma_area(neuron_diameter: float) -> float:
+    return float(np.pi * (neuron_diameter / 2) ** 2)
+
+
+def extract_sources(
+    movie: MovieSource,
+    params: dict,
+    work_dir: Path,
+    progress: Callable[[str, float], None] | None = None,
+) -> Sources:
+    """Find footprints in the corrected ``movie`` (see module docstring)."""
+    started = time.perf_counter()
+    height, width = movie.frame_shape
+    descriptor, binned_path = tempfile.mkstemp(suffix=".h5", prefix="binned_", dir=work_dir)
+    os.close(descriptor)
+    try:
+        bin_size, mean_image = _write_binned(movie, params, Path(binned_path), progress)
+        binned_seconds = time.perf_counter() - started
+        footprints, traces, gain = [], [], np.ones(movie.frame_shape, np.float32)
+        windows = list(_patch_windows(movie.frame_shape, params["patch_size"], params["patch_overlap"]))
+        with h5py.File(binned_path, "r") as f:
+            binned = f["binned"]
+            for index, (core, window) in enumerate(windows):
+                data = binned[:, window[0], window[1]]
+                components, patch_gain = _process_patch(data, params)
+                core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
+                gain[core] = patch_gain[core_in_window]
+                for component in components:
+                    cy, cx = _centroid(component.footprint)
+                    if core_in_window[0].start <= cy < core_in_window[0].stop and core_in_window[1].start <= cx < core_in_window[1].stop:
+                        footprints.append(_to_global(component.footprint, window, movie.frame_shape))
+                        traces.append(component.trace)
+                if progress:
+                    progress(STAGE, 0.2 + 0.75 * (index + 1) / len(windows))
+    finally:
+        os.unlink(binned_path)
+    n_binned = -(-movie.nframes // bin_size)
+    found = len(footprints)
+    if footprints:
+        footprint_matrix = scipy.sparse.hstack(footprints, format="csc").astype(np.float32)
+        trace_matrix = np.stack(traces).astype(np.float32)
+        footprint_matrix, trace_matrix = _merge_duplicates(footprint_matrix, trace_matrix, params["merge_threshold"])
+        footprint_matrix, trace_matrix = _order(footprint_matrix, trace_matrix, width)
+    else:
+        footprint_matrix = scipy.sparse.csc_matrix((height * width, 0), dtype=np.float32)
+        trace_matrix = np.zeros((0, n_binned), np.float32)
+    background_mean = mean_image.ravel() - footprint_matrix @ trace_matrix.mean(axis=1)
+    if progress:
+        progress(STAGE, 1.0)
+    return Sources(
+        footprints=footprint_matrix,
+        binned_traces=trace_matrix,
+        background_mean=background_mean.reshape(height, width).astype(np.float32),
+        ring_gain=gain,
+        bin_size=bin_size,
+        notes={
+            "bin_size": bin_size,
+            "patches": len(windows),
+            "sources_in_patches": found,
+            "sources": int(footprint_matrix.shape[1]),
+            "binning_seconds": round(binned_seconds, 3),
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ binning
+def _write_binned(movie: MovieSource, params: dict, path: Path, progress) -> tuple[int, np.ndarray]:
+    """Stream ``movie`` into ``path`` (dataset ``binned``) averaged in bins; return (bin, mean image)."""
+    n = movie.nframes
+    bin_size = max(1, -(-n // params["max_init_frames"]))
+    n_binned = -(-n // bin_size)
+    height, width = movie.frame_shape
+    total = np.zeros(movie.frame_shape, np.float64)
+    chunks = (min(n_binned, 32), min(height, 32), min(width, 32))
+    buffer: list[np.ndarray] = []
+    written = 0
+    carry = np.zeros(movie.frame_shape, np.float64)
+    carried = 0
+    with h5py.File(path, "w") as f:
+        dataset = f.create_dataset("binned", shape=(n_binned, height, width), dtype=np.float32, chunks=chunks)
+        for first, frames in movie.iter_chunks(params["chunk_frames"]):
+            frames = frames.astype(np.float32)
+            total += frames.sum(axis=0, dtype=np.float64)
+            for frame in frames:
+                carry += frame
+                carried += 1
+                if carried == bin_size:
+                    buffer.append((carry / carried).astype(np.float32))
+                    carry[:] = 0
+                    carried = 0
+            if len(buffer) >= chunks[0]:
+                dataset[written : written + len(buffer)] = np.stack(buffer)
+                written += len(buffer)
+                buffer = []
+            if progress:
+                progress(STAGE, 0.2 * (first + len(frames)) / n)
+        if carried:
+            buffer.append((carry / carried).astype(np.float32))
+        if buffer:
+            dataset[written : written + len(buffer)] = np.stack(buffer)
+    return bin_size, (total / n).astype(np.float32)
+
+
+def _patch_windows(frame_shape, patch_size: int, overlap: int):
+    """(core slices, window slices) of every patch, row-major."""
+    per_axis = []
+    for size in frame_shape:
+        starts = list(range(0, size, patch_size))
+        if len(starts) > 1 and size - starts[-1] < patch_size // 2:
+            starts.pop()  # a thin remainder joins the previous core
+        ends = starts[1:] + [size]
+        per_axis.append([
+            (slice(a, b), slice(max(a - overlap, 0), min(b + overlap, size))) for a, b in zip(starts, ends)
+        ])
+    for core_y, window_y in per_axis[0]:
+        for core_x, window_x in per_axis[1]:
+            yield (core_y, core_x), (window_y, window_x)
+
+
+# ------------------------------------------------------------------------------ one patch
+def _process_patch(data: np.ndarray, params: dict) -> tuple[list[_Component], np.ndarray]:
+    """Sources of one (n, h, w) binned window and the window's fitted ring gains."""
+    n, h, w = data.shape
+    diameter = params["neuron_diameter"]
+    fluctuation = data - data.mean(axis=0)
+    components = _initialise(fluctuation, params)
+    ring = RingAverage((h, w), *ring_radii(diameter, params["ring_radius_factor"]))
+    gain = np.ones(h * w, np.float32)
+    if not components:
+        return [], gain.reshape(h, w)
+    flat = fluctuation.reshape(n, h * w)
+    ring_of_data = ring.apply_stack(fluctuation).reshape(n, h * w)
+    footprints = np.stack([c.footprint.ravel() for c in components], axis=1)  # (P, k)
+    traces = np.stack([c.trace for c in components])  # (k, n)
+    centres = [_centroid(c.footprint) for c in components]
+    for _ in range(params["refine_iterations"]):
+        signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
+        traces = _hals_traces(footprints, signal, traces)
+        footprints = _hals_footprints(signal, traces, footprints, centres, (h, w), diameter)
+        footprints, traces, centres = _clean(footprints, traces, (h, w), diameter)
+        footprints, traces = _merge_duplicates_dense(footprints, traces, params["merge_threshold"], (h, w))
+        centres = [_centroid(f.reshape(h, w)) for f in footprints.T]
+    signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
+    traces = _hals_traces(footprints, signal, traces)
+    keep = _accept(footprints, traces, signal, params)
+    return (
+        [_Component(footprints[:, j].reshape(h, w), traces[j]) for j in np.flatnonzero(keep)],
+        gain.reshape(h, w),
+    )
+
+
+def _initialise(fluctuation: np.ndarray, params: dict) -> list[_Component]:
+    """Greedy seeding on corr x PNR of the band-passed fluctuations (see module docstring)."""
+    n, h, w = fluctuation.shape
+    diameter = params["neuron_diameter"]
+    filtered = filter_neurons(fluctuation, diameter)
+    filtered -= np.median(filtered, axis=0)
+    noise = np.maximum(noise_from_differences(filtered), 1e-6)
+    pnr = filtered.max(axis=0) / noise
+    correlation = LocalCorrelation((h, w)).add(threshold_noise(filtered.copy(), noise)).image()
+    blocked = np.zeros((h, w), bool)
+    radius = int(np.ceil(diameter))
+    min_area = _MIN_AREA_FRACTION * expected_soma_area(diameter)
+    low, high = neuron_filter_sigmas(diameter)
+    reach = radius + int(np.ceil(2.5 * high))
+    components: list[_Component] = []
+    for _ in range(h * w):
+        score = np.where(
+            (correlation >= params["min_corr"]) & (pnr >= params["min_pnr"]) & ~blocked, correlation * pnr, 0
+        )
+        seed = np.unravel_index(int(np.argmax(score)), score.shape)
+        if score[seed] <= 0:
+            break
+        blocked[seed] = True
+        component = _seed_component(fluctuation, filtered, seed, radius, min_area)
+        if component is None:
+            continue
+        components.append(component)
+        # subtract the source's filtered contribution and refresh the images around it
+        y0, y1 = max(seed[0] - reach, 0), min(seed[0] + reach + 1, h)
+        x0, x1 = max(seed[1] - reach, 0), min(seed[1] + reach + 1, w)
+        footprint_filtered = bandpass(component.footprint[y0:y1, x0:x1], low, high)
+        filtered[:, y0:y1, x0:x1] -= component.trace[:, None, None] * footprint_filtered[None]
+        pnr[y0:y1, x0:x1] = filtered[:, y0:y1, x0:x1].max(axis=0) / noise[y0:y1, x0:x1]
+        ey0, ey1, ex0, ex1 = max(y0 - 1, 0), min(y1 + 1, h), max(x0 - 1, 0), min(x1 + 1, w)
+        local = LocalCorrelation((ey1 - ey0, ex1 - ex0)).add(
+            threshold_noise(filtered[:, ey0:ey1, ex0:ex1].copy(), noise[ey0:ey1, ex0:ex1])
+        ).image()
+        correlation[y0:y1, x0:x1] = local[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]
+    return components
+
+
+def _seed_component(fluctuation, filtered, seed, radius, min_area) -> _Component | None:
+    """Footprint and trace of the source seeded at ``seed`` (None if too small)."""
+    n, h, w = fluctuation.shape
+    sy, sx = seed
+    y0, y1 = max(sy - radius, 0), min(sy + radius + 1, h)
+    x0, x1 = max(sx - radius, 0), min(sx + radius + 1, w)
+    seed_trace = filtered[:, sy, sx]
+    box_filtered = filtered[:, y0:y1, x0:x1].reshape(n, -1)
+    correlation = _correlate_columns(box_filtered, seed_trace).reshape(y1 - y0, x1 - x0)
+    labels, _ = scipy.ndimage.label(correlation > _SUPPORT_CORRELATION)
+    support = labels == labels[sy - y0, sx - x0]
+    if support.sum() < min_area:
+        return None
+    box = fluctuation[:, y0:y1, x0:x1].reshape(n, -1)
+    outside = ~scipy.ndimage.binary_dilation(support, iterations=2)
+    regressors = [seed_trace, np.ones(n, np.float32)]
+    if outside.sum() >= 10:
+        regressors.insert(1, box[:, outside.ravel()].mean(axis=1))
+    design = np.stack(regressors, axis=1)
+    coefficients = np.linalg.lstsq(design, box[:, support.ravel()], rcond=None)[0][0]
+    footprint_box = np.zeros(support.shape, np.float32)
+    footprint_box[support] = np.maximum(coefficients, 0)
+    peak = float(footprint_box.max())
+    if peak <= 0:
+        return None
+    footprint = np.zeros((h, w), np.float32)
+    footprint[y0:y1, x0:x1] = footprint_box / peak
+    trace = np.maximum(seed_trace * peak, 0).astype(np.float32)
+    return _Component(footprint, trace)
+
+
+def _correlate_columns(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    centred = matrix - matrix.mean(axis=0)
+    v = vector - vector.mean()
+    denominator = np.sqrt((centred**2).sum(axis=0) * (v**2).sum())
+    return np.where(denominator > 0, centred.T @ v / np.where(denominator > 0, denominator, 1), 0)
+
+
+def _remove_background(flat, ring_of_data, footprints, traces, ring: RingAverage, shape):
+    """(A C + noise estimate = data - b0 - w ring(residual), fitted gains w), all (n, P) / (P,)."""
+    mean_trace = traces.mean(axis=1)
+    centred_traces = traces - mean_trace[:, None]
+    ring_of_footprints = np.stack([ring.apply(f.reshape(shape)).ravel() for f in footprints.T], axis=1)
+    residual = flat - centred_traces.T @ footprints.T
+    ring_residual = ring_of_data - centred_traces.T @ ring_of_footprints.T
+    energy = np.einsum("tp,tp->p", ring_residual, ring_residual)
+    gain = np.where(energy > 0, np.einsum("tp,tp->p", residual, ring_residual) / np.maximum(energy, 1e-12), 1.0)
+    gain = np.clip(gain, 0.0, 2.0).astype(np.float32)
+    return flat - gain * ring_residual + (footprints @ mean_trace)[None, :], gain
+
+
+def _hals_traces(footprints, signal, traces):
+    """Non-negative HALS updates of the traces for ``signal ~ (A C).T``."""
+    gram = footprints.T @ footprints
+    projected = footprints.T @ signal.T  # (k, n)
+    traces = traces.copy()
+    for _ in range(_HALS_SWEEPS):
+        for j in range(len(traces)):
+            if gram[j, j] > 0:
+                traces[j] = np.maximum(traces[j] + (projected[j] - gram[j] @ traces) / gram[j, j], 0)
+    return traces
+
+
+def _hals_footprints(signal, traces, footprints, centres, shape, diameter):
+    """Non-negative HALS updates of the footprints, each within a disk of one diameter."""
+    gram = traces @ traces.T
+    projected = signal.T @ traces.T  # (P, k)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    masks = [((yy - cy) ** 2 + (xx - cx) ** 2 <= diameter**2).ravel() for cy, cx in centres]
+    footprints = footprints.copy()
+    for _ in range(_HALS_SWEEPS):
+        for j in range(footprints.shape[1]):
+            if gram[j, j] > 0:
+                update = footprints[:, j] + (projected[:, j] - footprints @ gram[:, j]) / gram[j, j]
+                footprints[:, j] = np.maximum(update, 0) * masks[j]
+    return footprints
+
+
+def _clean(footprints, traces, shape, diameter):
+    """Keep each footprint's main connected part above 10% of its peak; unit peak; drop tiny ones."""
+    min_area = _MIN_AREA_FRACTION * expected_soma_area(diameter)
+    keep_f, keep_t, centres = [], [], []
+    for footprint, trace in zip(footprints.T, traces):
+        image = footprint.reshape(shape)
+        peak = float(image.max())
+        if peak <= 0 or not np.any(trace > 0):
+            continue
+        labels, _ = scipy.ndimage.label(image > _FOOTPRINT_CUTOFF * peak)
+        image = np.where(labels == labels[np.unravel_index(int(np.argmax(image)), shape)], image / peak, 0)
+        if np.count_nonzero(image) < min_area:
+            continue
+        keep_f.append(image.ravel().astype(np.float32))
+        keep_t.append((trace * peak).astype(np.float32))
+        centres.append(_centroid(image))
+    if not keep_f:
+        return np.zeros((footprints.shape[0], 0), np.float32), np.zeros((0, traces.shape[1]), np.float32), []
+    return np.stack(keep_f, axis=1), np.stack(keep_t), centres
+
+
+def _accept(footprints, traces, signal, params) -> np.ndarray:
+    """Sources whose footprint-projected trace reaches ``min_snr`` (peak over noise)."""
+    norms = np.maximum((footprints**2).sum(axis=0), 1e-12)
+    projected = (footprints.T @ signal.T) / norms[:, None]  # (k, n)
+    return np.array([trace_snr(trace) >= params["min_snr"] for trace in projected], bool)
+
+
+# ------------------------------------------------------------------------------ merging
+def _merge_duplicates_dense(footprints, traces, threshold, shape):
+    merged_f, merged_t = _merge_duplicates(scipy.sparse.csc_matrix(footprints), traces, threshold)
+    return merged_f.toarray().astype(np.float32), merged_t
+
+
+def _merge_duplicates(footprints: scipy.sparse.csc_matrix, traces: np.ndarray, threshold: float):
+    """Merge groups of spatially overlapping sources whose traces correlate above ``threshold``."""
+    k = footprints.shape[1]
+    if k < 2:
+        return footprints, traces
+    overlap = (footprints.T @ footprints).toarray() > 0
+    correlation = np.corrcoef(traces) if traces.shape[1] > 1 else np.eye(k)
+    linked = overlap & (np.nan_to_num(correlation) > threshold)
+    np.fill_diagonal(linked, False)
+    if not linked.any():
+        return footprints, traces
+    n_groups, labels = scipy.sparse.csgraph.connected_components(scipy.sparse.csr_matrix(linked), directed=False)
+    columns, new_traces = [], []
+    for group in range(n_groups):
+        members = np.flatnonzero(labels == group)
+        if len(members) == 1:
+            columns.append(footprints[:, members[0]])
+            new_traces.append(traces[members[0]])
+            continue
+        footprint, trace = _rank_one(footprints[:, members], traces[members])
+        columns.append(footprint)
+        new_traces.append(trace)
+    return scipy.sparse.hstack(columns, format="csc").astype(np.float32), np.stack(new_traces).astype(np.float32)
+
+
+def _rank_one(footprints: scipy.sparse.csc_matrix, traces: np.ndarray):
+    """Non-negative rank-1 approximation of ``footprints @ traces`` (unit-peak footprint)."""
+    weights = np.asarray(footprints.sum(axis=0)).ravel()
+    trace = weights @ traces / max(weights.sum(), 1e-12)
+    for _ in range(5):
+        footprint = np.maximum(footprints @ (traces @ trace) / max(trace @ trace, 1e-12), 0)
+        trace = np.maximum(traces.T @ (footprints.T @ footprint) / max(footprint @ footprint, 1e-12), 0)
+    peak = max(float(footprint.max()), 1e-12)
+    return scipy.sparse.csc_matrix((footprint / peak)[:, None]), trace * peak
+
+
+def _order(footprints: scipy.sparse.csc_matrix, traces: np.ndarray, width: int):
+    """Deterministic order: by centroid row, then column (rounded to 0.01 px)."""
+    weights = np.maximum(np.asarray(footprints.sum(axis=0)).ravel(), 1e-12)
+    rows, cols = np.divmod(np.arange(footprints.shape[0]), width)
+    cy = np.round(np.asarray(footprints.T @ rows).ravel() / weights, 2)
+    cx = np.round(np.asarray(footprints.T @ cols).ravel() / weights, 2)
+    order = np.lexsort((cx, cy))
+    return footprints[:, order].tocsc(), traces[order]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _centroid(image: np.ndarray) -> tuple[float, float]:
+    total = float(image.sum())
+    if total <= 0:
+        return (float(image.shape[0]) / 2, float(image.shape[1]) / 2)
+    yy, xx = np.indices(image.shape)
+    return float((yy * image).sum() / total), float((xx * image).sum() / total)
+
+
+def _to_global(footprint: np.ndarray, window, frame_shape) -> scipy.sparse.csc_matrix:
+    ys, xs = np.nonzero(footprint)
+    rows = (ys + window[0].start) * frame_shape[1] + (xs + window[1].start)
+    return scipy.sparse.csc_matrix(
+        (footprint[ys, xs].astype(np.float32), (rows, np.zeros(len(rows), np.int64))),
+        shape=(frame_shape[0] * frame_shape[1], 1),
+    )

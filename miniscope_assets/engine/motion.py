@@ -1,0 +1,378 @@
+"""Stage 1: motion correction (rigid and piecewise-rigid, sub-pixel, 1-photon aware).
+
+1. Every frame is band-pass filtered (difference of Gaussians) so that the diffuse 1-photon
+   background and the fixed vignetting do not dominate the registration; borders are tapered.
+2. Template: mean of the first ``template_frames`` filtered frames, refined ``template_iterations``
+   times by registering those frames to it and averaging again.
+3. Rigid shifts: FFT cross-correlation with the template, integer peak within ``max_shift``,
+   refined to ``1/upsample_factor`` px by evaluating the correlation on an upsampled grid
+   around the peak with a matrix DFT.
+4. Piecewise-rigid (``pw_rigid``): the frame is cut into blocks of ``strides + overlaps`` px
+   placed every ``strides`` px (the last block flush with the border); each block's shift is
+   searched within ``max_deviation_rigid`` px of the frame's rigid shift and refined the same way.
+5. Outliers: a frame whose rigid shift differs by more than ``outlier_threshold`` px from the
+   running median (``outlier_window`` frames) of the shifts, or whose correlation peak lies on
+   the ``max_shift`` search border, is flagged; its shifts (rigid and per block) are replaced by
+   linear interpolation between the nearest good frames.
+6. The shifts are applied to the raw frames (cubic interpolation, mirrored borders): rigid by a
+   translation, piecewise by a smooth field bilinearly interpolated between block centres
+   (cv2.remap). The result is written to HDF5 chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import scipy.fft
+import scipy.ndimage
+
+from miniscope_assets.engine.filters import bandpass
+from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
+from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.io.atomic import atomic_path
+from miniscope_assets.io.corrected_movie import DATASET as CORRECTED_DATASET
+from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion
+
+Progress = Callable[[str, float], None]
+STAGE = "motion_correction"
+_TAPER_PX = 8
+_BATCH = 16  # frames registered per FFT batch (bounds memory for large frames)
+
+
+@dataclass
+class MotionCorrection:
+    """Output of :func:`correct_motion`."""
+
+    rigid: RigidMotion
+    piecewise: PiecewiseRigidMotion | None
+    reference: np.ndarray  # template in raw intensity (mean of the registered template frames)
+    notes: dict
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """Piecewise-rigid blocks: [start, start + size) along rows (y) and columns (x)."""
+
+    y_starts: np.ndarray
+    x_starts: np.ndarray
+    height: int
+    width: int
+
+    @classmethod
+    def from_params(cls, frame_shape, strides, overlaps) -> "BlockGrid":
+        (ys, height), (xs, width) = (
+            _block_starts(size, stride, overlap)
+            for size, stride, overlap in zip(frame_shape, strides, overlaps)
+        )
+        return cls(ys, xs, height, width)
+
+    @property
+    def count(self) -> int:
+        return len(self.y_starts) * len(self.x_starts)
+
+    def ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n_blocks, 2) row ranges and column ranges, row-major block order."""
+        yy, xx = np.meshgrid(self.y_starts, self.x_starts, indexing="ij")
+        block_y = np.stack([yy.ravel(), yy.ravel() + self.height], axis=1)
+        block_x = np.stack([xx.ravel(), xx.ravel() + self.width], axis=1)
+        return block_y.astype(np.int64), block_x.astype(np.int64)
+
+    def cut(self, image: np.ndarray) -> np.ndarray:
+        """(n_blocks, height, width) blocks of ``image``."""
+        return np.stack([
+            image[y : y + self.height, x : x + self.width] for y in self.y_starts for x in self.x_starts
+        ])
+
+    def interpolation_matrices(self, frame_shape) -> tuple[np.ndarray, np.ndarray]:
+        """(H, ny) and (W, nx) linear-interpolation weights between block centres (clamped)."""
+        matrices = []
+        for size, starts, block in ((frame_shape[0], self.y_starts, self.height), (frame_shape[1], self.x_starts, self.width)):
+            centres = starts + (block - 1) / 2.0
+            pixels = np.arange(size, dtype=np.float64)
+            eye = np.eye(len(centres))
+            matrices.append(np.stack([np.interp(pixels, centres, eye[j]) for j in range(len(centres))], axis=1))
+        return matrices[0].astype(np.float32), matrices[1].astype(np.float32)
+
+
+def _block_starts(size: int, stride: int, overlap: int) -> tuple[np.ndarray, int]:
+    block = stride + overlap
+    if block >= size:
+        return np.array([0]), size
+    starts = list(range(0, size - block + 1, stride))
+    if starts[-1] + block < size:
+        starts.append(size - block)
+    return np.asarray(starts), block
+
+
+class _Registration:
+    """Cross-correlation registration of filtered images against fixed template(s)."""
+
+    def __init__(self, templates: np.ndarray, upsample_factor: int):
+        # templates: (n, h, w); one per block (or a single full-frame template)
+        self.shape = templates.shape[-2:]
+        self.taper = _taper(self.shape)
+        # threads only pay off for large transforms (and hurt on a busy machine otherwise)
+        self.workers = -1 if self.shape[0] * self.shape[1] >= 256 * 256 else 1
+        self.template_spectra = np.conj(scipy.fft.rfft2(templates * self.taper, workers=self.workers))
+        self.upsample_factor = upsample_factor
+
+    def correlate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(spectrum products, circular cross-correlations) of (n, h, w) images with the templates."""
+        product = scipy.fft.rfft2(images * self.taper, workers=self.workers) * self.template_spectra
+        return product, scipy.fft.irfft2(product, s=self.shape, workers=self.workers)
+
+    def peaks(self, images: np.ndarray, centres: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sub-pixel correlation peaks (n, 2) searched within ``radius`` of integer ``centres`` (n, 2).
+
+        Returns (peaks, on_border) where on_border flags integer peaks on the search-window edge.
+        A peak at lag ``d`` means ``image(y + d) ~ template(y)``; the correction shift is ``-d``.
+        """
+        if len(images) > _BATCH and len(self.template_spectra) == 1:
+            parts = [self.peaks(images[i : i + _BATCH], centres[i : i + _BATCH], radius)
+                     for i in range(0, len(images), _BATCH)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        product, correlation = self.correlate(images)
+        offsets = np.arange(-radius, radius + 1)
+        n = len(images)
+        rows = (centres[:, 0, None] + offsets) % self.shape[0]  # (n, 2r+1)
+        cols = (centres[:, 1, None] + offsets) % self.shape[1]
+        window = correlation[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        flat = window.reshape(n, -1).argmax(axis=1)
+        iy, ix = np.divmod(flat, len(offsets))
+        integer = np.stack([centres[:, 0] + offsets[iy], centres[:, 1] + offsets[ix]], axis=1)
+        on_border = (iy == 0) | (iy == 2 * radius) | (ix == 0) | (ix == 2 * radius)
+        if self.upsample_factor > 1:
+            integer = _refine_peaks(product, integer, self.shape, self.upsample_factor)
+        return integer.astype(np.float64), on_border
+
+
+def _refine_peaks(product: np.ndarray, peaks: np.ndarray, shape, upsample: int) -> np.ndarray:
+    """Correlation maxima on a 1/upsample grid within +-0.75 px of ``peaks`` (matrix DFT of rfft spectra)."""
+    height, width = shape
+    base_y, base_x, offsets = _upsampling_kernels(height, width, upsample)
+    freq_y = np.fft.fftfreq(height)
+    freq_x = np.fft.rfftfreq(width)
+    # Moving the integer peak to the origin is a phase ramp on the spectrum.
+    phase_y = np.exp(2j * np.pi * peaks[:, 0, None] * freq_y).astype(np.complex64)
+    phase_x = np.exp(2j * np.pi * peaks[:, 1, None] * freq_x).astype(np.complex64)
+    centred = product * phase_y[:, :, None] * phase_x[:, None, :]
+    upsampled = np.real(base_y @ centred @ base_x)  # (n, m, m)
+    iy, ix = np.divmod(upsampled.reshape(len(peaks), -1).argmax(axis=1), len(offsets))
+    return peaks + np.stack([offsets[iy], offsets[ix]], axis=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _upsampling_kernels(height: int, width: int, upsample: int):
+    """DFT matrices evaluating a correlation at lags ``offsets`` (+-0.75 px, step 1/upsample)."""
+    half = int(np.ceil(0.75 * upsample))
+    offsets = np.arange(-half, half + 1) / upsample
+    weights = np.full(width // 2 + 1, 2.0)  # Hermitian symmetry: interior rfft columns count twice
+    weights[0] = 1.0
+    if width % 2 == 0:
+        weights[-1] = 1.0
+    base_y = np.exp(2j * np.pi * offsets[:, None] * np.fft.fftfreq(height)[None, :]).astype(np.complex64)
+    base_x = (weights[:, None] * np.exp(2j * np.pi * np.fft.rfftfreq(width)[:, None] * offsets[None, :])).astype(np.complex64)
+    return base_y, base_x, offsets
+
+
+def _taper(shape) -> np.ndarray:
+    """Separable cosine taper over the outer ``_TAPER_PX`` pixels (reduces FFT wrap-around)."""
+    profiles = []
+    for size in shape:
+        ramp = min(_TAPER_PX, size // 4)
+        profile = np.ones(size, np.float32)
+        if ramp > 0:
+            edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)
+            profile[:ramp] = edge
+            profile[size - ramp :] = edge[::-1]
+        profiles.append(profile)
+    return np.outer(profiles[0], profiles[1]).astype(np.float32)
+
+
+def _filter_frames(frames: np.ndarray, params: dict) -> np.ndarray:
+    return np.stack([
+        bandpass(frame, params["motion_lowpass_sigma"], params["motion_highpass_sigma"]) for frame in frames
+    ])
+
+
+def build_template(movie: MovieSource, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(filtered template, raw-intensity reference) from the first ``template_frames`` frames."""
+    stop = min(params["template_frames"], movie.nframes)
+    chunk = params["chunk_frames"]
+    filtered_sum = np.zeros(movie.frame_shape, np.float64)
+    for _, frames in movie.iter_chunks(chunk, 0, stop):
+        filtered_sum += _filter_frames(frames, params).sum(axis=0)
+    template = (filtered_sum / stop).astype(np.float32)
+    reference = None
+    iterations = params["template_iterations"] if params["motion_correction"] else 0
+    for _ in range(iterations):
+        registration = _Registration(template[None], params["upsample_factor"])
+        filtered_sum[:] = 0
+        raw_sum = np.zeros(movie.frame_shape, np.float64)
+        for _, frames in movie.iter_chunks(chunk, 0, stop):
+            filtered = _filter_frames(frames, params)
+            shifts = -_rigid_peaks(registration, filtered, params["max_shift"])[0]
+            for frame, image, (dy, dx) in zip(frames, filtered, shifts):
+                filtered_sum += _translate(image, dy, dx)
+                raw_sum += _translate(frame.astype(np.float32), dy, dx)
+        template = (filtered_sum / stop).astype(np.float32)
+        reference = (raw_sum / stop).astype(np.float32)
+    if reference is None:
+        reference = np.zeros(movie.frame_shape, np.float64)
+        for _, frames in movie.iter_chunks(chunk, 0, stop):
+            reference += frames.sum(axis=0, dtype=np.float64)
+        reference = (reference / stop).astype(np.float32)
+    return template, reference
+
+
+def _rigid_peaks(registration: _Registration, filtered: np.ndarray, max_shift: int):
+    height, width = filtered.shape[-2:]
+    radius = int(min(max_shift, height // 2 - 1, width // 2 - 1))
+    return registration.peaks(filtered, np.zeros((len(filtered), 2), np.int64), radius)
+
+
+def _translate(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """``out[y, x] = image[y - dy, x - dx]`` (cubic, mirrored borders)."""
+    matrix = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float64)
+    return cv2.warpAffine(
+        image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
+
+
+def estimate_shifts(
+    movie: MovieSource, template: np.ndarray, params: dict, progress: Progress | None = None
+) -> dict:
+    """Per-frame rigid shifts (and per-block shifts if ``pw_rigid``), outliers flagged and interpolated."""
+    n = movie.nframes
+    rigid = np.zeros((n, 2))
+    rigid_border = np.zeros(n, bool)
+    grid = BlockGrid.from_params(movie.frame_shape, params["strides"], params["overlaps"]) if params["pw_rigid"] else None
+    blocks = np.zeros((n, grid.count, 2)) if grid else None
+    if params["motion_correction"]:
+        registration = _Registration(template[None], params["upsample_factor"])
+        block_registration = _Registration(grid.cut(template), params["upsample_factor"]) if grid else None
+        deviation = params["max_deviation_rigid"]
+        for first, frames in movie.iter_chunks(params["chunk_frames"]):
+            filtered = _filter_frames(frames, params)
+            peaks, border = _rigid_peaks(registration, filtered, params["max_shift"])
+            rigid[first : first + len(frames)] = -peaks
+            rigid_border[first : first + len(frames)] = border
+            if grid:
+                for i, image in enumerate(filtered):
+                    centre = np.broadcast_to(np.rint(peaks[i]).astype(np.int64), (grid.count, 2))
+                    block_peaks, _ = block_registration.peaks(grid.cut(image), centre, deviation)
+                    blocks[first + i] = np.clip(-block_peaks, -peaks[i] - deviation, -peaks[i] + deviation)
+            if progress:
+                progress(STAGE, 0.1 + 0.45 * (first + len(frames)) / n)
+    outliers = flag_outliers(rigid, rigid_border, params["outlier_threshold"], params["outlier_window"])
+    rigid = _interpolate_outliers(rigid, outliers)
+    if grid:
+        blocks = _interpolate_outliers(blocks.reshape(n, -1), outliers).reshape(n, grid.count, 2)
+    return {"rigid": rigid, "blocks": blocks, "grid": grid, "outliers": outliers}
+
+
+def flag_outliers(shifts: np.ndarray, on_border: np.ndarray, threshold: float, window: int) -> np.ndarray:
+    """Frames whose shift deviates > ``threshold`` px from the running median, or hit the search border."""
+    if len(shifts) == 0:
+        return np.zeros(0, bool)
+    median = scipy.ndimage.median_filter(shifts, size=(window, 1), mode="nearest")
+    deviation = np.hypot(*(shifts - median).T)
+    return (deviation > threshold) | on_border
+
+
+def _interpolate_outliers(values: np.ndarray, outliers: np.ndarray) -> np.ndarray:
+    good = ~outliers
+    if good.all() or not good.any():
+        return values
+    frames = np.arange(len(values))
+    fixed = values.copy()
+    for column in range(values.shape[1]):
+        fixed[outliers, column] = np.interp(frames[outliers], frames[good], values[good, column])
+    return fixed
+
+
+def apply_shifts(
+    movie: MovieSource, shifts: dict, output_path: Path, params: dict, progress: Progress | None = None
+) -> None:
+    """Write the registered raw frames to ``output_path`` (dataset ``corrected``), atomically."""
+    height, width = movie.frame_shape
+    grid: BlockGrid | None = shifts["grid"]
+    if grid:
+        weights_y, weights_x = grid.interpolation_matrices(movie.frame_shape)
+        grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    n = movie.nframes
+    with atomic_path(output_path) as temporary:
+        with open_for_streaming_write(temporary, movie.frame_shape, movie.dtype) as f:
+            dataset = create_movie_dataset(f, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
+            for first, frames in movie.iter_chunks(params["chunk_frames"]):
+                corrected = np.empty(frames.shape, np.float32)
+                for i, frame in enumerate(frames):
+                    frame = frame.astype(np.float32)
+                    t = first + i
+                    if grid:
+                        block_shifts = shifts["blocks"][t].reshape(len(grid.y_starts), len(grid.x_starts), 2)
+                        field_y = weights_y @ block_shifts[..., 0].astype(np.float32) @ weights_x.T
+                        field_x = weights_y @ block_shifts[..., 1].astype(np.float32) @ weights_x.T
+                        corrected[i] = cv2.remap(
+                            frame, grid_x - field_x, grid_y - field_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+                        )
+                    else:
+                        corrected[i] = _translate(frame, *shifts["rigid"][t])
+                dataset[first : first + len(frames)] = _to_dtype(corrected, movie.dtype)
+                if progress:
+                    progress(STAGE, 0.55 + 0.45 * (first + len(frames)) / n)
+
+
+def _to_dtype(frames: np.ndarray, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(frames), info.min, info.max).astype(dtype)
+    return frames.astype(dtype)
+
+
+def correct_motion(
+    movie: MovieSource, params: dict, output_path: Path, progress: Progress | None = None
+) -> MotionCorrection:
+    """Register ``movie`` (see module docstring) and write the corrected movie to ``output_path``."""
+    started = time.perf_counter()
+    template, reference = build_template(movie, params)
+    if progress:
+        progress(STAGE, 0.1)
+    shifts = estimate_shifts(movie, template, params, progress)
+    estimated = time.perf_counter()
+    apply_shifts(movie, shifts, Path(output_path), params, progress)
+    outliers = shifts["outliers"]
+    rigid = RigidMotion(
+        x_shifts=shifts["rigid"][:, 1].astype(np.float32),
+        y_shifts=shifts["rigid"][:, 0].astype(np.float32),
+        outlier_frames=outliers,
+    )
+    piecewise = None
+    grid: BlockGrid | None = shifts["grid"]
+    if grid:
+        block_y, block_x = grid.ranges()
+        piecewise = PiecewiseRigidMotion(
+            block_height=grid.height,
+            block_width=grid.width,
+            block_count_y=len(grid.y_starts),
+            block_count_x=len(grid.x_starts),
+            block_y=block_y,
+            block_x=block_x,
+            x_shifts=shifts["blocks"][..., 1].astype(np.float32),
+            y_shifts=shifts["blocks"][..., 0].astype(np.float32),
+            outlier_frames=outliers,
+        )
+    notes = {
+        "outlier_frames": int(outliers.sum()),
+        "estimate_seconds": round(estimated - started, 3),
+        "apply_seconds": round(time.perf_counter() - estimated, 3),
+        "blocks": grid.count if grid else 0,
+    }
+    return MotionCorrection(rigid=rigid, piecewise=piecewise, reference=reference, notes=notes)

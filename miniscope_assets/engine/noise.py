@@ -1,0 +1,27 @@
+"""Robust noise estimates shared by the stages."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation (Gaussian noise)
+
+
+def noise_from_differences(stack: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Noise standard deviation along ``axis`` from the median absolute successive difference.
+
+    Slow signals (calcium transients, background drift) barely change the differences, so this
+    measures the white noise; ``sqrt(2)`` accounts for differencing two noisy samples.
+    """
+    if stack.shape[axis] < 2:
+        return np.ones(np.delete(stack.shape, axis), np.float32)
+    differences = np.abs(np.diff(stack, axis=axis))
+    return (np.median(differences, axis=axis) * (MAD_TO_SIGMA / np.sqrt(2))).astype(np.float32)
+
+
+def trace_snr(trace: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of a trace: (max - median) / noise."""
+    if len(trace) < 3:
+        return 0.0
+    noise = float(noise_from_differences(np.asarray(trace, np.float64)))
+    return float((np.max(trace) - np.median(trace)) / max(noise, 1e-12))

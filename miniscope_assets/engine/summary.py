@@ -1,0 +1,146 @@
+"""Stage 2: summary images of the motion-corrected movie, streamed in two passes.
+
+- ``reference``: the motion-correction template in raw intensity (mean of the registered
+  template frames).
+- ``mean`` and ``max_projection``: temporal mean and maximum of the corrected frames.
+- ``peak_to_noise``: on the neuron band-pass filtered movie ``F`` (difference of Gaussians with
+  sigmas ``neuron_diameter / 4`` and ``neuron_diameter``, which removes the diffuse background),
+  ``max_t (F - mean_t F) / noise``; the noise is the median absolute frame-to-frame difference
+  of each 100-frame chunk (scaled to a standard deviation), averaged over chunks.
+- ``correlation``: mean Pearson correlation of each pixel with its 8 neighbours, computed on
+  ``F - mean_t F`` after zeroing values below 3 noise standard deviations (so that noise,
+  which the spatial filter makes locally correlated, does not count; as in CNMF-E).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from miniscope_assets.engine.filters import bandpass, neuron_filter_sigmas
+from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.engine.noise import noise_from_differences
+from miniscope_assets.results import SummaryImages
+
+STAGE = "summary_images"
+_NEIGHBOUR_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))  # each pixel pair counted once
+_THRESHOLD_SIGMAS = 3.0
+
+
+def filter_neurons(frames: np.ndarray, neuron_diameter: float) -> np.ndarray:
+    """Band-pass every frame at the soma scale (float32, same shape)."""
+    low, high = neuron_filter_sigmas(neuron_diameter)
+    return np.stack([bandpass(frame, low, high) for frame in frames])
+
+
+def compute_summary_images(
+    movie: MovieSource,
+    params: dict,
+    reference: np.ndarray | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> SummaryImages:
+    """Reference, mean, max, local-correlation and peak-to-noise images (see module docstring)."""
+    shape = movie.frame_shape
+    n = movie.nframes
+    chunk = params["chunk_frames"]
+    diameter = params["neuron_diameter"]
+    total = np.zeros(shape, np.float64)
+    maximum = np.full(shape, -np.inf, np.float32)
+    filtered_total = np.zeros(shape, np.float64)
+    noise_total = np.zeros(shape, np.float64)
+    noise_chunks = 0
+    for first, frames in movie.iter_chunks(chunk):
+        total += frames.sum(axis=0, dtype=np.float64)
+        np.maximum(maximum, frames.max(axis=0), out=maximum)
+        filtered = filter_neurons(frames, diameter)
+        filtered_total += filtered.sum(axis=0, dtype=np.float64)
+        if len(filtered) > 1:
+            noise_total += noise_from_differences(filtered)
+            noise_chunks += 1
+        if progress:
+            progress(STAGE, 0.5 * (first + len(frames)) / n)
+    mean = (total / n).astype(np.float32)
+    filtered_mean = (filtered_total / n).astype(np.float32)
+    noise = np.maximum(noise_total / max(noise_chunks, 1), 1e-6).astype(np.float32)
+
+    peak = np.full(shape, -np.inf, np.float32)
+    correlation = LocalCorrelation(shape)
+    for first, frames in movie.iter_chunks(chunk):
+        centred = filter_neurons(frames, diameter) - filtered_mean
+        np.maximum(peak, centred.max(axis=0), out=peak)
+        correlation.add(threshold_noise(centred, noise))
+        if progress:
+            progress(STAGE, 0.5 + 0.5 * (first + len(frames)) / n)
+    return SummaryImages(
+        mean=mean,
+        reference=reference if reference is not None else mean.copy(),
+        max_projection=maximum.astype(np.float32),
+        correlation=correlation.image(),
+        peak_to_noise=(peak / noise).astype(np.float32),
+    )
+
+
+def threshold_noise(centred: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``centred`` with values below 3 noise standard deviations set to zero (in place)."""
+    centred[centred < _THRESHOLD_SIGMAS * noise] = 0
+    return centred
+
+
+class LocalCorrelation:
+    """Streaming 8-neighbour correlation image: add (n, height, width) stacks, then ``image()``."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+        self.count = 0
+        self.sums = np.zeros(shape, np.float64)
+        self.squares = np.zeros(shape, np.float64)
+        self.products = [np.zeros(shape, np.float64) for _ in _NEIGHBOUR_OFFSETS]
+
+    def add(self, stack: np.ndarray) -> "LocalCorrelation":
+        self.count += len(stack)
+        self.sums += stack.sum(axis=0, dtype=np.float64)
+        self.squares += np.einsum("tyx,tyx->yx", stack, stack)
+        for accumulator, (dy, dx) in zip(self.products, _NEIGHBOUR_OFFSETS):
+            a, b = _overlap(stack, dy, dx)
+            accumulator[_region(self.shape, dy, dx)] += np.einsum("tyx,tyx->yx", a, b)
+        return self
+
+    def image(self) -> np.ndarray:
+        n = max(self.count, 1)
+        return _local_correlation(self.sums / n, self.squares / n, [p / n for p in self.products])
+
+
+def _region(shape, dy: int, dx: int) -> tuple[slice, slice]:
+    """Pixels p whose neighbour p + (dy, dx) is inside the image."""
+    height, width = shape
+    rows = slice(0, height - dy)
+    cols = slice(0, width - dx) if dx >= 0 else slice(-dx, width)
+    return rows, cols
+
+
+def _overlap(stack: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values at p, values at p + (dy, dx)) over the region where both exist."""
+    height, width = stack.shape[1:]
+    rows, cols = _region((height, width), dy, dx)
+    shifted_cols = slice(cols.start + dx, cols.stop + dx)
+    return stack[:, rows, cols], stack[:, rows.start + dy : rows.stop + dy, shifted_cols]
+
+
+def _local_correlation(mean: np.ndarray, mean_square: np.ndarray, mean_products: list[np.ndarray]) -> np.ndarray:
+    """Average correlation with the 8 neighbours from first and second moments."""
+    shape = mean.shape
+    std = np.sqrt(np.maximum(mean_square - mean**2, 0))
+    total = np.zeros(shape, np.float64)
+    count = np.zeros(shape, np.float64)
+    for product, (dy, dx) in zip(mean_products, _NEIGHBOUR_OFFSETS):
+        here = _region(shape, dy, dx)
+        rows, cols = here
+        there = (slice(rows.start + dy, rows.stop + dy), slice(cols.start + dx, cols.stop + dx))
+        denominator = std[here] * std[there]
+        pair = np.where(denominator > 0, (product[here] - mean[here] * mean[there]) / np.where(denominator > 0, denominator, 1), 0)
+        total[here] += pair
+        total[there] += pair
+        count[here] += 1
+        count[there] += 1
+    return (total / np.maximum(count, 1)).astype(np.float32)

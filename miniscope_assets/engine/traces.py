@@ -1,0 +1,182 @@
+"""Stage 5: fluorescence, background (neuropil), dF/F, denoised traces and deconvolved activity.
+
+With the footprints ``A``, the constant background ``b0``, the ring-average operator ``R`` and
+the per-pixel ring gains ``w`` from source extraction fixed, every frame ``y`` (background
+removed: ``u = y - b0``) is demixed in one linear step. The background model says the fluctuating
+background is ``w * R(u - A f)``; requiring the traces ``f`` to be the least-squares fit of the
+data minus that background, ``A^T (u - w R(u - A f)) = A^T A f``, gives
+
+    f = M^-1 (A - G)^T u,     G = R^T (w A),     M = (A - G)^T A
+
+so a frame costs two sparse products (``G`` is the ring "shadow" of each footprint). ``f`` is
+the raw demixed fluorescence (no non-negativity: the analogue of CNMF's ``C + residual``), in
+units of the footprint's peak pixel. The background under each mask, in the same units, is
+``n_k = a_k^T (b0 + w R(u - A f)) / a_k^T a_k`` (reported as ``neuropil``).
+
+dF/F: ``(f - F0_f) / (F0_f + F0_n)`` where ``F0_x`` is the running ``dff_percentile``
+percentile of ``x`` over ``dff_window`` seconds (evaluated every window/10 and linearly
+interpolated); the background baseline ``F0_n`` makes the denominator the total resting
+fluorescence under the mask, as 1-photon data needs.
+
+Deconvolution: OASIS (``oasis.functions.deconvolve``, AR(1), L1 penalty, baseline free,
+noise estimated per trace; decay time ``decay_time`` or estimated per trace) on ``f``:
+``denoised = c + baseline`` (fluorescence units) and ``spikes = s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.sparse
+from oasis.functions import deconvolve
+
+from miniscope_assets.engine.extraction import Sources
+from miniscope_assets.engine.filters import RingAverage, ring_radii
+from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.engine.noise import trace_snr
+
+STAGE = "traces"
+
+
+@dataclass
+class Traces:
+    """Output of :func:`extract_traces`; all (n_masks, n_frames) float32."""
+
+    fluorescence: np.ndarray
+    neuropil: np.ndarray
+    dff: np.ndarray
+    denoised: np.ndarray
+    spikes: np.ndarray
+    snr: np.ndarray  # (n_masks,) peak SNR of the fluorescence
+    notes: dict
+
+
+class Demixer:
+    """Per-frame linear demixing of fluorescence and background under fixed footprints."""
+
+    def __init__(self, sources: Sources, params: dict):
+        footprints = sources.footprints.tocsc().astype(np.float32)
+        self.shape = sources.background_mean.shape
+        self.background = sources.background_mean.ravel().astype(np.float32)
+        ring = RingAverage(self.shape, *ring_radii(params["neuron_diameter"], params["ring_radius_factor"]))
+        shadow = _ring_shadows(footprints, sources.ring_gain, ring)
+        self.k = footprints.shape[1]
+        self.projector = scipy.sparse.hstack([footprints, shadow], format="csr").T.tocsr()  # (2K, P)
+        self.norms = np.asarray(footprints.multiply(footprints).sum(axis=0)).ravel()
+        self.footprint_background = footprints.T @ self.background
+        shadow_gram = (shadow.T @ footprints).toarray()
+        self.mixing = (footprints.T @ footprints).toarray() - shadow_gram  # M
+        self.shadow_gram = shadow_gram
+
+    def demix(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(fluorescence (K, n), background under each mask (K, n)) of (n, H, W) frames."""
+        flat = frames.reshape(len(frames), -1).astype(np.float32) - self.background
+        projections = np.asarray(self.projector @ flat.T)  # (2K, n)
+        on_footprints, on_shadows = projections[: self.k], projections[self.k :]
+        fluorescence = np.linalg.solve(self.mixing, on_footprints - on_shadows)
+        background = (self.footprint_background[:, None] + on_shadows - self.shadow_gram @ fluorescence)
+        return fluorescence, background / self.norms[:, None]
+
+
+def _ring_shadows(footprints: scipy.sparse.csc_matrix, gain: np.ndarray, ring: RingAverage) -> scipy.sparse.csc_matrix:
+    """Columns ``R^T (w a_k)`` computed on each footprint's neighbourhood only."""
+    height, width = ring.shape
+    reach = ring.outer
+    columns = []
+    for k in range(footprints.shape[1]):
+        start, end = footprints.indptr[k], footprints.indptr[k + 1]
+        ys, xs = np.divmod(footprints.indices[start:end], width)
+        if len(ys) == 0:
+            columns.append(scipy.sparse.csc_matrix((height * width, 1), dtype=np.float32))
+            continue
+        y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, height)
+        x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, width)
+        local = np.zeros((y1 - y0, x1 - x0), np.float32)
+        local[ys - y0, xs - x0] = footprints.data[start:end] * gain[ys, xs] / ring.counts[ys, xs]
+        summed = ring.sum(local)
+        ly, lx = np.nonzero(summed > 1e-7 * max(float(summed.max()), 1e-30))
+        rows = (ly + y0) * width + (lx + x0)
+        columns.append(scipy.sparse.csc_matrix(
+            (summed[ly, lx], (rows, np.zeros(len(rows), np.int64))), shape=(height * width, 1)
+        ))
+    if not columns:
+        return scipy.sparse.csc_matrix((height * width, 0), dtype=np.float32)
+    return scipy.sparse.hstack(columns, format="csc").astype(np.float32)
+
+
+def running_percentile(traces: np.ndarray, window: int, percentile: float) -> np.ndarray:
+    """Running ``percentile`` over ``window`` frames, evaluated every window/10 frames, interpolated."""
+    k, n = traces.shape
+    if window >= n:
+        return np.repeat(np.percentile(traces, percentile, axis=1)[:, None], n, axis=1)
+    step = max(window // 10, 1)
+    centres = np.arange(0, n, step)
+    if centres[-1] != n - 1:
+        centres = np.append(centres, n - 1)
+    half = window // 2
+    values = np.stack([
+        np.percentile(traces[:, max(c - half, 0) : min(c + half + 1, n)], percentile, axis=1) for c in centres
+    ], axis=1)
+    frames = np.arange(n)
+    return np.stack([np.interp(frames, centres, row) for row in values])
+
+
+def compute_dff(fluorescence: np.ndarray, neuropil: np.ndarray, fps: float, params: dict) -> np.ndarray:
+    """dF/F with the background baseline in F0 (see module docstring)."""
+    window = max(int(round(params["dff_window"] * fps)), 1)
+    baseline = running_percentile(fluorescence, window, params["dff_percentile"])
+    background = running_percentile(neuropil, window, params["dff_percentile"])
+    return (fluorescence - baseline) / np.maximum(baseline + background, 1e-6)
+
+
+def deconvolve_traces(fluorescence: np.ndarray, fps: float, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(denoised, spikes) from OASIS for every trace."""
+    denoised = np.zeros_like(fluorescence, dtype=np.float32)
+    spikes = np.zeros_like(fluorescence, dtype=np.float32)
+    options = {"penalty": 1, "b_nonneg": False}
+    if params["decay_time"] is not None:
+        options.update(tau_d=params["decay_time"], framerate=fps)
+    for k, trace in enumerate(fluorescence.astype(np.float64)):
+        if len(trace) < 4 or not np.isfinite(trace).all() or np.ptp(trace) == 0:
+            denoised[k] = trace
+            continue
+        calcium, activity, baseline, _, _ = deconvolve(trace, **options)
+        denoised[k] = calcium + baseline
+        spikes[k] = activity
+    return denoised, spikes
+
+
+def extract_traces(
+    movie: MovieSource,
+    sources: Sources,
+    params: dict,
+    fps: float,
+    progress: Callable[[str, float], None] | None = None,
+) -> Traces:
+    """Stream ``movie`` once to demix traces, then dF/F and deconvolution (see module docstring)."""
+    demixer = Demixer(sources, params)
+    k, n = sources.footprints.shape[1], movie.nframes
+    fluorescence = np.zeros((k, n), np.float32)
+    neuropil = np.zeros((k, n), np.float32)
+    if k:
+        for first, frames in movie.iter_chunks(params["chunk_frames"]):
+            f, b = demixer.demix(frames)
+            fluorescence[:, first : first + len(frames)] = f
+            neuropil[:, first : first + len(frames)] = b
+            if progress:
+                progress(STAGE, 0.8 * (first + len(frames)) / n)
+    dff = compute_dff(fluorescence, neuropil, fps, params).astype(np.float32)
+    denoised, spikes = deconvolve_traces(fluorescence, fps, params)
+    if progress:
+        progress(STAGE, 1.0)
+    return Traces(
+        fluorescence=fluorescence,
+        neuropil=neuropil,
+        dff=dff,
+        denoised=denoised,
+        spikes=spikes,
+        snr=np.array([trace_snr(trace) for trace in fluorescence], np.float32),
+        notes={"demixed_masks": k},
+    )

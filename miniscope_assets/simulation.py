@@ -1,0 +1,382 @@
+"""Synthetic 1-photon Miniscope recordings with ground truth.
+
+:class:`Simulation` is a :class:`~miniscope_assets.engine.movie.MovieSource`: frames are rendered
+chunk by chunk (each frame from its own seeded generator), so any chunking gives identical,
+deterministic frames and a 600x600x3000 movie never sits in memory.
+
+Forward model, per frame ``t`` (tissue = "scene" coordinates, sensor = frame coordinates)::
+
+    scene_t  = tissue background x (1 + slow global fluctuation)        (smooth field, texture, vessels)
+             + low-rank background components                          (smooth fields x slow processes)
+             + neuropil                                                (large blurred sources, own activity)
+             + sum_k brightness_k * footprint_k * (baseline + calcium_k(t))
+    signal_t = vignetting(sensor) x warp(scene_t, motion_t [+ non-rigid field_t])
+    frame_t  = uint8(round(signal_t + sqrt(gain * signal_t + read_noise^2) * N(0, 1)))
+
+Spikes are Poisson, calcium is AR(1) (``c[t] = g c[t-1] + s[t]``, ``g = exp(-1 / (tau fps))``),
+shot noise is the Gaussian approximation of Poisson photon noise.
+Motion is a mean-reverting random walk with occasional jumps (sub-pixel, cubic interpolation).
+Ground-truth footprints, calcium and spikes are in scene coordinates, which equal frame
+coordinates at zero motion; the correction shifts the engine should find are ``-motion``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import cv2
+import numpy as np
+import scipy.sparse
+
+_SMOOTH_FIELD_SCALE = 8  # smooth components are rendered at 1/8 resolution and upsampled
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Parameters of a simulated recording (lengths in pixels, times in seconds, levels in counts)."""
+
+    height: int = 120
+    width: int = 120
+    nframes: int = 1000
+    n_neurons: int = 25
+    fps: float = 20.0
+    seed: int = 0
+    neuron_radius: float = 5.0  # mean soma radius (half-maximum of the footprint)
+    neuron_radius_spread: float = 0.15  # relative standard deviation of the radius
+    max_elongation: float = 1.5  # largest major/minor axis ratio
+    firing_rate: float = 0.6  # mean Poisson spike rate per neuron (log-normal across neurons), Hz
+    decay_time: tuple[float, float] = (0.3, 1.0)  # calcium decay time range (uniform per neuron)
+    spike_amplitude: float = 14.0  # mean peak fluorescence of one spike at the soma centre
+    neuron_baseline: float = 0.3  # resting soma fluorescence, in spike amplitudes
+    background_level: float = 110.0  # diffuse background at the image centre
+    vignetting: float = 0.45  # relative intensity drop at the corners
+    background_fluctuation: float = 0.06  # relative amplitude of the slow global fluctuation
+    n_background_components: int = 3  # low-rank smooth background components
+    background_component_amplitude: float = 6.0
+    neuropil_sources: int | None = None  # default: n_neurons // 3 + 2
+    neuropil_amplitude: float = 6.0
+    gain: float = 0.15  # counts per photon: shot-noise variance = gain x signal
+    read_noise: float = 1.5  # sensor read noise, standard deviation
+    motion_step: float = 0.12  # random-walk step per frame, standard deviation
+    motion_jump_rate: float = 0.05  # sudden jumps per second
+    motion_jump_size: float = 2.5  # mean jump length
+    max_motion: float = 6.0  # motion is clipped to +-max_motion per axis
+    nonrigid_amplitude: float = 0.0  # peak non-rigid (shear) displacement; 0 = rigid only
+
+
+class Simulation:
+    """A simulated recording: a MovieSource (uint8 frames) plus its ground truth."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, config: SimulationConfig | None = None):
+        self.config = config = config or SimulationConfig()
+        if config.height < 16 or config.width < 16 or config.nframes < 1 or config.n_neurons < 0:
+            raise ValueError(f"invalid simulation size in {config}")
+        self.nframes = config.nframes
+        self.frame_shape = (config.height, config.width)
+        rng = np.random.default_rng([config.seed, 0])
+        self._pad = int(np.ceil(config.max_motion + config.nonrigid_amplitude)) + 4
+        self._make_neurons(rng)
+        self._make_activity(rng)
+        self._make_background(rng)
+        self._make_motion(rng)
+
+    # ----------------------------------------------------------------- ground truth
+    @property
+    def n_neurons(self) -> int:
+        return self.centers.shape[0]
+
+    @cached_property
+    def footprints(self) -> scipy.sparse.csc_matrix:
+        """(height*width, n_neurons) unit-peak soma footprints in scene (= corrected) coordinates."""
+        return _footprint_matrix(
+            self.frame_shape, self.centers, self.radii, self.elongation, self.orientation
+        )
+
+    @property
+    def x_shifts(self) -> np.ndarray:
+        """Correction shifts the engine should find (x = column), i.e. minus the applied motion."""
+        return -self.motion[:, 1]
+
+    @property
+    def y_shifts(self) -> np.ndarray:
+        """Correction shifts the engine should find (y = row), i.e. minus the applied motion."""
+        return -self.motion[:, 0]
+
+    def nonrigid_displacement(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """(dy, dx) extra non-rigid motion (height, width) of ``frame``; zeros when rigid.
+
+        The field is a shear: ``dx = A a_x(t) (2 y / (H-1) - 1)``, ``dy = A a_y(t) (2 x / (W-1) - 1)``
+        with ``A = nonrigid_amplitude`` and ``a = nonrigid_coefficients[t]`` (columns y, x) in [-1, 1].
+        The local correction shift is ``-(motion + displacement)``.
+        """
+        height, width = self.frame_shape
+        amplitude = self.config.nonrigid_amplitude
+        coef_y, coef_x = self.nonrigid_coefficients[frame]
+        rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, None]
+        cols = np.linspace(-1.0, 1.0, width, dtype=np.float32)[None, :]
+        dx = np.broadcast_to(amplitude * coef_x * rows, (height, width)).astype(np.float32)
+        dy = np.broadcast_to(amplitude * coef_y * cols, (height, width)).astype(np.float32)
+        return dy, dx
+
+    # ----------------------------------------------------------------- MovieSource
+    def iter_chunks(self, chunk_frames: int, start: int = 0, stop: int | None = None):
+        """Yield (first frame index, uint8 frames) for frames start..stop."""
+        stop = self.nframes if stop is None else min(stop, self.nframes)
+        for first in range(start, stop, chunk_frames):
+            last = min(first + chunk_frames, stop)
+            yield first, np.stack([self.render_frame(t) for t in range(first, last)])
+
+    def render_frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as uint8 (height, width)."""
+        cfg = self.config
+        height, width = self.frame_shape
+        pad = self._pad
+        scene = self._scene(t)
+        dy_motion, dx_motion = self.motion[t]
+        if cfg.nonrigid_amplitude > 0:
+            dy, dx = self.nonrigid_displacement(t)
+            map_x = self._grid_x + np.float32(pad - dx_motion) - dx
+            map_y = self._grid_y + np.float32(pad - dy_motion) - dy
+            warped = cv2.remap(scene, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        else:
+            matrix = np.array([[1, 0, pad - dx_motion], [0, 1, pad - dy_motion]], dtype=np.float64)
+            warped = cv2.warpAffine(
+                scene, matrix, (width, height),
+                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT,
+            )
+        signal = np.maximum(warped * self._vignette, 0.0)
+        noise = np.random.default_rng([cfg.seed, 1, t]).standard_normal((height, width), dtype=np.float32)
+        frame = signal + np.sqrt(cfg.gain * signal + cfg.read_noise**2) * noise
+        return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+    # ----------------------------------------------------------------- model construction
+    def _make_neurons(self, rng: np.random.Generator) -> None:
+        cfg = self.config
+        height, width = self.frame_shape
+        pad = self._pad
+        margin = cfg.neuron_radius * 1.2
+        min_distance = cfg.neuron_radius * 1.3  # closer pairs overlap
+        centers: list[tuple[float, float]] = []
+        attempts = 0
+        while len(centers) < cfg.n_neurons and attempts < 10000 * max(cfg.n_neurons, 1):
+            attempts += 1
+            candidate = (rng.uniform(margin, height - 1 - margin), rng.uniform(margin, width - 1 - margin))
+            if all(np.hypot(candidate[0] - y, candidate[1] - x) >= min_distance for y, x in centers):
+                centers.append(candidate)
+        self.centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)  # (y, x)
+        k = self.centers.shape[0]
+        self.radii = cfg.neuron_radius * np.clip(1 + cfg.neuron_radius_spread * rng.standard_normal(k), 0.6, 1.5)
+        self.elongation = rng.uniform(1.0, cfg.max_elongation, k)
+        self.orientation = rng.uniform(0, np.pi, k)
+        self.brightness = cfg.spike_amplitude * rng.lognormal(0.0, 0.25, k)
+        self._footprints_padded = _footprint_matrix(
+            (height + 2 * pad, width + 2 * pad), self.centers + pad,
+            self.radii, self.elongation, self.orientation,
+        )
+
+    def _make_activity(self, rng: np.random.Generator) -> None:
+        cfg = self.config
+        k, t = self.n_neurons, cfg.nframes
+        self.firing_rates = np.clip(cfg.firing_rate * rng.lognormal(0.0, 0.4, k), 0.2, 3.0)
+        self.decay_times = rng.uniform(cfg.decay_time[0], cfg.decay_time[1], k)
+        self.spikes = rng.poisson(self.firing_rates[:, None] / cfg.fps, (k, t)).astype(np.float32)
+        self.calcium = _ar1(self.spikes, np.exp(-1.0 / (self.decay_times * cfg.fps)))
+
+    def _make_background(self, rng: np.random.Generator) -> None:
+        cfg = self.config
+        height, width = self.frame_shape
+        pad = self._pad
+        shape = (height + 2 * pad, width + 2 * pad)
+        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+        large = _smooth_noise(rng, shape, max(shape) / 4)
+        texture = _smooth_noise(rng, shape, 2.5)
+        vessels = np.zeros(shape, np.float32)
+        for _ in range(max(1, max(shape) // 150)):
+            y0, slope, curve = rng.uniform(0, shape[0]), rng.uniform(-0.5, 0.5), rng.uniform(-1, 1) / max(shape)
+            centre_line = y0 + slope * (xx - shape[1] / 2) + curve * (xx - shape[1] / 2) ** 2
+            vessels = np.maximum(vessels, np.exp(-0.5 * ((yy - centre_line) / rng.uniform(1.5, 3.0)) ** 2))
+        self._tissue = cfg.background_level * (0.85 + 0.15 * large) * (1 + 0.06 * texture) * (1 - 0.25 * vessels)
+        self._global_fluctuation = cfg.background_fluctuation * _slow_process(rng, cfg.nframes, cfg.fps * 8.0)
+        # Low-rank smooth components and neuropil sources live on a coarse grid (upsampled per frame).
+        coarse = (shape[0] // _SMOOTH_FIELD_SCALE + 2, shape[1] // _SMOOTH_FIELD_SCALE + 2)
+        components = [np.maximum(_smooth_noise(rng, coarse, max(coarse) / 3) + 1.0, 0) / 2
+                      for _ in range(cfg.n_background_components)]
+        traces = [cfg.background_component_amplitude * (_slow_process(rng, cfg.nframes, cfg.fps * 2.0) + 1.0)
+                  for _ in range(cfg.n_background_components)]
+        n_neuropil = cfg.n_neurons // 3 + 2 if cfg.neuropil_sources is None else cfg.neuropil_sources
+        cy, cx = np.mgrid[0 : coarse[0], 0 : coarse[1]].astype(np.float32)
+        for _ in range(n_neuropil):
+            sigma = rng.uniform(3.0, 6.0) * cfg.neuron_radius / _SMOOTH_FIELD_SCALE
+            y0, x0 = rng.uniform(0, coarse[0]), rng.uniform(0, coarse[1])
+            components.append(np.exp(-0.5 * ((cy - y0) ** 2 + (cx - x0) ** 2) / sigma**2))
+            spikes = rng.poisson(rng.uniform(1.0, 4.0) / cfg.fps, cfg.nframes).astype(np.float32)
+            activity = _ar1(spikes[None], np.exp(-1.0 / (np.array([1.5]) * cfg.fps)))[0]
+            traces.append(cfg.neuropil_amplitude * activity / max(float(activity.max()), 1.0))
+        self._smooth_spatial = np.stack(components).reshape(len(components), -1).astype(np.float32)
+        self._smooth_temporal = np.stack(traces).astype(np.float32) if traces else np.zeros((0, cfg.nframes), np.float32)
+        corner = np.hypot((height - 1) / 2, (width - 1) / 2)
+        sy, sx = np.mgrid[0:height, 0:width].astype(np.float32)
+        radius = np.hypot(sy - (height - 1) / 2, sx - (width - 1) / 2) / corner
+        self._vignette = (1 - cfg.vignetting * radius**2).astype(np.float32)
+        self._grid_y, self._grid_x = sy, sx
+
+    def _make_motion(self, rng: np.random.Generator) -> None:
+        cfg = self.config
+        motion = np.zeros((cfg.nframes, 2))
+        for t in range(1, cfg.nframes):
+            step = cfg.motion_step * rng.standard_normal(2)
+            if rng.random() < cfg.motion_jump_rate / cfg.fps:
+                angle = rng.uniform(0, 2 * np.pi)
+                step += rng.exponential(cfg.motion_jump_size) * np.array([np.sin(angle), np.cos(angle)])
+            motion[t] = np.clip(0.995 * motion[t - 1] + step, -cfg.max_motion, cfg.max_motion)
+        self.motion = motion  # (T, 2): applied (y, x) displacement of the tissue
+        self.nonrigid_coefficients = np.stack(
+            [_slow_process(rng, cfg.nframes, cfg.fps * 3.0) for _ in range(2)], axis=1
+        ).clip(-1, 1) if cfg.nonrigid_amplitude > 0 else np.zeros((cfg.nframes, 2))
+
+    def _scene(self, t: int) -> np.ndarray:
+        cfg = self.config
+        shape = self._tissue.shape
+        neurons = self._footprints_padded @ (self.brightness * (cfg.neuron_baseline + self.calcium[:, t]))
+        coarse = (self._smooth_temporal[:, t] @ self._smooth_spatial).reshape(
+            shape[0] // _SMOOTH_FIELD_SCALE + 2, shape[1] // _SMOOTH_FIELD_SCALE + 2
+        )
+        smooth = cv2.resize(
+            coarse, (coarse.shape[1] * _SMOOTH_FIELD_SCALE, coarse.shape[0] * _SMOOTH_FIELD_SCALE),
+            interpolation=cv2.INTER_LINEAR,
+        )[: shape[0], : shape[1]]
+        scene = self._tissue * np.float32(1 + self._global_fluctuation[t]) + smooth
+        scene += neurons.reshape(shape).astype(np.float32)
+        return scene.astype(np.float32)
+
+
+def _footprint_matrix(shape, centers, radii, elongation, orientation) -> scipy.sparse.csc_matrix:
+    """(shape[0]*shape[1], n) float32 matrix of soma profiles, one column per neuron."""
+    columns = [
+        _soma_profile(shape, center, r, e, theta)
+        for center, r, e, theta in zip(centers, radii, elongation, orientation)
+    ]
+    if not columns:
+        return scipy.sparse.csc_matrix((shape[0] * shape[1], 0), dtype=np.float32)
+    return scipy.sparse.hstack(columns, format="csc").astype(np.float32)
+
+
+def _soma_profile(shape, center, radius, elongation, orientation) -> scipy.sparse.csc_matrix:
+    """Unit-peak soma-like profile ``exp(-ln2 d^3)`` (d = elliptical radius / radius), cut at 0.05."""
+    extent = int(np.ceil(radius * np.sqrt(elongation) * 1.8))
+    cy, cx = center
+    y0, y1 = max(int(cy) - extent, 0), min(int(cy) + extent + 2, shape[0])
+    x0, x1 = max(int(cx) - extent, 0), min(int(cx) + extent + 2, shape[1])
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    cos, sin = np.cos(orientation), np.sin(orientation)
+    u = ((xx - cx) * cos + (yy - cy) * sin) / (radius * np.sqrt(elongation))
+    v = (-(xx - cx) * sin + (yy - cy) * cos) / (radius / np.sqrt(elongation))
+    profile = np.exp(-np.log(2) * np.hypot(u, v) ** 3)
+    profile[profile < 0.05] = 0
+    rows = (yy * shape[1] + xx).astype(np.int64).ravel()
+    values = profile.ravel()
+    keep = values > 0
+    return scipy.sparse.csc_matrix(
+        (values[keep], (rows[keep], np.zeros(keep.sum(), np.int64))), shape=(shape[0] * shape[1], 1)
+    )
+
+
+def _ar1(spikes: np.ndarray, decay: np.ndarray) -> np.ndarray:
+    """Calcium ``c[t] = g c[t-1] + s[t]`` per row, with ``g = decay[row]``."""
+    calcium = np.empty_like(spikes, dtype=np.float32)
+    current = np.zeros(spikes.shape[0])
+    for t in range(spikes.shape[1]):
+        current = decay * current + spikes[:, t]
+        calcium[:, t] = current
+    return calcium
+
+
+def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
+    """Gaussian-filtered white noise scaled to unit maximum magnitude (spatial scale ``sigma``)."""
+    field = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return field / max(float(np.abs(field).max()), 1e-12)
+
+
+def _slow_process(rng: np.random.Generator, n: int, timescale_frames: float) -> np.ndarray:
+    """Smooth random process of ``n`` samples with unit standard deviation (Gaussian-filtered noise)."""
+    padding = int(3 * timescale_frames)
+    noise = rng.standard_normal(n + 2 * padding)
+    kernel = np.exp(-0.5 * (np.arange(-padding, padding + 1) / timescale_frames) ** 2)
+    smooth = np.convolve(noise, kernel / kernel.sum(), mode="same")[padding : padding + n]
+    return (smooth - smooth.mean()) / max(float(smooth.std()), 1e-12)
+
+
+def evaluate(result, simulation: Simulation, max_distance: float | None = None, spike_sigma: float = 0.1) -> dict:
+    """Accuracy of a ProcessingResult against the ground truth of ``simulation``.
+
+    - motion: RMS error of the rigid shifts (x and y together) after removing the constant
+      offset (the template's own position); both with and without the outlier frames.
+    - detection: true and found masks are paired one-to-one (Hungarian assignment on centroid
+      distance) and a pair matches if the distance is at most ``max_distance`` (default: the mean
+      neuron radius); true centroids are first moved by the template offset.
+      Returns precision, recall, F1 and the median IoU of matched footprints (pixels >= 20% of peak).
+    - traces: median Pearson correlation of matched fluorescence traces with the true calcium.
+    - spikes: median correlation of matched deconvolved activity with the true spikes, both
+      smoothed with a Gaussian of ``spike_sigma`` seconds.
+    """
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.optimize import linear_sum_assignment
+
+    figures: dict = {}
+    offset = np.zeros(2)
+    if result.motion_rigid is not None:
+        error = np.stack([result.motion_rigid.y_shifts - simulation.y_shifts,
+                          result.motion_rigid.x_shifts - simulation.x_shifts], axis=1)
+        offset = error.mean(axis=0)
+        centred = error - offset
+        figures["motion_rms_px"] = float(np.sqrt((centred**2).sum(axis=1).mean()))
+        figures["motion_offset_px"] = offset.round(3).tolist()
+    max_distance = simulation.config.neuron_radius if max_distance is None else max_distance
+    true_centres = simulation.centers + offset  # (y, x)
+    found_centres = result.mask_centers()[:, ::-1] if result.n_masks else np.zeros((0, 2))
+    distance = np.hypot(*(true_centres[:, None, :] - found_centres[None, :, :]).transpose(2, 0, 1))
+    if distance.size:
+        rows, cols = linear_sum_assignment(np.where(distance <= max_distance, distance, 1e6))
+        matched = distance[rows, cols] <= max_distance
+        rows, cols = rows[matched], cols[matched]
+    else:
+        rows = cols = np.zeros(0, np.int64)
+    n_true, n_found, n_match = len(true_centres), len(found_centres), len(rows)
+    precision = n_match / n_found if n_found else 0.0
+    recall = n_match / n_true if n_true else 0.0
+    figures.update(
+        n_true=n_true, n_found=n_found, n_matched=n_match,
+        precision=precision, recall=recall,
+        f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    )
+    if n_match:
+        true_masks = simulation.footprints.toarray()
+        found_masks = result.footprints.toarray()
+        ious = []
+        for t, f in zip(rows, cols):
+            a = true_masks[:, t] >= 0.2 * true_masks[:, t].max()
+            b = found_masks[:, f] >= 0.2 * found_masks[:, f].max()
+            ious.append((a & b).sum() / max((a | b).sum(), 1))
+        figures["median_iou"] = float(np.median(ious))
+        trace_corr = [_pearson(result.fluorescence[f], simulation.calcium[t]) for t, f in zip(rows, cols)]
+        figures["median_trace_corr"] = float(np.median(trace_corr))
+        figures["trace_corr"] = np.round(trace_corr, 3).tolist()
+        if result.spikes is not None:
+            sigma = spike_sigma * simulation.config.fps
+            spike_corr = [
+                _pearson(gaussian_filter1d(result.spikes[f].astype(np.float64), sigma),
+                         gaussian_filter1d(simulation.spikes[t].astype(np.float64), sigma))
+                for t, f in zip(rows, cols)
+            ]
+            figures["median_spike_corr"] = float(np.median(spike_corr))
+    return figures
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64) - np.mean(a)
+    b = np.asarray(b, np.float64) - np.mean(b)
+    denominator = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denominator) if denominator > 0 else 0.0
