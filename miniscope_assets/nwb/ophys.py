@@ -51,11 +51,18 @@ def _raw(nwbfile: NWBFile) -> OnePhotonSeries:
 
 
 def _shift_series(name: str, nwbfile: NWBFile, result: ProcessingResult) -> TimeSeries:
-    rigid = result.motion_rigid
+    """Rigid x/y shifts per frame; for piecewise-only results the mean shift of the blocks."""
+    if result.motion_rigid is not None:
+        x, y = result.motion_rigid.x_shifts, result.motion_rigid.y_shifts
+        description = "Rigid shifts applied to register each frame: columns x (right), y (down)"
+    else:
+        x = result.motion_piecewise.x_shifts.mean(axis=1)
+        y = result.motion_piecewise.y_shifts.mean(axis=1)
+        description = "Mean piecewise-rigid block shift per frame (no rigid pass): columns x, y"
     return TimeSeries(
         name=name,
-        description="Rigid shifts applied to register each frame: columns x (right), y (down)",
-        data=np.stack([rigid.x_shifts, rigid.y_shifts], axis=1).astype(np.float32),
+        description=description,
+        data=np.stack([x, y], axis=1).astype(np.float32),
         unit="pixels",
         **timing_of(_raw(nwbfile)),
     )
@@ -65,7 +72,7 @@ def add_motion_correction(nwbfile: NWBFile, result: ProcessingResult, corrected:
     """Corrected movie and rigid shifts, piecewise-rigid blocks, outliers and summary images."""
     module = ophys_module(nwbfile)
     raw = _raw(nwbfile)
-    if result.motion_rigid is not None:
+    if result.motion_rigid is not None or result.motion_piecewise is not None:
         if corrected is not None:
             corrected_series = OnePhotonSeries(
                 name="corrected",
