@@ -118,6 +118,31 @@ def _merge_group(result: ProcessingResult, positions: list[int]) -> dict:
     return {"footprint": merged, **traces}
 
 
+def _trace_params(result: ProcessingResult) -> dict:
+    """dF/F and deconvolution settings: the result's own for the built-in engine, else defaults."""
+    from miniscope_assets.engine import validate_params
+
+    return validate_params(result.params if result.method == "builtin" else {})
+
+
+def _activity(merged: dict, result: ProcessingResult, params: dict, fps: float) -> dict:
+    """All trace fields of a merged mask; dF/F and OASIS recomputed where the result has them."""
+    from miniscope_assets.engine.traces import compute_dff, deconvolve_traces
+
+    fluorescence = merged["fluorescence"][None, :]
+    neuropil = merged.get("neuropil")
+    traces = {"fluorescence": fluorescence, "neuropil": neuropil}
+    background = np.zeros_like(fluorescence) if neuropil is None else neuropil[None, :]
+    traces["dff"] = None if result.dff is None else compute_dff(fluorescence, background, fps, params)
+    if result.denoised is not None or result.spikes is not None:
+        denoised, spikes = deconvolve_traces(fluorescence, fps, params)
+        traces["denoised"] = None if result.denoised is None else denoised
+        traces["spikes"] = None if result.spikes is None else spikes
+    else:
+        traces["denoised"] = traces["spikes"] = None
+    return traces
+
+
 def apply_curation(result: ProcessingResult, request: CurationRequest, source: Path, fps: float) -> ProcessingResult:
     """The curated result: accepted, not rejected masks, then one new mask per merge group."""
     if request.is_empty:
@@ -133,32 +158,25 @@ def apply_curation(result: ProcessingResult, request: CurationRequest, source: P
     curated = result.select(np.asarray(keep, dtype=np.int64))
     if not request.merge:
         return curated
-    from miniscope_assets.engine.traces import activity_from_fluorescence
-
     next_id = int(result.mask_ids.max()) + 1
+    params = _trace_params(result)
     columns, new = [], {name: [] for name in ProcessingResult.TRACE_FIELDS}
     types, confidence = [], []
-    for offset, group in enumerate(request.merge):
+    for group in request.merge:
         positions = [position[i] for i in group]
         merged = _merge_group(result, positions)
         columns.append(merged["footprint"])
-        activity = activity_from_fluorescence(
-            merged["fluorescence"][None, :], None if "neuropil" not in merged else merged["neuropil"][None, :], fps
-        )
-        for name in ProcessingResult.TRACE_FIELDS:
-            value = merged.get(name, activity.get(name))
+        for name, value in _activity(merged, result, params, fps).items():
             new[name].append(None if value is None else np.asarray(value, dtype=np.float32).reshape(-1))
         member_types = [result.mask_types[p] for p in positions]
         types.append("soma" if "soma" in member_types else member_types[0])
-        confidence.append(float(np.nanmax(result.mask_confidence[positions])) if
-                          np.any(np.isfinite(result.mask_confidence[positions])) else np.nan)
-    traces = {}
-    for name in ProcessingResult.TRACE_FIELDS:
-        existing = getattr(curated, name)
-        if existing is None or any(v is None for v in new[name]):
-            traces[name] = None if existing is None or any(v is None for v in new[name]) else existing
-            continue
-        traces[name] = np.vstack([existing, np.stack(new[name])])
+        member_confidence = result.mask_confidence[positions]
+        confidence.append(float(np.nanmax(member_confidence)) if np.isfinite(member_confidence).any() else np.nan)
+    traces = {
+        name: None if getattr(curated, name) is None or new[name][0] is None
+        else np.vstack([getattr(curated, name), np.stack(new[name])])
+        for name in ProcessingResult.TRACE_FIELDS
+    }
     footprints = scipy.sparse.hstack(
         [curated.footprints, scipy.sparse.csc_matrix(np.stack(columns, axis=1))]
     ).tocsc()
