@@ -1,0 +1,138 @@
+"""End to end with the built-in engine: a simulated V4 recording with known neurons through every
+asset in one in-process run, into one NWB file that reads back with every container."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from dagster import DagsterInstance
+from pynwb import NWBHDF5IO
+
+from miniscope_assets.example import simulated_frames
+from miniscope_assets.io.miniscope_writer import write_v4_recording
+from miniscope_assets.orchestration.assets import ALL_ASSETS
+from miniscope_assets.simulation import Simulation, SimulationConfig
+from miniscope_assets.stages.checks import inspect_nwb
+from miniscope_assets.stages.processing import load_processing_result
+from miniscope_assets.stages.curation import CurationRequest, write_curation_file
+from miniscope_assets_tests.conftest import write_user_metadata
+from miniscope_assets_tests.dagster_helpers import checks, materialize_partition, metadata
+
+RECORDING = "mouse-7/2024_05_17/10_30_00/Miniscope"
+EXPECTED_INTERFACES = ["DfOverF", "Fluorescence", "ImageSegmentation", "MaskClassification",
+                       "MotionCorrection", "MotionOutlierFrames", "SummaryImages"]
+
+
+@pytest.fixture(scope="module")
+def simulation():
+    return Simulation(SimulationConfig(height=80, width=80, nframes=400, n_neurons=10, fps=20.0, seed=7))
+
+
+@pytest.fixture
+def recording(data_root, simulation):
+    write_user_metadata(data_root / "mouse-7")
+    write_v4_recording(data_root / "mouse-7" / "2024_05_17" / "10_30_00", simulated_frames(simulation),
+                       fps=20.0, frames_per_file=150, per_device_layout=True)
+    return RECORDING
+
+
+def read_nwb(path: Path) -> dict:
+    with NWBHDF5IO(str(path), mode="r") as io:
+        nwbfile = io.read()
+        module = nwbfile.processing["ophys"]
+        plane = module["ImageSegmentation"]["PlaneSegmentation"]
+        fluorescence = module["Fluorescence"]
+        stack = module["MotionCorrection"]["CorrectedImageStack"]
+        return {
+            "interfaces": sorted(module.data_interfaces),
+            "series": sorted(fluorescence.roi_response_series),
+            "images": sorted(module["SummaryImages"].images),
+            "ids": plane.id[:],
+            "pixel_masks": [np.asarray(plane["pixel_mask"][i].tolist()) for i in range(len(plane))],
+            "raw": fluorescence["RoiResponseSeries"].data[:],
+            "neuropil": fluorescence["Neuropil"].data[:],
+            "denoised": fluorescence["Denoised"].data[:],
+            "spikes": fluorescence["Deconvolved"].data[:],
+            "dff": module["DfOverF"]["DfOverF"].data[:],
+            "types": module["MaskClassification"].to_dataframe()["mask_type"].tolist(),
+            "xy": stack.xy_translation.data[:],
+            "corrected": stack.corrected.data[:],
+            "original": stack.original.name,
+            "rois_in_series": len(fluorescence["RoiResponseSeries"].rois.data[:]),
+        }
+
+
+def assert_matches(content: dict, result) -> None:
+    """Masks and traces in the NWB file equal the engine's result exactly."""
+    np.testing.assert_array_equal(content["ids"], result.mask_ids)
+    for index, pixel_mask in enumerate(content["pixel_masks"]):
+        xpix, ypix, weights = result.mask_pixels(index)
+        np.testing.assert_array_equal(pixel_mask[:, 0], xpix)
+        np.testing.assert_array_equal(pixel_mask[:, 1], ypix)
+        np.testing.assert_array_equal(pixel_mask[:, 2].astype(np.float32), weights)
+    for name, field in (("raw", "fluorescence"), ("neuropil", "neuropil"), ("denoised", "denoised"),
+                        ("spikes", "spikes"), ("dff", "dff")):
+        np.testing.assert_array_equal(content[name], getattr(result, field).T, err_msg=name)
+    assert content["types"] == list(result.mask_types)
+    assert content["rois_in_series"] == result.n_masks
+
+
+def test_whole_chain_into_one_nwb_file(workspace, recording, simulation):
+    run, partition = materialize_partition(workspace, recording, ALL_ASSETS)
+    nwb_path = partition.nwb_path()
+    assert nwb_path == workspace.output_root / "sub-mouse-7" / "sub-mouse-7_ses-20240517T103000_desc-default_ophys.nwb"
+    assert sorted(p.name for p in workspace.output_root.rglob("*.nwb")) == [nwb_path.name]  # one file
+    content = read_nwb(nwb_path)
+    assert content["interfaces"] == EXPECTED_INTERFACES
+    assert content["series"] == ["Deconvolved", "Denoised", "Neuropil", "RoiResponseSeries"]
+    assert content["images"] == ["correlation", "max_projection", "mean", "peak_to_noise", "reference"]
+    engine_result = load_processing_result(partition)
+    assert_matches(content, engine_result)
+    np.testing.assert_allclose(content["xy"][:, 0], engine_result.motion_rigid.x_shifts, rtol=1e-6)
+    assert content["original"] == "OnePhotonSeries"
+    with h5py.File(engine_result.corrected_movie, "r") as corrected:
+        np.testing.assert_array_equal(content["corrected"], corrected["corrected"][()].transpose(0, 2, 1))
+    # the engine found the simulated neurons (accuracy itself is tested in test_engine_*)
+    assert abs(engine_result.n_masks - simulation.n_neurons) <= 3
+    assert all(checks(run).values()), checks(run)
+    messages = inspect_nwb(nwb_path)
+    assert messages.passed and messages.metadata["messages_by_importance"].get("CRITICAL", 0) == 0
+    catalog = {name: metadata(run, name) for name in ("recording_info", "processing", "motion_correction",
+                                                      "segmentation", "mask_classification", "fluorescence",
+                                                      "activity")}
+    assert catalog["segmentation"]["n_masks"] == engine_result.n_masks
+    assert catalog["processing"]["param_hash"] == workspace.paramset("default").param_hash
+    for png in ("masks_png",):
+        assert Path(catalog["segmentation"][png]).stat().st_size > 1000
+    assert catalog["motion_correction"]["max_shift_px"] > 0.5
+    assert catalog["activity"]["dff_max"] > 0
+
+
+def test_curation_and_reuse(workspace, recording):
+    instance = DagsterInstance.ephemeral()
+    _, partition = materialize_partition(workspace, recording, ALL_ASSETS, instance=instance)
+    engine_result = load_processing_result(partition)
+    results_mtime = (partition.files.processing_dir / "results.h5").stat().st_mtime_ns
+    rejected = [int(engine_result.mask_ids[1]), int(engine_result.mask_ids[3])]
+    write_curation_file(partition.files.curation_input, CurationRequest(reject=rejected, note="not cells"))
+    # re-materialize from processing on: same inputs, so the engine result is reused
+    run, _ = materialize_partition(workspace, recording, ALL_ASSETS[1:], instance=instance)
+    assert metadata(run, "processing")["reused_existing_results"] is True
+    assert (partition.files.processing_dir / "results.h5").stat().st_mtime_ns == results_mtime
+    assert metadata(run, "curation")["curation_id"] == 1
+    content = read_nwb(partition.nwb_path())
+    keep = [i for i, mask_id in enumerate(engine_result.mask_ids) if mask_id not in rejected]
+    assert_matches(content, engine_result.select(np.asarray(keep)))
+    assert content["interfaces"] == EXPECTED_INTERFACES  # nothing stale, nothing duplicated
+    with h5py.File(partition.nwb_path(), "r") as f:
+        assert f["processing/ophys/Fluorescence/RoiResponseSeries/data"].shape == (400, engine_result.n_masks - 2)
+    log = json.loads(partition.files.curation_log.read_text())
+    assert [entry["curation_id"] for entry in log] == [0, 1]
+    # forced: the engine runs again
+    forced, _ = materialize_partition(workspace, recording, ALL_ASSETS[1:2], instance=instance,
+                                      run_config={"ops": {"processing": {"config": {"force": True}}}})
+    assert metadata(forced, "processing")["reused_existing_results"] is False
