@@ -41,8 +41,16 @@ def ingest(workspace: Workspace, folder: str, queue) -> None:
     started = time.perf_counter()
     report = recording_info.run(partition)
     wall = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"wall": wall, "peak_mib": peak_kib / 1024, "metadata": report.metadata})
+    queue.put({"wall": wall, "peak_mib": peak_rss_mib(), "metadata": report.metadata})
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM is reset by exec; ru_maxrss would carry over the parent's
+    peak from before the spawn (generating the movie)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

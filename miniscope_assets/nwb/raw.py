@@ -22,6 +22,7 @@ from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
 import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.io.atomic import atomic_path
+from miniscope_assets.io.prefetch import prefetch
 from miniscope_assets.io.recording import RecordingInfo
 from miniscope_assets.io.user_metadata import UserMetadata
 
@@ -47,7 +48,7 @@ def movie_data_io(
     chunk = frames_per_chunk(movie.frame_shape, np.dtype(movie.dtype).itemsize, movie.nframes)
 
     def transposed_frames() -> Iterator[np.ndarray]:
-        for first, frames in movie.iter_chunks(chunk):
+        for first, frames in prefetch(movie.iter_chunks(chunk)):
             yield from frames.transpose(0, 2, 1)
             if progress is not None:
                 progress((first + len(frames)) / movie.nframes)
