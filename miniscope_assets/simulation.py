@@ -13,7 +13,8 @@ Forward model, per frame ``t`` (tissue = "scene" coordinates, sensor = frame coo
     signal_t = vignetting(sensor) x warp(scene_t, motion_t [+ non-rigid field_t])
     frame_t  = uint8(round(signal_t + sqrt(gain * signal_t + read_noise^2) * N(0, 1)))
 
-Spikes are Poisson, calcium is AR(1) (``c[t] = g c[t-1] + s[t]``, ``g = exp(-1 / (tau fps))``),
+Spikes are Poisson; calcium is AR(2) (rise ``rise_time``, decay ``decay_time``, a log-normal
+jump per spike, unit peak for a unit jump);
 shot noise is the Gaussian approximation of Poisson photon noise.
 Motion is a mean-reverting random walk with occasional jumps (sub-pixel, cubic interpolation).
 Ground-truth footprints, calcium and spikes are in scene coordinates, which equal frame
@@ -47,16 +48,18 @@ class SimulationConfig:
     max_elongation: float = 1.5  # largest major/minor axis ratio
     firing_rate: float = 0.6  # mean Poisson spike rate per neuron (log-normal across neurons), Hz
     decay_time: tuple[float, float] = (0.3, 1.0)  # calcium decay time range (uniform per neuron)
-    spike_amplitude: float = 14.0  # mean peak fluorescence of one spike at the soma centre
+    rise_time: float = 0.05  # calcium rise time (0: instantaneous)
+    spike_amplitude_jitter: float = 0.3  # log-normal sigma of the calcium jump per spike
+    spike_amplitude: float = 8.0  # mean peak fluorescence of one spike at the soma centre
     neuron_baseline: float = 0.3  # resting soma fluorescence, in spike amplitudes
     background_level: float = 110.0  # diffuse background at the image centre
     vignetting: float = 0.45  # relative intensity drop at the corners
-    background_fluctuation: float = 0.06  # relative amplitude of the slow global fluctuation
+    background_fluctuation: float = 0.1  # relative amplitude of the slow global fluctuation
     n_background_components: int = 3  # low-rank smooth background components
     background_component_amplitude: float = 6.0
     neuropil_sources: int | None = None  # default: n_neurons // 3 + 2
-    neuropil_amplitude: float = 6.0
-    gain: float = 0.15  # counts per photon: shot-noise variance = gain x signal
+    neuropil_amplitude: float = 10.0
+    gain: float = 0.2  # counts per photon: shot-noise variance = gain x signal
     read_noise: float = 1.5  # sensor read noise, standard deviation
     motion_step: float = 0.12  # random-walk step per frame, standard deviation
     motion_jump_rate: float = 0.05  # sudden jumps per second
@@ -183,7 +186,8 @@ class Simulation:
         self.firing_rates = np.clip(cfg.firing_rate * rng.lognormal(0.0, 0.4, k), 0.2, 3.0)
         self.decay_times = rng.uniform(cfg.decay_time[0], cfg.decay_time[1], k)
         self.spikes = rng.poisson(self.firing_rates[:, None] / cfg.fps, (k, t)).astype(np.float32)
-        self.calcium = _ar1(self.spikes, np.exp(-1.0 / (self.decay_times * cfg.fps)))
+        jumps = self.spikes * rng.lognormal(0.0, cfg.spike_amplitude_jitter, (k, t)).astype(np.float32)
+        self.calcium = _calcium(jumps, self.decay_times * cfg.fps, cfg.rise_time * cfg.fps)
 
     def _make_background(self, rng: np.random.Generator) -> None:
         cfg = self.config
@@ -213,7 +217,7 @@ class Simulation:
             y0, x0 = rng.uniform(0, coarse[0]), rng.uniform(0, coarse[1])
             components.append(np.exp(-0.5 * ((cy - y0) ** 2 + (cx - x0) ** 2) / sigma**2))
             spikes = rng.poisson(rng.uniform(1.0, 4.0) / cfg.fps, cfg.nframes).astype(np.float32)
-            activity = _ar1(spikes[None], np.exp(-1.0 / (np.array([1.5]) * cfg.fps)))[0]
+            activity = _calcium(spikes[None], np.array([1.5 * cfg.fps]), cfg.rise_time * cfg.fps)[0]
             traces.append(cfg.neuropil_amplitude * activity / max(float(activity.max()), 1.0))
         self._smooth_spatial = np.stack(components).reshape(len(components), -1).astype(np.float32)
         self._smooth_temporal = np.stack(traces).astype(np.float32) if traces else np.zeros((0, cfg.nframes), np.float32)
@@ -284,13 +288,24 @@ def _soma_profile(shape, center, radius, elongation, orientation) -> scipy.spars
     )
 
 
-def _ar1(spikes: np.ndarray, decay: np.ndarray) -> np.ndarray:
-    """Calcium ``c[t] = g c[t-1] + s[t]`` per row, with ``g = decay[row]``."""
-    calcium = np.empty_like(spikes, dtype=np.float32)
-    current = np.zeros(spikes.shape[0])
-    for t in range(spikes.shape[1]):
-        current = decay * current + spikes[:, t]
+def _calcium(jumps: np.ndarray, decay_frames: np.ndarray, rise_frames: float) -> np.ndarray:
+    """AR(2) calcium per row: double-exponential response to ``jumps`` with unit peak per unit jump.
+
+    ``c[t] = (d + r) c[t-1] - d r c[t-2] + jumps[t] / peak`` with ``d = exp(-1 / decay)`` and
+    ``r = exp(-1 / rise)`` (AR(1) when ``rise_frames`` is 0).
+    """
+    d = np.exp(-1.0 / decay_frames)
+    r = np.exp(-1.0 / rise_frames) if rise_frames > 0 else 0.0
+    lags = np.arange(int(10 * max(rise_frames, 1)) + 2)
+    response = (d[:, None] ** (lags + 1) - r ** (lags + 1)) / np.where(d[:, None] - r != 0, d[:, None] - r, 1)
+    peak = response.max(axis=1) if rise_frames > 0 else np.ones_like(d)
+    calcium = np.empty_like(jumps, dtype=np.float32)
+    previous = np.zeros(jumps.shape[0])
+    before = np.zeros(jumps.shape[0])
+    for t in range(jumps.shape[1]):
+        current = (d + r) * previous - d * r * before + jumps[:, t] / peak
         calcium[:, t] = current
+        before, previous = previous, current
     return calcium
 
 
@@ -317,7 +332,8 @@ def evaluate(result, simulation: Simulation, max_distance: float | None = None, 
     - detection: true and found masks are paired one-to-one (Hungarian assignment on centroid
       distance) and a pair matches if the distance is at most ``max_distance`` (default: the mean
       neuron radius); true centroids are first moved by the template offset.
-      Returns precision, recall, F1 and the median IoU of matched footprints (pixels >= 20% of peak).
+      Returns precision, recall, F1 and the median IoU of matched footprints (pixels >= 20% of
+      peak; true footprints moved by the template offset).
     - traces: median Pearson correlation of matched fluorescence traces with the true calcium.
     - spikes: median correlation of matched deconvolved activity with the true spikes, both
       smoothed with a Gaussian of ``spike_sigma`` seconds.
@@ -353,12 +369,16 @@ def evaluate(result, simulation: Simulation, max_distance: float | None = None, 
         f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
     )
     if n_match:
-        true_masks = simulation.footprints.toarray()
-        found_masks = result.footprints.toarray()
+        height, width = simulation.frame_shape
+        moved = np.array([[1, 0, offset[1]], [0, 1, offset[0]]], dtype=np.float64)
         ious = []
         for t, f in zip(rows, cols):
-            a = true_masks[:, t] >= 0.2 * true_masks[:, t].max()
-            b = found_masks[:, f] >= 0.2 * found_masks[:, f].max()
+            true_mask = cv2.warpAffine(
+                simulation.footprints[:, [t]].toarray().reshape(height, width).astype(np.float32), moved, (width, height)
+            )
+            found_mask = result.footprints[:, [f]].toarray().reshape(height, width)
+            a = true_mask >= 0.2 * true_mask.max()
+            b = found_mask >= 0.2 * found_mask.max()
             ious.append((a & b).sum() / max((a | b).sum(), 1))
         figures["median_iou"] = float(np.median(ious))
         trace_corr = [_pearson(result.fluorescence[f], simulation.calcium[t]) for t, f in zip(rows, cols)]

@@ -83,9 +83,14 @@ def extract_sources(
     movie: MovieSource,
     params: dict,
     work_dir: Path,
+    border: int = 0,
     progress: Callable[[str, float], None] | None = None,
 ) -> Sources:
-    """Find footprints in the corrected ``movie`` (see module docstring)."""
+    """Find footprints in the corrected ``movie`` (see module docstring).
+
+    ``border``: width of the frame margin filled in by motion correction (largest shift); no
+    source is seeded there and sources whose centroid falls there are dropped.
+    """
     started = time.perf_counter()
     height, width = movie.frame_shape
     descriptor, binned_path = tempfile.mkstemp(suffix=".h5", prefix="binned_", dir=work_dir)
@@ -94,17 +99,20 @@ def extract_sources(
         bin_size, mean_image = _write_binned(movie, params, Path(binned_path), progress)
         binned_seconds = time.perf_counter() - started
         footprints, traces, gain = [], [], np.ones(movie.frame_shape, np.float32)
+        valid = np.zeros(movie.frame_shape, bool)
+        valid[border : height - border, border : width - border] = True
         windows = list(_patch_windows(movie.frame_shape, params["patch_size"], params["patch_overlap"]))
         with h5py.File(binned_path, "r") as f:
             binned = f["binned"]
             for index, (core, window) in enumerate(windows):
                 data = binned[:, window[0], window[1]]
-                components, patch_gain = _process_patch(data, params)
+                components, patch_gain = _process_patch(data, valid[window], params)
                 core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
                 gain[core] = patch_gain[core_in_window]
                 for component in components:
                     cy, cx = _centroid(component.footprint)
-                    if core_in_window[0].start <= cy < core_in_window[0].stop and core_in_window[1].start <= cx < core_in_window[1].stop:
+                    inside_core = all(c.start <= v < c.stop for c, v in zip(core_in_window, (cy, cx)))
+                    if inside_core and valid[window][int(round(cy)), int(round(cx))]:
                         footprints.append(_to_global(component.footprint, window, movie.frame_shape))
                         traces.append(component.trace)
                 if progress:
@@ -195,12 +203,12 @@ def _patch_windows(frame_shape, patch_size: int, overlap: int):
 
 
 # ------------------------------------------------------------------------------ one patch
-def _process_patch(data: np.ndarray, params: dict) -> tuple[list[_Component], np.ndarray]:
-    """Sources of one (n, h, w) binned window and the window's fitted ring gains."""
+def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tuple[list[_Component], np.ndarray]:
+    """Sources of one (n, h, w) binned window (seeds only where ``seedable``) and its ring gains."""
     n, h, w = data.shape
     diameter = params["neuron_diameter"]
     fluctuation = data - data.mean(axis=0)
-    components = _initialise(fluctuation, params)
+    components = _initialise(fluctuation, seedable, params)
     ring = RingAverage((h, w), *ring_radii(diameter, params["ring_radius_factor"]))
     gain = np.ones(h * w, np.float32)
     if not components:
@@ -226,16 +234,15 @@ def _process_patch(data: np.ndarray, params: dict) -> tuple[list[_Component], np
     )
 
 
-def _initialise(fluctuation: np.ndarray, params: dict) -> list[_Component]:
+def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:
     """Greedy seeding on corr x PNR of the band-passed fluctuations (see module docstring)."""
     n, h, w = fluctuation.shape
     diameter = params["neuron_diameter"]
-    filtered = filter_neurons(fluctuation, diameter)
-    filtered -= np.median(filtered, axis=0)
+    filtered = filter_neurons(fluctuation, diameter)  # zero temporal mean: data are fluctuations
     noise = np.maximum(noise_from_differences(filtered), 1e-6)
     pnr = filtered.max(axis=0) / noise
     correlation = LocalCorrelation((h, w)).add(threshold_noise(filtered.copy(), noise)).image()
-    blocked = np.zeros((h, w), bool)
+    blocked = ~seedable
     radius = int(np.ceil(diameter))
     min_area = _MIN_AREA_FRACTION * expected_soma_area(diameter)
     low, high = neuron_filter_sigmas(diameter)
@@ -308,14 +315,19 @@ def _correlate_columns(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
 def _remove_background(flat, ring_of_data, footprints, traces, ring: RingAverage, shape):
     """(A C + noise estimate = data - b0 - w ring(residual), fitted gains w), all (n, P) / (P,)."""
     mean_trace = traces.mean(axis=1)
-    centred_traces = traces - mean_trace[:, None]
+    centred_traces = (traces - mean_trace[:, None]).astype(np.float32)
     ring_of_footprints = np.stack([ring.apply(f.reshape(shape)).ravel() for f in footprints.T], axis=1)
     residual = flat - centred_traces.T @ footprints.T
     ring_residual = ring_of_data - centred_traces.T @ ring_of_footprints.T
     energy = np.einsum("tp,tp->p", ring_residual, ring_residual)
     gain = np.where(energy > 0, np.einsum("tp,tp->p", residual, ring_residual) / np.maximum(energy, 1e-12), 1.0)
     gain = np.clip(gain, 0.0, 2.0).astype(np.float32)
-    return flat - gain * ring_residual + (footprints @ mean_trace)[None, :], gain
+    del residual
+    signal = ring_residual  # reuse the buffer: signal = data - gain * ring(residual) + A mean(C)
+    signal *= gain
+    np.subtract(flat, signal, out=signal)
+    signal += (footprints @ mean_trace).astype(np.float32)[None, :]
+    return signal, gain
 
 
 def _hals_traces(footprints, signal, traces):

@@ -41,7 +41,7 @@ from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion
 
 Progress = Callable[[str, float], None]
 STAGE = "motion_correction"
-_TAPER_PX = 8
+_TAPER_PX = 16
 _BATCH = 16  # frames registered per FFT batch (bounds memory for large frames)
 
 
@@ -53,6 +53,19 @@ class MotionCorrection:
     piecewise: PiecewiseRigidMotion | None
     reference: np.ndarray  # template in raw intensity (mean of the registered template frames)
     notes: dict
+
+    @property
+    def border(self) -> int:
+        """Margin (px) filled in by the registration in more than 10% of the frames.
+
+        The 90th percentile over frames of the largest absolute shift (rigid, or any block).
+        """
+        shifts = [np.abs(self.rigid.x_shifts), np.abs(self.rigid.y_shifts)]
+        if self.piecewise is not None:
+            shifts += [np.abs(self.piecewise.x_shifts).max(axis=1), np.abs(self.piecewise.y_shifts).max(axis=1)]
+        if not shifts[0].size:
+            return 0
+        return int(np.ceil(np.percentile(np.max(np.stack(shifts), axis=0), 90)))
 
 
 @dataclass(frozen=True)
@@ -161,9 +174,12 @@ def _refine_peaks(product: np.ndarray, peaks: np.ndarray, shape, upsample: int) 
     # Moving the integer peak to the origin is a phase ramp on the spectrum.
     phase_y = np.exp(2j * np.pi * peaks[:, 0, None] * freq_y).astype(np.complex64)
     phase_x = np.exp(2j * np.pi * peaks[:, 1, None] * freq_x).astype(np.complex64)
-    centred = product * phase_y[:, :, None] * phase_x[:, None, :]
-    upsampled = np.real(base_y @ centred @ base_x)  # (n, m, m)
-    iy, ix = np.divmod(upsampled.reshape(len(peaks), -1).argmax(axis=1), len(offsets))
+    centred = product * phase_y[:, :, None] * phase_x[:, None, :]  # (n, H, Wh)
+    n, m = len(peaks), len(offsets)
+    # two large matrix products rather than n small ones (much faster with a threaded BLAS)
+    rows = (base_y @ centred.transpose(1, 0, 2).reshape(height, -1)).reshape(m, n, -1)  # (m, n, Wh)
+    upsampled = np.real(rows.transpose(1, 0, 2).reshape(n * m, -1) @ base_x).reshape(n, m, m)
+    iy, ix = np.divmod(upsampled.reshape(n, -1).argmax(axis=1), m)
     return peaks + np.stack([offsets[iy], offsets[ix]], axis=1)
 
 

@@ -45,7 +45,7 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "patch_size": ParamSpec(64, "int", 16, None, "core size of the square patches used to find sources, px"),
     "patch_overlap": ParamSpec(24, "int", 0, None, "margin added around every patch core, px"),
     "max_init_frames": ParamSpec(1000, "int", 50, None, "frames of the temporally binned movie used to find sources"),
-    "refine_iterations": ParamSpec(3, "int", 0, 20, "spatial/temporal/background refinement rounds per patch"),
+    "refine_iterations": ParamSpec(2, "int", 0, 20, "spatial/temporal/background refinement rounds per patch"),
     "merge_threshold": ParamSpec(0.8, "float", 0, 1, "trace correlation above which overlapping sources merge"),
     "min_snr": ParamSpec(3.0, "float", 0, None, "sources whose trace SNR is below this are rejected"),
     # classification
@@ -70,6 +70,9 @@ def validate_params(user_params: dict | None) -> dict:
     for name, spec in PARAM_SPECS.items():
         value = user_params.get(name, spec.default)
         params[name] = _check(name, value, spec)
+    low, high = params["soma_area_range"]
+    if not 0 < low < high:
+        raise ParameterError(f"soma_area_range must be [low, high] with 0 < low < high, got {[low, high]}")
     return params
 
 

@@ -54,7 +54,9 @@ def run_engine(
     motion = timed("motion_correction", correct_motion, movie, params, work_dir / CORRECTED_MOVIE, progress)
     corrected = H5Movie(work_dir / CORRECTED_MOVIE)
     summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference, progress)
-    sources = timed("source_extraction", extract_sources, corrected, params, work_dir, progress)
+    sources = timed(
+        "source_extraction", extract_sources, corrected, params, work_dir, motion.border, progress
+    )
     traces = timed("traces", extract_traces, corrected, sources, params, fps, progress)
     classification = timed(
         "classification", classify_sources,

@@ -25,6 +25,7 @@ noise estimated per trace; decay time ``decay_time`` or estimated per trace) on 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -142,9 +143,11 @@ def deconvolve_traces(fluorescence: np.ndarray, fps: float, params: dict) -> tup
         if len(trace) < 4 or not np.isfinite(trace).all() or np.ptp(trace) == 0:
             denoised[k] = trace
             continue
-        calcium, activity, baseline, _, _ = deconvolve(trace, **options)
+        with warnings.catch_warnings():  # OASIS's noise estimate warns on traces < 256 frames
+            warnings.filterwarnings("ignore", message="nperseg", category=UserWarning)
+            calcium, activity, baseline, _, _ = deconvolve(trace, **options)
         denoised[k] = calcium + baseline
-        spikes[k] = activity
+        spikes[k] = np.maximum(activity, 0)  # non-negative by model; removes round-off
     return denoised, spikes
 
 

@@ -1,0 +1,115 @@
+"""Motion correction: shift convention, sub-pixel accuracy on simulated data, piecewise blocks, outliers."""
+
+from __future__ import annotations
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from miniscope_assets.engine import ArrayMovie, correct_motion, validate_params
+from miniscope_assets.engine.motion import BlockGrid, flag_outliers
+from miniscope_assets.simulation import Simulation, SimulationConfig
+
+
+def _frames(simulation: Simulation) -> np.ndarray:
+    return np.concatenate([frames for _, frames in simulation.iter_chunks(200)])
+
+
+def _rms_after_offset(estimated: np.ndarray, true: np.ndarray) -> float:
+    error = estimated - true
+    error = error - error.mean(axis=0)
+    return float(np.sqrt((error**2).sum(axis=-1).mean()))
+
+
+def test_shift_sign_convention_and_corrected_file(tmp_path):
+    """raw = template moved by d  ->  reported shift -d, and corrected[y, x] = raw[y - y_shift, x - x_shift]."""
+    rng = np.random.default_rng(0)
+    template = cv2.GaussianBlur(rng.normal(100, 20, (80, 96)).astype(np.float32), (0, 0), 1.5)
+    # each position held for 5 frames (sustained moves, not outliers)
+    moves = [move for move in [(0, 0), (3, -2), (-4, 5), (2, 2), (0, -6), (5, 0)] for _ in range(5)]
+    frames = np.stack([np.roll(template, move, axis=(0, 1)) for move in moves]).astype(np.uint16)
+    params = validate_params({"template_frames": 30, "chunk_frames": 7})
+    result = correct_motion(ArrayMovie(frames), params, tmp_path / "corrected.h5")
+    moves = np.asarray(moves, dtype=float)
+    offset_y = (result.rigid.y_shifts + moves[:, 0]).mean()
+    offset_x = (result.rigid.x_shifts + moves[:, 1]).mean()
+    np.testing.assert_allclose(result.rigid.y_shifts, -moves[:, 0] + offset_y, atol=0.15)
+    np.testing.assert_allclose(result.rigid.x_shifts, -moves[:, 1] + offset_x, atol=0.15)
+    assert not result.rigid.outlier_frames.any()
+    with h5py.File(tmp_path / "corrected.h5", "r") as f:
+        corrected = f["corrected"][()]
+    assert corrected.shape == frames.shape and corrected.dtype == np.uint16
+    inner = (slice(None), slice(10, -10), slice(10, -10))
+    assert np.abs(corrected.astype(float) - corrected[0].astype(float))[inner].mean() < 1.0
+    assert not any(p.name.startswith(".") or p.suffix not in (".h5",) for p in tmp_path.iterdir())
+
+
+def test_rigid_shifts_recovered_subpixel(tmp_path):
+    simulation = Simulation(SimulationConfig(nframes=600, n_neurons=25, seed=11))
+    result = correct_motion(ArrayMovie(_frames(simulation)), validate_params({}), tmp_path / "c.h5")
+    estimated = np.stack([result.rigid.y_shifts, result.rigid.x_shifts], axis=1)
+    true = np.stack([simulation.y_shifts, simulation.x_shifts], axis=1)
+    assert np.abs(true).max() > 2  # the simulated motion is substantial
+    assert _rms_after_offset(estimated, true) < 0.3
+    assert result.piecewise is None
+    assert result.rigid.outlier_frames.shape == (600,) and result.rigid.outlier_frames.sum() <= 3
+    assert result.reference.shape == (120, 120)
+
+
+def test_piecewise_rigid_tracks_nonrigid_deformation(tmp_path):
+    simulation = Simulation(SimulationConfig(nframes=400, n_neurons=30, seed=5, nonrigid_amplitude=2.5))
+    params = validate_params({"pw_rigid": True, "strides": [40, 40], "overlaps": [24, 24]})
+    result = correct_motion(ArrayMovie(_frames(simulation)), params, tmp_path / "c.h5")
+    piecewise = result.piecewise
+    assert piecewise is not None
+    assert (piecewise.block_height, piecewise.block_width) == (64, 64)
+    assert (piecewise.block_count_y, piecewise.block_count_x) == (3, 3)
+    assert piecewise.block_y.tolist()[:3] == [[0, 64], [0, 64], [0, 64]]
+    assert piecewise.block_x.tolist()[:3] == [[0, 64], [40, 104], [56, 120]]
+    assert piecewise.x_shifts.shape == (400, 9)
+    centre_y = piecewise.block_y.mean(axis=1) - 0.5
+    centre_x = piecewise.block_x.mean(axis=1) - 0.5
+    block_error, rigid_error = [], []
+    for t in range(400):
+        dy, dx = simulation.nonrigid_displacement(t)
+        rows, cols = np.rint(centre_y).astype(int), np.rint(centre_x).astype(int)
+        true = np.stack([simulation.y_shifts[t] - dy[rows, cols], simulation.x_shifts[t] - dx[rows, cols]], axis=1)
+        block_error.append(np.stack([piecewise.y_shifts[t], piecewise.x_shifts[t]], axis=1) - true)
+        rigid_error.append(np.array([result.rigid.y_shifts[t], result.rigid.x_shifts[t]]) - true)
+    block_error, rigid_error = np.stack(block_error), np.stack(rigid_error)
+    block_rms = np.sqrt(((block_error - block_error.mean(axis=0)) ** 2).sum(axis=-1).mean())
+    rigid_rms = np.sqrt(((rigid_error - rigid_error.mean(axis=0)) ** 2).sum(axis=-1).mean())
+    assert block_rms < 0.6
+    assert block_rms < 0.6 * rigid_rms
+
+
+def test_outlier_frame_is_flagged_and_interpolated(tmp_path):
+    simulation = Simulation(SimulationConfig(nframes=200, n_neurons=20, seed=2, motion_jump_rate=0.0))
+    frames = _frames(simulation)
+    frames[100] = np.roll(frames[100], (9, -9), axis=(0, 1))  # a glitch: one frame far off
+    result = correct_motion(ArrayMovie(frames), validate_params({"template_frames": 50}), tmp_path / "c.h5")
+    flagged = np.flatnonzero(result.rigid.outlier_frames)
+    assert 100 in flagged and len(flagged) <= 3
+    for shifts in (result.rigid.x_shifts, result.rigid.y_shifts):
+        assert abs(shifts[100] - (shifts[99] + shifts[101]) / 2) < 0.5
+
+
+def test_outlier_rule():
+    shifts = np.zeros((30, 2))
+    shifts[10] = [4.0, 0.0]  # isolated jump -> outlier
+    shifts[20:] = [5.0, 5.0]  # sustained step -> real motion
+    border = np.zeros(30, bool)
+    border[3] = True
+    assert np.flatnonzero(flag_outliers(shifts, border, threshold=3.0, window=9)).tolist() == [3, 10]
+
+
+@pytest.mark.parametrize(
+    "size, stride, overlap, starts, block",
+    [(120, 48, 24, [0, 48], 72), (100, 48, 24, [0, 28], 72), (50, 48, 24, [0], 50), (96, 32, 0, [0, 32, 64], 32)],
+)
+def test_block_grid(size, stride, overlap, starts, block):
+    grid = BlockGrid.from_params((size, 64), (stride, 48), (overlap, 24))
+    assert grid.y_starts.tolist() == starts and grid.height == block
+    weights_y, _ = grid.interpolation_matrices((size, 64))
+    np.testing.assert_allclose(weights_y.sum(axis=1), 1.0, atol=1e-6)
