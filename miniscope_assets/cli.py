@@ -61,8 +61,9 @@ def run_partition(current, recording: str, paramsets: list[str] | None, force: b
     from dagster import AssetKey
 
     from miniscope_assets.io.recording import detect_software
-    from miniscope_assets.orchestration.definitions import ALL_ASSETS, JOB_NAME, defs
+    from miniscope_assets.orchestration.definitions import ALL_ASSETS, JOB_NAME, build_definitions
     from miniscope_assets.orchestration.partitions import PARAMSET, RECORDING, partition_key
+    from miniscope_assets.orchestration.resources import MiniscopeStorage
 
     instance = prepare_instance(current)
     workspace = _workspace(current)
@@ -83,7 +84,7 @@ def run_partition(current, recording: str, paramsets: list[str] | None, force: b
     run_config = dict(QUIET_LOGS)
     if force:
         run_config["ops"] = {"processing": {"config": {"force": True}}}
-    job = defs.resolve_job_def(JOB_NAME)
+    job = build_definitions(MiniscopeStorage.from_settings(current)).resolve_job_def(JOB_NAME)
     nwb_paths = []
     for name in names:
         print(f"== {relative} x {name} (partition {name}|{key})", file=sys.stderr)

@@ -18,9 +18,15 @@ miniscope_job = define_asset_job(
     description="All assets of one recording x paramset partition, from RecordingInfo to Activity",
 )
 
-defs = Definitions(
-    assets=ALL_ASSETS,
-    jobs=[miniscope_job],
-    sensors=[build_recording_sensor(miniscope_job)],
-    resources={"storage": MiniscopeStorage.from_env()},
-)
+
+def build_definitions(storage: MiniscopeStorage) -> Definitions:
+    """Assets, the main job, the new-recordings sensor and the storage resource."""
+    return Definitions(
+        assets=ALL_ASSETS,
+        jobs=[miniscope_job],
+        sensors=[build_recording_sensor(miniscope_job)],
+        resources={"storage": storage},
+    )
+
+
+defs = build_definitions(MiniscopeStorage.from_env())

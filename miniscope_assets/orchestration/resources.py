@@ -21,7 +21,10 @@ class MiniscopeStorage(ConfigurableResource):
     @classmethod
     def from_env(cls) -> "MiniscopeStorage":
         """Defaults from MINISCOPE_* environment variables (see miniscope_assets.settings)."""
-        current = settings.from_env()
+        return cls.from_settings(settings.from_env())
+
+    @classmethod
+    def from_settings(cls, current: settings.Settings) -> "MiniscopeStorage":
         return cls(
             data_root=str(current.data_root),
             output_root=str(current.output_root),

@@ -1,0 +1,71 @@
+"""The `miniscope-assets` command line, in-process against a local SQLite Dagster instance."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from miniscope_assets.cli import main
+from miniscope_assets.example import simulated_frames
+from miniscope_assets.io.miniscope_writer import write_v4_recording
+from miniscope_assets.simulation import Simulation, SimulationConfig
+from miniscope_assets_tests.conftest import write_user_metadata
+
+
+@pytest.fixture
+def work_folder(tmp_path, monkeypatch):
+    """A fresh MINISCOPE_WORK_FOLDER (data, nwb, processing, dagster_home inside)."""
+    folder = tmp_path / "miniscope_work"
+    for name in ("MINISCOPE_DATA_ROOT", "MINISCOPE_OUTPUT_ROOT", "MINISCOPE_WORK_ROOT",
+                 "MINISCOPE_PARAMSETS", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MINISCOPE_WORK_FOLDER", str(folder))
+    (folder / "data").mkdir(parents=True)
+    return folder
+
+
+def test_paramsets_lists_validates_and_hashes(work_folder, capsys):
+    main(["paramsets"])
+    out = capsys.readouterr().out
+    assert "paramsets from built-in default" in out and "- default: method=builtin" in out and "[ok]" in out
+
+
+def test_invalid_paramset_message_names_the_key(work_folder, capsys):
+    (work_folder / "data" / "paramsets.yaml").write_text(yaml.safe_dump({"paramsets": [
+        {"name": "typo", "method": "builtin", "params": {"gsig": 3}},
+    ]}))
+    with pytest.raises(SystemExit):
+        main(["paramsets"])
+    assert "gsig" in capsys.readouterr().out
+
+
+def test_run_bad_folder_gives_one_clear_error(work_folder):
+    (work_folder / "data" / "broken").mkdir()
+    (work_folder / "data" / "broken" / "0.avi").write_bytes(b"not a movie")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "broken"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "broken/metaData.json" in message and "missing" in message
+
+
+def test_run_curate_and_catalog(work_folder, capsys):
+    data = work_folder / "data"
+    write_user_metadata(data / "mouse-7")
+    simulation = Simulation(SimulationConfig(height=64, width=64, nframes=300, n_neurons=6, seed=3))
+    write_v4_recording(data / "mouse-7" / "s1", simulated_frames(simulation), fps=20.0, per_device_layout=True)
+    main(["run", "mouse-7/s1/Miniscope"])
+    out = capsys.readouterr().out
+    nwb_line = [line for line in out.splitlines() if line.startswith("NWB file: ")]
+    assert len(nwb_line) == 1 and nwb_line[0].endswith("sub-mouse-7_ses-20240517T103000_desc-default_ophys.nwb")
+    assert (work_folder / "dagster_home" / "dagster.yaml").is_file()
+    main(["catalog"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["recording", "paramset", "frames", "fps"]
+    row = table[2].split()
+    assert row[:4] == ["mouse-7--s1--Miniscope", "default", "300", "20"] and row[5] == "0"  # curation 0
+    masks = int(row[7])
+    main(["curate", "mouse-7/s1/Miniscope", "--paramset", "default", "--reject", "0", "--note", "not a cell"])
+    capsys.readouterr()
+    main(["catalog"])
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[5] == "1" and int(row[7]) == masks - 1
