@@ -51,7 +51,10 @@ def _failure_message(result) -> str:
             error = event.step_failure_data.error
             while error.cause is not None and "MiniscopeInputError" not in error.cls_name:
                 error = error.cause
-            return f"{event.step_key} failed: {error.message.strip()}"
+            message = error.message.strip()
+            if error.cls_name == "MiniscopeInputError":
+                message = message.split(": ", 1)[-1]  # drop the exception's module path
+            return f"{event.step_key} failed: {message}"
     return "run failed"
 
 

@@ -69,3 +69,17 @@ def test_run_curate_and_catalog(work_folder, capsys):
     main(["catalog"])
     row = capsys.readouterr().out.splitlines()[2].split()
     assert row[5] == "1" and int(row[7]) == masks - 1
+
+
+def test_run_error_inside_the_job_names_the_file(work_folder):
+    from miniscope_assets_tests.conftest import movie
+
+    folder = write_v4_recording(work_folder / "data" / "rec", list(movie()), frames_per_file=50)
+    data = (folder / "1.avi").read_bytes()
+    (folder / "1.avi").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "rec"])
+    assert str(exit_info.value.code) == (
+        f"error: recording_info failed: {folder / '1.avi'}: truncated or corrupt AVI: "
+        "header declares 50 frames but frame 49 cannot be decoded"
+    )
