@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import pytest
 from dagster import DagsterInstance
-from pynwb import NWBHDF5IO
 
 from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v4_recording
@@ -21,6 +20,7 @@ from miniscope_assets.stages.processing import load_processing_result
 from miniscope_assets.stages.curation import CurationRequest, write_curation_file
 from miniscope_assets_tests.conftest import write_user_metadata
 from miniscope_assets_tests.dagster_helpers import checks, materialize_partition, metadata
+from miniscope_assets_tests.nwb_helpers import assert_matches, read_ophys
 
 RECORDING = "mouse-7/2024_05_17/10_30_00/Miniscope"
 EXPECTED_INTERFACES = ["DfOverF", "Fluorescence", "ImageSegmentation", "MaskClassification",
@@ -40,53 +40,12 @@ def recording(data_root, simulation):
     return RECORDING
 
 
-def read_nwb(path: Path) -> dict:
-    with NWBHDF5IO(str(path), mode="r") as io:
-        nwbfile = io.read()
-        module = nwbfile.processing["ophys"]
-        plane = module["ImageSegmentation"]["PlaneSegmentation"]
-        fluorescence = module["Fluorescence"]
-        stack = module["MotionCorrection"]["CorrectedImageStack"]
-        return {
-            "interfaces": sorted(module.data_interfaces),
-            "series": sorted(fluorescence.roi_response_series),
-            "images": sorted(module["SummaryImages"].images),
-            "ids": plane.id[:],
-            "pixel_masks": [np.asarray(plane["pixel_mask"][i].tolist()) for i in range(len(plane))],
-            "raw": fluorescence["RoiResponseSeries"].data[:],
-            "neuropil": fluorescence["Neuropil"].data[:],
-            "denoised": fluorescence["Denoised"].data[:],
-            "spikes": fluorescence["Deconvolved"].data[:],
-            "dff": module["DfOverF"]["DfOverF"].data[:],
-            "types": module["MaskClassification"].to_dataframe()["mask_type"].tolist(),
-            "xy": stack.xy_translation.data[:],
-            "corrected": stack.corrected.data[:],
-            "original": stack.original.name,
-            "rois_in_series": len(fluorescence["RoiResponseSeries"].rois.data[:]),
-        }
-
-
-def assert_matches(content: dict, result) -> None:
-    """Masks and traces in the NWB file equal the engine's result exactly."""
-    np.testing.assert_array_equal(content["ids"], result.mask_ids)
-    for index, pixel_mask in enumerate(content["pixel_masks"]):
-        xpix, ypix, weights = result.mask_pixels(index)
-        np.testing.assert_array_equal(pixel_mask[:, 0], xpix)
-        np.testing.assert_array_equal(pixel_mask[:, 1], ypix)
-        np.testing.assert_array_equal(pixel_mask[:, 2].astype(np.float32), weights)
-    for name, field in (("raw", "fluorescence"), ("neuropil", "neuropil"), ("denoised", "denoised"),
-                        ("spikes", "spikes"), ("dff", "dff")):
-        np.testing.assert_array_equal(content[name], getattr(result, field).T, err_msg=name)
-    assert content["types"] == list(result.mask_types)
-    assert content["rois_in_series"] == result.n_masks
-
-
 def test_whole_chain_into_one_nwb_file(workspace, recording, simulation):
     run, partition = materialize_partition(workspace, recording, ALL_ASSETS)
     nwb_path = partition.nwb_path()
     assert nwb_path == workspace.output_root / "sub-mouse-7" / "sub-mouse-7_ses-20240517T103000_desc-default_ophys.nwb"
     assert sorted(p.name for p in workspace.output_root.rglob("*.nwb")) == [nwb_path.name]  # one file
-    content = read_nwb(nwb_path)
+    content = read_ophys(nwb_path)
     assert content["interfaces"] == EXPECTED_INTERFACES
     assert content["series"] == ["Deconvolved", "Denoised", "Neuropil", "RoiResponseSeries"]
     assert content["images"] == ["correlation", "max_projection", "mean", "peak_to_noise", "reference"]
@@ -124,7 +83,7 @@ def test_curation_and_reuse(workspace, recording):
     assert metadata(run, "processing")["reused_existing_results"] is True
     assert (partition.files.processing_dir / "results.h5").stat().st_mtime_ns == results_mtime
     assert metadata(run, "curation")["curation_id"] == 1
-    content = read_nwb(partition.nwb_path())
+    content = read_ophys(partition.nwb_path())
     keep = [i for i, mask_id in enumerate(engine_result.mask_ids) if mask_id not in rejected]
     assert_matches(content, engine_result.select(np.asarray(keep)))
     assert content["interfaces"] == EXPECTED_INTERFACES  # nothing stale, nothing duplicated
