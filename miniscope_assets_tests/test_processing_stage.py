@@ -1,0 +1,114 @@
+"""The processing asset's dispatch: CaImAn trigger (fake package) or its absence, load-mode lookup."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from dagster import DagsterInstance, materialize
+
+from miniscope_assets.caiman_backend import CaimanNotInstalledError
+from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.io.miniscope_writer import write_v3_recording
+from miniscope_assets.orchestration.assets import processing, recording_info
+from miniscope_assets.orchestration.partitions import partition_key
+from miniscope_assets.stages import processing as processing_stage
+from miniscope_assets_tests import caiman_fixtures as fx
+from miniscope_assets_tests.conftest import movie
+from miniscope_assets_tests.dagster_helpers import materialize_partition, metadata, storage_for
+
+
+def paramsets(workspace, *entries):
+    workspace.paramsets_file.write_text(yaml.safe_dump({"paramsets": list(entries)}))
+
+
+@pytest.fixture
+def tiny_recording(data_root):
+    """Two AVI files of 5 frames of 6x10 px (the fake CaImAn returns 5 frames per file)."""
+    write_v3_recording(data_root / "tiny", [frame[:6, :10] for frame in movie(nframes=10)], frames_per_file=5)
+    return "tiny"
+
+
+@pytest.fixture
+def fake_caiman(monkeypatch, tmp_path):
+    root = fx.install_fake_caiman(tmp_path / "fake_site")
+    for source in root.rglob("*.py"):  # OpenCV writes even widths only: make the fake 6x10
+        text = source.read_text()
+        source.write_text(text.replace("H, W, T_PER_FILE = 6, 9, 5", "H, W, T_PER_FILE = 6, 10, 5"))
+    for name in [n for n in sys.modules if n == "caiman" or n.startswith("caiman.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(root))
+    yield
+    for name in [n for n in sys.modules if n == "caiman" or n.startswith("caiman.")]:
+        del sys.modules[name]
+
+
+def test_caiman_trigger_dispatches_to_caiman(workspace, tiny_recording, fake_caiman):
+    paramsets(workspace, {"name": "cnmfe", "method": "caiman", "task_mode": "trigger",
+                          "params": {"gSig": [2, 2]}})
+    run, partition = materialize_partition(workspace, tiny_recording, [recording_info, processing],
+                                           paramset="cnmfe")
+    meta = metadata(run, "processing")
+    assert (meta["method"], meta["task_mode"], meta["n_masks"]) == ("caiman", "trigger", 2)
+    assert partition.files.processing_dir.is_dir() and list(partition.files.processing_dir.glob("*.hdf5"))
+    import caiman
+
+    assert [call[0] for call in caiman.CALLS][:2] == ["setup_cluster", "CNMFParams"]
+    again, _ = materialize_partition(workspace, tiny_recording, [processing], paramset="cnmfe")
+    assert metadata(again, "processing")["reused_existing_results"] is True
+
+
+def test_caiman_trigger_without_caiman_says_how_to_install(workspace, tiny_recording, monkeypatch):
+    monkeypatch.setitem(sys.modules, "caiman", None)
+    paramsets(workspace, {"name": "cnmfe", "method": "caiman", "task_mode": "trigger"})
+    instance = DagsterInstance.ephemeral()
+    materialize_partition(workspace, tiny_recording, [recording_info], paramset="cnmfe", instance=instance)
+    key = workspace.registry.register(tiny_recording)
+    with pytest.raises(CaimanNotInstalledError) as caught:
+        materialize([processing], partition_key=partition_key(key, "cnmfe"), instance=instance,
+                    resources={"storage": storage_for(workspace)}, selection=[processing])
+    message = str(caught.value)
+    assert "conda-forge" in message and "builtin" in message and "PyPI" in message
+
+
+def test_load_mode_needs_a_results_folder(workspace, tiny_recording):
+    paramsets(workspace, {"name": "lab", "method": "caiman", "task_mode": "load"})
+    _, partition = materialize_partition(workspace, tiny_recording, [recording_info], paramset="lab")
+    with pytest.raises(MiniscopeInputError, match="task_mode load but no results_dir") as caught:
+        processing_stage.run(partition)
+    assert str(workspace.paramsets_file) in str(caught.value)
+
+
+def test_load_mode_from_the_recordings_processing_results_file(workspace, data_root, tiny_recording):
+    fx.write_caiman_folder(data_root / "tiny" / "cnmfe_out", fx.make_scenario(height=6, width=10, nframes=10))
+    (data_root / "tiny" / "processing_results.yaml").write_text("lab: cnmfe_out\n")
+    paramsets(workspace, {"name": "lab", "method": "caiman", "task_mode": "load"})
+    run, _ = materialize_partition(workspace, tiny_recording, [recording_info, processing], paramset="lab")
+    assert metadata(run, "processing")["results_path"] == str(data_root / "tiny" / "cnmfe_out")
+
+
+def test_results_for_another_recording_are_refused(workspace, data_root, tiny_recording):
+    fx.write_caiman_folder(data_root / "other", fx.make_scenario(height=6, width=10, nframes=12))
+    paramsets(workspace, {"name": "lab", "method": "caiman", "task_mode": "load", "results_dir": "other"})
+    _, partition = materialize_partition(workspace, tiny_recording, [recording_info], paramset="lab")
+    with pytest.raises(MiniscopeInputError, match="results are for 12 frames") as caught:
+        processing_stage.run(partition)
+    assert str(data_root / "other") in str(caught.value)
+
+
+def test_input_hash_follows_params_and_files(workspace, tiny_recording, data_root):
+    _, partition = materialize_partition(workspace, tiny_recording, [recording_info])
+    info = partition.recording_info()
+    paramset = partition.paramset
+    params = processing_stage.validate_paramset(paramset)
+    first = processing_stage.input_hash(info, data_root, paramset, params)
+    assert processing_stage.input_hash(info, data_root, paramset, dict(params)) == first
+    assert processing_stage.input_hash(info, data_root, paramset, {**params, "min_pnr": 5.0}) != first
+    (data_root / info.files[0]).touch()
+    import os
+
+    os.utime(data_root / info.files[0], ns=(1, 1))
+    assert processing_stage.input_hash(info, data_root, paramset, params) != first
+    assert np.isfinite(info.fps)
