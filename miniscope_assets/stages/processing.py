@@ -170,7 +170,7 @@ def run(partition: Partition, force: bool = False, progress: Progress = no_progr
             "task_mode": paramset.task_mode,
             "package_version": result.package_version,
             "processing_time": record["processing_time"],
-            "runtime_s": round(runtime, 2),
+            "compute_runtime_s": round(record["runtime_s"], 2),
             "input_hash": digest,
             "reused_existing_results": reused,
             "n_masks": result.n_masks,
