@@ -118,3 +118,18 @@ def test_recording_info_json_round_trip(data_root, v4_recording):
     np.testing.assert_array_equal(again.timestamps, info.timestamps)
     assert again.recording_datetime == info.recording_datetime
     assert again.files == info.files and again.device == info.device
+
+
+def test_start_time_from_calendar_fields_or_file_time(data_root):
+    folder = write_v4_recording(data_root / "rec", list(movie(nframes=30)))
+    meta = json.loads((folder / "metaData.json").read_text())
+    del meta["recordingStartTime"]["msecSinceEpoch"]
+    (folder / "metaData.json").write_text(json.dumps(meta))
+    info = read_recording(data_root, "rec")
+    assert info.recording_datetime.tzinfo is not None  # local time of this machine
+    assert info.recording_datetime.replace(tzinfo=None) == datetime(2024, 5, 17, 10, 30)
+    del meta["recordingStartTime"]
+    (folder / "metaData.json").write_text(json.dumps(meta))
+    info = read_recording(data_root, "rec")
+    assert info.start_time_source.startswith("modification time of 0.avi")
+    assert info.recording_datetime.tzinfo is not None

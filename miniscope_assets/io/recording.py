@@ -184,11 +184,12 @@ def _read_v4(root: Path, folder: Path) -> RecordingInfo:
         cross_check["timestamps_shifted_s"] = float(-times[0])
         times = times - times[0]
     _check_increasing(timestamps_path, times)
-    start = None
+    start = start_source = None
     for source_path, source in ((session_meta_path, session_meta), (device_meta_path, device.raw)):
-        if source_path is not None and start is None:
-            start = v4.parse_start_time(source_path, source)
+        start = None if source_path is None else v4.parse_start_time(source_path, source)
+        if start is not None:
             start_source = f"recordingStartTime in {_relative(root, source_path)}"
+            break
     if start is None:
         start, start_source = _fallback_start_time(device_folder, files)
     height, width = files[0].height, files[0].width
