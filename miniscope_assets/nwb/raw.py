@@ -89,9 +89,7 @@ def build_nwbfile(
         source_script_file_name="miniscope_assets",
     )
     if user.subject:
-        subject = {key: value for key, value in user.subject.items()}
-        subject["subject_id"] = str(subject["subject_id"])
-        nwbfile.subject = Subject(**subject)
+        nwbfile.subject = Subject(**{**user.subject, "subject_id": str(user.subject["subject_id"])})
     device = _device(info)
     nwbfile.add_device(device)
     um_per_pixel = session.get("um_per_pixel")
@@ -117,9 +115,12 @@ def build_nwbfile(
     return nwbfile
 
 
+def _int_or_none(value) -> int | None:
+    return None if value is None else int(value)
+
+
 def _device(info: RecordingInfo) -> Miniscope:
     fields = info.device
-    int_or_none = lambda value: None if value is None else int(value)  # noqa: E731
     roi = [v for v in fields.get("roi", []) if v is not None]
     return Miniscope(
         name=str(fields.get("name") or "Miniscope").replace(" ", ""),
@@ -127,11 +128,11 @@ def _device(info: RecordingInfo) -> Miniscope:
         deviceType=fields.get("device_type"),
         compression=fields.get("compression"),
         frameRate=fields.get("frame_rate"),
-        framesPerFile=int_or_none(fields.get("frames_per_file")),
+        framesPerFile=_int_or_none(fields.get("frames_per_file")),
         gain=None if fields.get("gain_setting") is None else str(fields["gain_setting"]),
-        led0=int_or_none(fields.get("led0")),
-        excitation=int_or_none(fields.get("excitation")),
-        msCamExposure=int_or_none(fields.get("msCamExposure")),
+        led0=_int_or_none(fields.get("led0")),
+        excitation=_int_or_none(fields.get("excitation")),
+        msCamExposure=_int_or_none(fields.get("msCamExposure")),
         ROI=roi if len(roi) == 2 else None,
     )
 

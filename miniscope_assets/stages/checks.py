@@ -21,6 +21,10 @@ from miniscope_assets.stages.workspace import CheckOutcome
 FAILING_IMPORTANCE = {"CRITICAL", "BEST_PRACTICE_VIOLATION", "ERROR"}
 
 
+def _describe(message) -> str:
+    return f"{message.importance.name} {message.check_function_name} at {message.location}: {message.message}"
+
+
 def inspect_nwb(path: str | Path) -> CheckOutcome:
     """nwbinspector with the DANDI configuration; fails on CRITICAL or violation-level messages."""
     import nwbinspector
@@ -28,15 +32,14 @@ def inspect_nwb(path: str | Path) -> CheckOutcome:
     messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path), config=nwbinspector.load_config("dandi")))
     counts = collections.Counter(m.importance.name for m in messages)
     failing = [m for m in messages if m.importance.name in FAILING_IMPORTANCE]
-    describe = lambda m: f"{m.importance.name} {m.check_function_name} at {m.location}: {m.message}"  # noqa: E731
-    listed = [describe(m) for m in messages]
+    listed = [_describe(m) for m in messages]
     return CheckOutcome(
         name="nwbinspector",
         passed=not failing,
         description=(
             "nwbinspector (DANDI config): no CRITICAL or violation-level messages"
             if not failing
-            else f"nwbinspector found {len(failing)} CRITICAL/violation message(s); first: {describe(failing[0])}"
+            else f"nwbinspector found {len(failing)} CRITICAL/violation message(s); first: {_describe(failing[0])}"
         ),
         metadata={"messages_by_importance": dict(counts), "messages": "\n".join(listed[:20]) or "none"},
     )
