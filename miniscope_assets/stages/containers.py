@@ -25,7 +25,8 @@ def trace_snr(traces: np.ndarray) -> np.ndarray:
     return peak / np.maximum(noise, 1e-12)
 
 
-def _common(partition: Partition, result: ProcessingResult, nwb_path: Path, removed: list[str]) -> dict:
+def _partition_metadata(partition: Partition, result: ProcessingResult, nwb_path: Path, removed: list[str]) -> dict:
+    """Catalog entries every container stage records."""
     return {
         "paramset": partition.paramset.name,
         "param_hash": partition.paramset.param_hash,
@@ -36,12 +37,13 @@ def _common(partition: Partition, result: ProcessingResult, nwb_path: Path, remo
 
 
 def motion_correction(partition: Partition) -> StageReport:
+    """Corrected movie, rigid and piecewise-rigid shifts, outliers and summary images."""
     result = load_curated_result(partition)
     nwb_path = partition.nwb_path()
     corrected = open_corrected_movie(result.corrected_movie) if result.corrected_movie else None
     removed = rewrite_stage(nwb_path, "motion_correction",
                             lambda nwbfile: ophys.add_motion_correction(nwbfile, result, corrected))
-    metadata = _common(partition, result, nwb_path, removed)
+    metadata = _partition_metadata(partition, result, nwb_path, removed)
     rigid = result.motion_rigid
     if rigid is not None:
         metadata.update(
@@ -62,6 +64,7 @@ def motion_correction(partition: Partition) -> StageReport:
 
 
 def segmentation(partition: Partition) -> StageReport:
+    """Masks as a PlaneSegmentation (ROI id = mask id)."""
     result = load_curated_result(partition)
     nwb_path = partition.nwb_path()
     removed = rewrite_stage(nwb_path, "segmentation", lambda nwbfile: ophys.add_segmentation(nwbfile, result))
@@ -69,7 +72,7 @@ def segmentation(partition: Partition) -> StageReport:
     summary = result.summary
     image = summary.correlation if summary.correlation is not None else summary.mean
     return StageReport(metadata={
-        **_common(partition, result, nwb_path, removed),
+        **_partition_metadata(partition, result, nwb_path, removed),
         "n_masks": result.n_masks,
         "median_npix": float(np.median(npix)) if npix.size else None,
         "mask_ids": f"{int(result.mask_ids.min())}..{int(result.mask_ids.max())}" if result.n_masks else "none",
@@ -78,6 +81,7 @@ def segmentation(partition: Partition) -> StageReport:
 
 
 def mask_classification(partition: Partition) -> StageReport:
+    """Mask type and confidence per ROI."""
     result = load_curated_result(partition)
     nwb_path = partition.nwb_path()
     method = f"{result.method} classifier"
@@ -86,7 +90,7 @@ def mask_classification(partition: Partition) -> StageReport:
     counts = Counter(result.mask_types.tolist())
     confidence = result.mask_confidence
     return StageReport(metadata={
-        **_common(partition, result, nwb_path, removed),
+        **_partition_metadata(partition, result, nwb_path, removed),
         "classification_method": method,
         "n_soma": counts.get("soma", 0),
         "mask_type_counts": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none",
@@ -95,13 +99,14 @@ def mask_classification(partition: Partition) -> StageReport:
 
 
 def fluorescence(partition: Partition) -> StageReport:
+    """Raw and neuropil traces per ROI."""
     result = load_curated_result(partition)
     nwb_path = partition.nwb_path()
     removed = rewrite_stage(nwb_path, "fluorescence", lambda nwbfile: ophys.add_fluorescence(nwbfile, result))
     snr = trace_snr(result.fluorescence) if result.n_masks else np.array([])
     fps = partition.recording_info().fps
     return StageReport(metadata={
-        **_common(partition, result, nwb_path, removed),
+        **_partition_metadata(partition, result, nwb_path, removed),
         "n_traces": result.n_masks,
         "median_snr": float(np.median(snr)) if snr.size else None,
         "min_snr": float(np.min(snr)) if snr.size else None,
@@ -112,11 +117,12 @@ def fluorescence(partition: Partition) -> StageReport:
 
 
 def activity(partition: Partition) -> StageReport:
+    """dF/F, denoised and deconvolved traces; checks the finished file."""
     result = load_curated_result(partition)
     nwb_path = partition.nwb_path()
     removed = rewrite_stage(nwb_path, "activity", lambda nwbfile: ophys.add_activity(nwbfile, result))
     info = partition.recording_info()
-    metadata = _common(partition, result, nwb_path, removed)
+    metadata = _partition_metadata(partition, result, nwb_path, removed)
     if result.dff is not None and result.n_masks:
         metadata.update(dff_min=float(np.min(result.dff)), dff_max=float(np.max(result.dff)),
                         median_peak_dff=float(np.median(np.max(result.dff, axis=1))))
