@@ -208,13 +208,13 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tupl
     n, h, w = data.shape
     diameter = params["neuron_diameter"]
     fluctuation = data - data.mean(axis=0)
-    components = _initialise(fluctuation, seedable, params)
     ring = RingAverage((h, w), *ring_radii(diameter, params["ring_radius_factor"]))
-    gain = np.ones(h * w, np.float32)
-    if not components:
-        return [], gain.reshape(h, w)
     flat = fluctuation.reshape(n, h * w)
     ring_of_data = ring.apply_stack(fluctuation).reshape(n, h * w)
+    gain = np.ones(h * w, np.float32)
+    components = _initialise(_remove_common_fluctuation(flat).reshape(n, h, w), seedable, params)
+    if not components:
+        return [], gain.reshape(h, w)
     footprints = np.stack([c.footprint.ravel() for c in components], axis=1)  # (P, k)
     traces = np.stack([c.trace for c in components])  # (k, n)
     centres = [_centroid(c.footprint) for c in components]
@@ -232,6 +232,19 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tupl
         [_Component(footprints[:, j].reshape(h, w), traces[j]) for j in np.flatnonzero(keep)],
         gain.reshape(h, w),
     )
+
+
+def _remove_common_fluctuation(flat: np.ndarray) -> np.ndarray:
+    """``flat`` (n, P) minus each pixel's regression on the window's mean fluctuation.
+
+    A global fluctuation of the light (multiplicative) modulates fine static structure such as
+    blood vessels, which the soma-scale band-pass would otherwise pass as vessel-shaped "sources".
+    """
+    common = flat.mean(axis=1)
+    energy = float(common @ common)
+    if energy <= 0:
+        return flat.copy()
+    return flat - np.outer(common, (common @ flat) / energy).astype(np.float32)
 
 
 def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:
@@ -316,7 +329,9 @@ def _remove_background(flat, ring_of_data, footprints, traces, ring: RingAverage
     """(A C + noise estimate = data - b0 - w ring(residual), fitted gains w), all (n, P) / (P,)."""
     mean_trace = traces.mean(axis=1)
     centred_traces = (traces - mean_trace[:, None]).astype(np.float32)
-    ring_of_footprints = np.stack([ring.apply(f.reshape(shape)).ravel() for f in footprints.T], axis=1)
+    ring_of_footprints = np.zeros_like(footprints)
+    for j, footprint in enumerate(footprints.T):
+        ring_of_footprints[:, j] = ring.apply(footprint.reshape(shape)).ravel()
     residual = flat - centred_traces.T @ footprints.T
     ring_residual = ring_of_data - centred_traces.T @ ring_of_footprints.T
     energy = np.einsum("tp,tp->p", ring_residual, ring_residual)

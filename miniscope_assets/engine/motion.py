@@ -32,7 +32,7 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-from miniscope_assets.engine.filters import bandpass
+from miniscope_assets.engine.filters import Bandpass
 from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.io.atomic import atomic_path
@@ -211,40 +211,53 @@ def _taper(shape) -> np.ndarray:
     return np.outer(profiles[0], profiles[1]).astype(np.float32)
 
 
-def _filter_frames(frames: np.ndarray, params: dict) -> np.ndarray:
-    return np.stack([
-        bandpass(frame, params["motion_lowpass_sigma"], params["motion_highpass_sigma"]) for frame in frames
-    ])
+class _FilteredBatches:
+    """Streams a movie as batches of band-passed frames held in one reused buffer."""
+
+    def __init__(self, movie: MovieSource, params: dict):
+        self.movie = movie
+        self.chunk_frames = params["chunk_frames"]
+        self.bandpass = Bandpass(movie.frame_shape, params["motion_lowpass_sigma"], params["motion_highpass_sigma"])
+        self.buffer = np.empty((min(_BATCH, movie.nframes), *movie.frame_shape), np.float32)
+
+    def __iter__(self):
+        return self.iterate()
+
+    def iterate(self, stop: int | None = None):
+        """Yield (first frame index, raw frames, band-passed frames) in batches of <= _BATCH frames."""
+        for first, frames in self.movie.iter_chunks(self.chunk_frames, 0, stop):
+            for offset in range(0, len(frames), _BATCH):
+                raw = frames[offset : offset + _BATCH]
+                filtered = self.buffer[: len(raw)]
+                self.bandpass.stack(raw, out=filtered)
+                yield first + offset, raw, filtered
 
 
 def build_template(movie: MovieSource, params: dict) -> tuple[np.ndarray, np.ndarray]:
     """(filtered template, raw-intensity reference) from the first ``template_frames`` frames."""
     stop = min(params["template_frames"], movie.nframes)
-    chunk = params["chunk_frames"]
+    batches = _FilteredBatches(movie, params)
     filtered_sum = np.zeros(movie.frame_shape, np.float64)
-    for _, frames in movie.iter_chunks(chunk, 0, stop):
-        filtered_sum += _filter_frames(frames, params).sum(axis=0)
+    for _, _, filtered in batches.iterate(stop):
+        filtered_sum += filtered.sum(axis=0)
     template = (filtered_sum / stop).astype(np.float32)
-    reference = None
+    raw_sum = np.zeros(movie.frame_shape, np.float64)
     iterations = params["template_iterations"] if params["motion_correction"] else 0
+    warper = _Warper(movie.frame_shape)
     for _ in range(iterations):
         registration = _Registration(template[None], params["upsample_factor"])
         filtered_sum[:] = 0
-        raw_sum = np.zeros(movie.frame_shape, np.float64)
-        for _, frames in movie.iter_chunks(chunk, 0, stop):
-            filtered = _filter_frames(frames, params)
+        raw_sum[:] = 0
+        for _, raw, filtered in batches.iterate(stop):
             shifts = -_rigid_peaks(registration, filtered, params["max_shift"])[0]
-            for frame, image, (dy, dx) in zip(frames, filtered, shifts):
-                filtered_sum += _translate(image, dy, dx)
-                raw_sum += _translate(frame.astype(np.float32), dy, dx)
+            for frame, image, (dy, dx) in zip(raw, filtered, shifts):
+                filtered_sum += warper.translate(image, dy, dx)
+                raw_sum += warper.translate(frame, dy, dx)
         template = (filtered_sum / stop).astype(np.float32)
-        reference = (raw_sum / stop).astype(np.float32)
-    if reference is None:
-        reference = np.zeros(movie.frame_shape, np.float64)
-        for _, frames in movie.iter_chunks(chunk, 0, stop):
-            reference += frames.sum(axis=0, dtype=np.float64)
-        reference = (reference / stop).astype(np.float32)
-    return template, reference
+    if not iterations:
+        for _, raw, _ in batches.iterate(stop):
+            raw_sum += raw.sum(axis=0, dtype=np.float64)
+    return template, (raw_sum / stop).astype(np.float32)
 
 
 def _rigid_peaks(registration: _Registration, filtered: np.ndarray, max_shift: int):
@@ -253,12 +266,26 @@ def _rigid_peaks(registration: _Registration, filtered: np.ndarray, max_shift: i
     return registration.peaks(filtered, np.zeros((len(filtered), 2), np.int64), radius)
 
 
-def _translate(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
-    """``out[y, x] = image[y - dy, x - dx]`` (cubic, mirrored borders)."""
-    matrix = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float64)
-    return cv2.warpAffine(
-        image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
-    )
+class _Warper:
+    """Sub-pixel translation or remapping of frames into a reused float32 buffer (cubic, mirrored borders)."""
+
+    def __init__(self, frame_shape):
+        self.shape = tuple(frame_shape)
+        self._image = np.empty(self.shape, np.float32)
+        self._out = np.empty(self.shape, np.float32)
+        self._matrix = np.eye(2, 3)
+
+    def translate(self, image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+        """``out[y, x] = image[y - dy, x - dx]`` (the returned buffer is overwritten by the next call)."""
+        np.copyto(self._image, image, casting="unsafe")
+        self._matrix[0, 2], self._matrix[1, 2] = dx, dy
+        return cv2.warpAffine(self._image, self._matrix, self.shape[::-1], dst=self._out,
+                              flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+    def remap(self, image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+        """``out[y, x] = image[map_y[y, x], map_x[y, x]]`` (overwritten by the next call)."""
+        np.copyto(self._image, image, casting="unsafe")
+        return cv2.remap(self._image, map_x, map_y, cv2.INTER_CUBIC, dst=self._out, borderMode=cv2.BORDER_REFLECT)
 
 
 def estimate_shifts(
@@ -274,18 +301,17 @@ def estimate_shifts(
         registration = _Registration(template[None], params["upsample_factor"])
         block_registration = _Registration(grid.cut(template), params["upsample_factor"]) if grid else None
         deviation = params["max_deviation_rigid"]
-        for first, frames in movie.iter_chunks(params["chunk_frames"]):
-            filtered = _filter_frames(frames, params)
+        for first, raw, filtered in _FilteredBatches(movie, params):
             peaks, border = _rigid_peaks(registration, filtered, params["max_shift"])
-            rigid[first : first + len(frames)] = -peaks
-            rigid_border[first : first + len(frames)] = border
+            rigid[first : first + len(raw)] = -peaks
+            rigid_border[first : first + len(raw)] = border
             if grid:
                 for i, image in enumerate(filtered):
                     centre = np.broadcast_to(np.rint(peaks[i]).astype(np.int64), (grid.count, 2))
                     block_peaks, _ = block_registration.peaks(grid.cut(image), centre, deviation)
                     blocks[first + i] = np.clip(-block_peaks, -peaks[i] - deviation, -peaks[i] + deviation)
             if progress:
-                progress(STAGE, 0.1 + 0.45 * (first + len(frames)) / n)
+                progress(STAGE, 0.1 + 0.45 * (first + len(raw)) / n)
     outliers = flag_outliers(rigid, rigid_border, params["outlier_threshold"], params["outlier_window"])
     rigid = _interpolate_outliers(rigid, outliers)
     if grid:
@@ -322,35 +348,36 @@ def apply_shifts(
     if grid:
         weights_y, weights_x = grid.interpolation_matrices(movie.frame_shape)
         grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+        map_x, map_y = np.empty_like(grid_x), np.empty_like(grid_y)
+    warper = _Warper(movie.frame_shape)
     n = movie.nframes
+    output = np.empty((min(params["chunk_frames"], n), height, width), movie.dtype)
     with atomic_path(output_path) as temporary:
         with open_for_streaming_write(temporary, movie.frame_shape, movie.dtype) as f:
             dataset = create_movie_dataset(f, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
             for first, frames in movie.iter_chunks(params["chunk_frames"]):
-                corrected = np.empty(frames.shape, np.float32)
                 for i, frame in enumerate(frames):
-                    frame = frame.astype(np.float32)
                     t = first + i
                     if grid:
-                        block_shifts = shifts["blocks"][t].reshape(len(grid.y_starts), len(grid.x_starts), 2)
-                        field_y = weights_y @ block_shifts[..., 0].astype(np.float32) @ weights_x.T
-                        field_x = weights_y @ block_shifts[..., 1].astype(np.float32) @ weights_x.T
-                        corrected[i] = cv2.remap(
-                            frame, grid_x - field_x, grid_y - field_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
-                        )
+                        block_shifts = shifts["blocks"][t].reshape(len(grid.y_starts), len(grid.x_starts), 2).astype(np.float32)
+                        np.subtract(grid_x, weights_y @ block_shifts[..., 1] @ weights_x.T, out=map_x)
+                        np.subtract(grid_y, weights_y @ block_shifts[..., 0] @ weights_x.T, out=map_y)
+                        corrected = warper.remap(frame, map_x, map_y)
                     else:
-                        corrected[i] = _translate(frame, *shifts["rigid"][t])
-                dataset[first : first + len(frames)] = _to_dtype(corrected, movie.dtype)
+                        corrected = warper.translate(frame, *shifts["rigid"][t])
+                    _store(corrected, output[i])
+                dataset[first : first + len(frames)] = output[: len(frames)]
                 if progress:
                     progress(STAGE, 0.55 + 0.45 * (first + len(frames)) / n)
 
 
-def _to_dtype(frames: np.ndarray, dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(frames), info.min, info.max).astype(dtype)
-    return frames.astype(dtype)
+def _store(frame: np.ndarray, target: np.ndarray) -> None:
+    """Write a float32 frame into ``target`` of the movie's dtype (integers rounded and clipped)."""
+    if target.dtype.kind in "ui":
+        info = np.iinfo(target.dtype)
+        np.rint(frame, out=frame)
+        np.clip(frame, info.min, info.max, out=frame)
+    np.copyto(target, frame, casting="unsafe")
 
 
 def correct_motion(

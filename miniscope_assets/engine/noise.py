@@ -7,16 +7,19 @@ import numpy as np
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation (Gaussian noise)
 
 
-def noise_from_differences(stack: np.ndarray, axis: int = 0) -> np.ndarray:
+def noise_from_differences(stack: np.ndarray, axis: int = 0, max_pairs: int = 512) -> np.ndarray:
     """Noise standard deviation along ``axis`` from the median absolute successive difference.
 
     Slow signals (calcium transients, background drift) barely change the differences, so this
-    measures the white noise; ``sqrt(2)`` accounts for differencing two noisy samples.
+    measures the white noise; ``sqrt(2)`` accounts for differencing two noisy samples. At most
+    ``max_pairs`` pairs of successive samples, spread evenly, are used.
     """
-    if stack.shape[axis] < 2:
+    n = stack.shape[axis]
+    if n < 2:
         return np.ones(np.delete(stack.shape, axis), np.float32)
-    differences = np.abs(np.diff(stack, axis=axis))
-    return (np.median(differences, axis=axis) * (MAD_TO_SIGMA / np.sqrt(2))).astype(np.float32)
+    first = np.arange(0, n - 1, max(1, -(-(n - 1) // max_pairs)))
+    differences = np.abs(np.take(stack, first + 1, axis=axis) - np.take(stack, first, axis=axis))
+    return (np.median(differences, axis=axis, overwrite_input=True) * (MAD_TO_SIGMA / np.sqrt(2))).astype(np.float32)
 
 
 def trace_snr(trace: np.ndarray) -> float:

@@ -10,16 +10,16 @@ from typing import Callable
 import numpy as np
 
 import miniscope_assets
-from miniscope_assets.engine.classification import classify_sources
-from miniscope_assets.engine.extraction import extract_sources
-from miniscope_assets.engine.motion import correct_motion
+from miniscope_assets.engine.classification import Classification, classify_sources
+from miniscope_assets.engine.extraction import Sources, extract_sources
+from miniscope_assets.engine.motion import MotionCorrection, correct_motion
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.params import validate_params
 from miniscope_assets.engine.summary import compute_summary_images
-from miniscope_assets.engine.traces import extract_traces
+from miniscope_assets.engine.traces import Traces, extract_traces
 from miniscope_assets.errors import ParameterError
 from miniscope_assets.io.corrected_movie import H5Movie
-from miniscope_assets.results import ProcessingResult
+from miniscope_assets.results import ProcessingResult, SummaryImages
 
 CORRECTED_MOVIE = "corrected.h5"
 
@@ -62,6 +62,21 @@ def run_engine(
         "classification", classify_sources,
         sources.footprints, movie.frame_shape, traces.snr, summary.correlation, params,
     )
+    return assemble_result(movie, params, fps, motion, summary, sources, traces, classification, timings)
+
+
+def assemble_result(
+    movie: MovieSource,
+    params: dict,
+    fps: float,
+    motion: MotionCorrection,
+    summary: SummaryImages,
+    sources: Sources,
+    traces: Traces,
+    classification: Classification,
+    timings: dict[str, float],
+) -> ProcessingResult:
+    """The ProcessingResult of the stage outputs (validated)."""
     n_masks = sources.footprints.shape[1]
     types, counts = np.unique(classification.types, return_counts=True) if n_masks else ([], [])
     result = ProcessingResult(
@@ -88,6 +103,7 @@ def run_engine(
             "stage_seconds": timings,
             "motion": motion.notes,
             "extraction": sources.notes,
+            "traces": traces.notes,
             "mask_types": {str(t): int(c) for t, c in zip(types, counts)},
             "fps": float(fps),
         },

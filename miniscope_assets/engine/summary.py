@@ -6,7 +6,8 @@
 - ``peak_to_noise``: on the neuron band-pass filtered movie ``F`` (difference of Gaussians with
   sigmas ``neuron_diameter / 4`` and ``neuron_diameter``, which removes the diffuse background),
   ``max_t (F - mean_t F) / noise``; the noise is the median absolute frame-to-frame difference
-  of each 100-frame chunk (scaled to a standard deviation), averaged over chunks.
+  within a batch of 32 frames (scaled to a standard deviation), averaged over about 16 batches
+  spread evenly over the movie.
 - ``correlation``: mean Pearson correlation of each pixel with its 8 neighbours, computed on
   ``F - mean_t F`` after zeroing values below 3 noise standard deviations (so that noise,
   which the spatial filter makes locally correlated, does not count; as in CNMF-E).
@@ -18,20 +19,29 @@ from typing import Callable
 
 import numpy as np
 
-from miniscope_assets.engine.filters import bandpass, neuron_filter_sigmas
+from miniscope_assets.engine.filters import Bandpass, neuron_filter_sigmas
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.engine.noise import noise_from_differences
+from miniscope_assets.engine.noise import MAD_TO_SIGMA
 from miniscope_assets.results import SummaryImages
 
 STAGE = "summary_images"
 _NEIGHBOUR_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))  # each pixel pair counted once
 _THRESHOLD_SIGMAS = 3.0
+_BATCH = 32  # frames filtered at a time into a reused buffer
+_NOISE_BATCHES = 16  # batches, spread over the movie, whose differences give the noise level
 
 
 def filter_neurons(frames: np.ndarray, neuron_diameter: float) -> np.ndarray:
     """Band-pass every frame at the soma scale (float32, same shape)."""
-    low, high = neuron_filter_sigmas(neuron_diameter)
-    return np.stack([bandpass(frame, low, high) for frame in frames])
+    return Bandpass(frames.shape[1:], *neuron_filter_sigmas(neuron_diameter)).stack(frames)
+
+
+def _filtered_batches(movie: MovieSource, params: dict, bandpass: Bandpass, buffer: np.ndarray):
+    """Yield (first index, raw frames, soma-band-passed frames in ``buffer``) in batches of <= _BATCH."""
+    for first, frames in movie.iter_chunks(params["chunk_frames"]):
+        for offset in range(0, len(frames), _BATCH):
+            raw = frames[offset : offset + _BATCH]
+            yield first + offset, raw, bandpass.stack(raw, out=buffer[: len(raw)])
 
 
 def compute_summary_images(
@@ -43,35 +53,39 @@ def compute_summary_images(
     """Reference, mean, max, local-correlation and peak-to-noise images (see module docstring)."""
     shape = movie.frame_shape
     n = movie.nframes
-    chunk = params["chunk_frames"]
-    diameter = params["neuron_diameter"]
+    bandpass = Bandpass(shape, *neuron_filter_sigmas(params["neuron_diameter"]))
+    buffer = np.empty((min(_BATCH, n), *shape), np.float32)
+    differences = np.empty((max(min(_BATCH, n) - 1, 1), *shape), np.float32)
     total = np.zeros(shape, np.float64)
     maximum = np.full(shape, -np.inf, np.float32)
     filtered_total = np.zeros(shape, np.float64)
     noise_total = np.zeros(shape, np.float64)
-    noise_chunks = 0
-    for first, frames in movie.iter_chunks(chunk):
-        total += frames.sum(axis=0, dtype=np.float64)
-        np.maximum(maximum, frames.max(axis=0), out=maximum)
-        filtered = filter_neurons(frames, diameter)
+    noise_batches = 0
+    noise_every = max(1, -(-n // _BATCH) // _NOISE_BATCHES)
+    for index, (first, raw, filtered) in enumerate(_filtered_batches(movie, params, bandpass, buffer)):
+        total += raw.sum(axis=0, dtype=np.float64)
+        np.maximum(maximum, raw.max(axis=0), out=maximum)
         filtered_total += filtered.sum(axis=0, dtype=np.float64)
-        if len(filtered) > 1:
-            noise_total += noise_from_differences(filtered)
-            noise_chunks += 1
+        if len(filtered) > 1 and index % noise_every == 0:
+            steps = differences[: len(filtered) - 1]
+            np.subtract(filtered[1:], filtered[:-1], out=steps)
+            np.abs(steps, out=steps)
+            noise_total += np.median(steps, axis=0, overwrite_input=True) * (MAD_TO_SIGMA / np.sqrt(2))
+            noise_batches += 1
         if progress:
-            progress(STAGE, 0.5 * (first + len(frames)) / n)
+            progress(STAGE, 0.5 * (first + len(raw)) / n)
     mean = (total / n).astype(np.float32)
     filtered_mean = (filtered_total / n).astype(np.float32)
-    noise = np.maximum(noise_total / max(noise_chunks, 1), 1e-6).astype(np.float32)
+    noise = np.maximum(noise_total / max(noise_batches, 1), 1e-6).astype(np.float32)
 
     peak = np.full(shape, -np.inf, np.float32)
     correlation = LocalCorrelation(shape)
-    for first, frames in movie.iter_chunks(chunk):
-        centred = filter_neurons(frames, diameter) - filtered_mean
-        np.maximum(peak, centred.max(axis=0), out=peak)
-        correlation.add(threshold_noise(centred, noise))
+    for first, raw, filtered in _filtered_batches(movie, params, bandpass, buffer):
+        filtered -= filtered_mean
+        np.maximum(peak, filtered.max(axis=0), out=peak)
+        correlation.add(threshold_noise(filtered, noise))
         if progress:
-            progress(STAGE, 0.5 + 0.5 * (first + len(frames)) / n)
+            progress(STAGE, 0.5 + 0.5 * (first + len(raw)) / n)
     return SummaryImages(
         mean=mean,
         reference=reference if reference is not None else mean.copy(),

@@ -1,0 +1,62 @@
+"""Mask classification rules on synthetic footprints."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import scipy.sparse
+
+from miniscope_assets.engine import classify_sources, validate_params
+
+SHAPE = (96, 96)
+
+
+def _ellipse(center, axes, angle=0.0) -> np.ndarray:
+    image = np.zeros(SHAPE, np.float32)
+    cv2.ellipse(image, center, axes, angle, 0, 360, 1.0, thickness=-1)
+    return cv2.GaussianBlur(image, (0, 0), 1.0)
+
+
+def _matrix(images) -> scipy.sparse.csc_matrix:
+    columns = [np.where(image > 0.05 * image.max(), image / image.max(), 0).ravel() for image in images]
+    return scipy.sparse.csc_matrix(np.stack(columns, axis=1))
+
+
+def test_types_follow_documented_rules():
+    params = validate_params({"neuron_diameter": 10})
+    horseshoe = _ellipse((70, 70), (9, 9)) - 1.5 * _ellipse((70, 76), (6, 6))
+    images = [
+        _ellipse((20, 20), (5, 5)),  # soma-sized disk
+        _ellipse((50, 20), (6, 4), 30),  # slightly elongated soma
+        _ellipse((20, 60), (14, 2), 45),  # long and thin -> dendrite
+        _ellipse((60, 60), (17, 17)),  # far larger than a soma -> neuropil
+        _ellipse((85, 15), (1, 1)),  # a few pixels -> artefact
+        np.maximum(horseshoe, 0),  # soma-sized but not compact -> unknown
+    ]
+    result = classify_sources(_matrix(images), SHAPE, np.full(len(images), 20.0), None, params)
+    assert result.types.tolist() == ["soma", "soma", "dendrite", "neuropil", "artefact", "unknown"]
+    assert ((result.confidence >= 0.5) & (result.confidence <= 1)).all()
+    assert result.features["elongation"][2] > 3 and result.features["area_ratio"][3] > 3
+    assert result.features["solidity"][0] > 0.9 > result.features["solidity"][5]
+
+
+def test_weak_or_inconsistent_sources_are_not_somata():
+    params = validate_params({"neuron_diameter": 10, "min_snr": 3.0, "min_corr": 0.8})
+    images = [_ellipse((20, 20), (5, 5)), _ellipse((60, 60), (5, 5)), _ellipse((20, 70), (5, 5))]
+    correlation = np.full(SHAPE, 0.95, np.float32)
+    correlation[50:70, 50:70] = 0.3  # the second source does not look like one cell in the data
+    result = classify_sources(_matrix(images), SHAPE, np.array([20.0, 20.0, 1.0]), correlation, params)
+    assert result.types.tolist() == ["soma", "unknown", "unknown"]
+    assert result.confidence[0] > 0.9
+
+
+def test_confidence_drops_near_the_thresholds():
+    params = validate_params({"neuron_diameter": 10})
+    result = classify_sources(_matrix([_ellipse((40, 40), (5, 5))]), SHAPE, np.array([3.2]), None, params)
+    assert result.types[0] == "soma" and 0.5 <= result.confidence[0] < 0.7
+
+
+def test_no_masks():
+    result = classify_sources(scipy.sparse.csc_matrix((SHAPE[0] * SHAPE[1], 0)), SHAPE, np.zeros(0), None,
+                              validate_params({}))
+    assert result.types.shape == (0,) and result.confidence.shape == (0,)
