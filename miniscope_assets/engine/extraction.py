@@ -207,12 +207,15 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tupl
     """Sources of one (n, h, w) binned window (seeds only where ``seedable``) and its ring gains."""
     n, h, w = data.shape
     diameter = params["neuron_diameter"]
-    fluctuation = data - data.mean(axis=0)
+    mean_image = data.mean(axis=0)
+    fluctuation = data - mean_image
     ring = RingAverage((h, w), *ring_radii(diameter, params["ring_radius_factor"]))
     flat = fluctuation.reshape(n, h * w)
     ring_of_data = ring.apply_stack(fluctuation).reshape(n, h * w)
     gain = np.ones(h * w, np.float32)
-    components = _initialise(_remove_common_fluctuation(flat).reshape(n, h, w), seedable, params)
+    seeding_data = _remove_background_for_seeding(flat, ring_of_data, mean_image, diameter)
+    components = _initialise(seeding_data.reshape(n, h, w), seedable, params)
+    del seeding_data
     if not components:
         return [], gain.reshape(h, w)
     footprints = np.stack([c.footprint.ravel() for c in components], axis=1)  # (P, k)
@@ -234,17 +237,32 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tupl
     )
 
 
-def _remove_common_fluctuation(flat: np.ndarray) -> np.ndarray:
-    """``flat`` (n, P) minus each pixel's regression on the window's mean fluctuation.
+def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, mean_image: np.ndarray,
+                                   diameter: float) -> np.ndarray:
+    """``flat`` (n, P) minus each pixel's least-squares fit on three background regressors.
 
-    A global fluctuation of the light (multiplicative) modulates fine static structure such as
-    blood vessels, which the soma-scale band-pass would otherwise pass as vessel-shaped "sources".
+    Before any source exists the background of a pixel is fitted from: its ring average (local
+    diffuse background), the window's mean fluctuation (common background) and the fluctuation
+    of the window's fine static structure (the soma-scale band-passed mean image): a change of
+    illumination multiplies structure such as blood vessels, which neither a local mean nor a
+    common signal can follow and the soma-scale filter would pass as vessel-shaped "sources".
+    Somata hardly enter the regressors (the ring skips the centre, the others are window sums).
     """
-    common = flat.mean(axis=1)
-    energy = float(common @ common)
-    if energy <= 0:
-        return flat.copy()
-    return flat - np.outer(common, (common @ flat) / energy).astype(np.float32)
+    structure = bandpass(mean_image, *neuron_filter_sigmas(diameter)).ravel()
+    common = np.stack([flat.mean(axis=1), flat @ structure / max(float(structure @ structure), 1e-12)], axis=1)
+    n, pixels = flat.shape
+    gram = np.empty((pixels, 3, 3))
+    gram[:, :2, :2] = common.T @ common
+    gram[:, :2, 2] = gram[:, 2, :2] = (common.T @ ring_of_data).T
+    gram[:, 2, 2] = np.einsum("tp,tp->p", ring_of_data, ring_of_data)
+    rhs = np.empty((pixels, 3))
+    rhs[:, :2] = (common.T @ flat).T
+    rhs[:, 2] = np.einsum("tp,tp->p", ring_of_data, flat)
+    gram += np.eye(3) * (1e-9 * np.trace(gram, axis1=1, axis2=2))[:, None, None] + np.eye(3) * 1e-12
+    beta = np.linalg.solve(gram, rhs[..., None])[..., 0].astype(np.float32)  # (P, 3)
+    residual = flat - common.astype(np.float32) @ beta[:, :2].T
+    residual -= ring_of_data * beta[:, 2]
+    return residual
 
 
 def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:
