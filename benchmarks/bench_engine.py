@@ -9,7 +9,8 @@ from the simulator into --workdir/movie.h5 once, uint8), then, each in a fresh c
 
 Prints frames/s, wall time and peak RSS per stage and overall next to the raw movie's in-memory
 size, and the accuracy against the ground truth (miniscope_assets.simulation.evaluate).
---minian also runs minian on the same movie if it is importable (it is not a dependency).
+--minian [PYTHON] also runs minian on the same movie (benchmarks/minian_runner.py, in an
+interpreter where minian is installed; it is not a dependency) and prints its figures.
 
     python benchmarks/bench_engine.py [--size 600] [--frames 3000] [--neurons 150] [--workdir DIR]
 """
@@ -20,13 +21,17 @@ import argparse
 import json
 import multiprocessing
 import resource
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+import scipy.sparse
 
+from miniscope_assets.results import ProcessingResult, RigidMotion, SummaryImages
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
 FPS = 20.0
@@ -34,12 +39,12 @@ FPS = 20.0
 
 def config(args) -> SimulationConfig:
     return SimulationConfig(height=args.size, width=args.size, nframes=args.frames, n_neurons=args.neurons,
-                            fps=FPS, seed=args.seed)
+                            fps=FPS, seed=args.seed, nonrigid_amplitude=args.nonrigid)
 
 
 def ensure_movie(args) -> Path:
     """Write the simulated movie to HDF5 once (in a child process, so its memory is not counted)."""
-    path = args.workdir / f"movie_{args.size}px_{args.frames}f_{args.neurons}n_seed{args.seed}.h5"
+    path = args.workdir / f"movie_{args.size}px_{args.frames}f_{args.neurons}n_seed{args.seed}_nr{args.nonrigid:g}.h5"
     if not path.is_file():
         print(f"generating {args.size}x{args.size} px x {args.frames} frames, {args.neurons} neurons -> {path}", flush=True)
         started = time.perf_counter()
@@ -156,22 +161,34 @@ def _end_to_end(args, movie_path: Path) -> dict:
     return {"wall": wall, "process_peak_mib": peak_rss_mib(), "accuracy": figures, "masks": result.n_masks}
 
 
-def _minian(args, movie_path: Path) -> dict:
-    """Child: minian's CNMF pipeline on the same movie (only if minian is installed)."""
-    try:
-        from benchmarks import minian_runner
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("minian_runner", Path(__file__).with_name("minian_runner.py"))
-        minian_runner = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(minian_runner)
-    started = time.perf_counter()
-    result = minian_runner.run(movie_path, args.workdir / "minian", FPS)
-    wall = time.perf_counter() - started
+def run_minian(args, movie_path: Path) -> dict | None:
+    """minian on the same movie through benchmarks/minian_runner.py in ``args.minian``'s interpreter."""
+    check = subprocess.run([args.minian, "-c", "import minian"], capture_output=True, text=True)
+    if check.returncode != 0:
+        print(f"\nminian: not importable with {args.minian} (install it in a separate environment: "
+              f"python -m venv ENV && ENV/bin/pip install minian) - skipped")
+        return None
+    output = args.workdir / "minian_result.npz"
+    runner = Path(__file__).with_name("minian_runner.py")
+    command = [args.minian, str(runner), str(movie_path), "movie", str(output),
+               "--diameter", str(json.loads(args.params).get("neuron_diameter", 10.0)),
+               "--workdir", str(args.workdir / "minian")]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        print(f"\nminian: failed ({completed.stderr.strip().splitlines()[-1:]}) - skipped")
+        return None
+    data = np.load(output)
+    k, frame_shape = data["footprints"].shape[0], tuple(int(v) for v in data["frame_shape"])
+    result = ProcessingResult(
+        method="minian", package_version="", params={}, creation_time=None, frame_shape=frame_shape,
+        nframes=args.frames, summary=SummaryImages(mean=np.zeros(frame_shape)), mask_ids=np.arange(k),
+        footprints=scipy.sparse.csc_matrix(data["footprints"].T), mask_types=np.full(k, "soma", object),
+        mask_confidence=np.ones(k), fluorescence=data["fluorescence"], spikes=data["spikes"],
+        motion_rigid=RigidMotion(x_shifts=data["shifts"][:, 1], y_shifts=data["shifts"][:, 0]),
+    )
     figures = evaluate(result, Simulation(config(args)))
     figures.pop("trace_corr", None)
-    return {"wall": wall, "process_peak_mib": peak_rss_mib(), "accuracy": figures}
+    return {"wall": float(data["wall"]), "peak_mib": float(data["peak_rss"]) / 2**20, "accuracy": figures}
 
 
 def _child(function, args, movie_path, queue) -> None:
@@ -213,10 +230,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--neurons", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nonrigid", type=float, default=0.0, help="simulated non-rigid (shear) amplitude, px")
     parser.add_argument("--params", default="{}", help="engine params as JSON")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_engine"))
     parser.add_argument("--skip-end-to-end", action="store_true", help="only the per-stage run")
-    parser.add_argument("--minian", action="store_true", help="also run minian (if installed) for comparison")
+    parser.add_argument("--minian", nargs="?", const=sys.executable, metavar="PYTHON",
+                        help="also run minian for comparison, with this interpreter (default: this one)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     movie_path = ensure_movie(args)
@@ -244,13 +263,10 @@ def main() -> None:
         _print_accuracy(end["accuracy"])
 
     if args.minian:
-        try:
-            import minian  # noqa: F401  (lazy: not a dependency)
-        except ImportError:
-            print("\nminian: not installed (pip install minian) - skipped")
-        else:
-            other = run_child(_minian, args, movie_path)
-            print(f"\nminian: {other['wall']:.1f} s, peak RSS {other['process_peak_mib']:.0f} MiB")
+        other = run_minian(args, movie_path)
+        if other:
+            print(f"\nminian (2 dask workers): {other['wall']:.1f} s, {args.frames / other['wall']:.0f} frames/s, "
+                  f"peak RSS of all its processes {other['peak_mib']:.0f} MiB")
             _print_accuracy(other["accuracy"])
 
 

@@ -1,6 +1,6 @@
 """Stage 3: source extraction for 1-photon data (CNMF-E class), memory-bounded.
 
-Data model per pixel ``p`` and frame ``t`` (``B`` = background, ``A`` = footprints, ``C`` = traces)::
+Data model per pixel ``p`` and frame ``t`` (``A`` = footprints, ``C`` = traces)::
 
     Y[p, t] = sum_k A[p, k] C[k, t] + b0[p] + w[p] * ring(Y - A C - b0)[p, t] + noise
 
@@ -12,7 +12,9 @@ per-pixel gain ``w`` fitted by least squares.
    max_init_frames)`` frames into a temporary HDF5 copy (at most ``max_init_frames`` frames).
 2. Patches: square cores of ``patch_size`` px tile the frame; each is processed with a margin of
    ``patch_overlap`` px (only that window is in memory):
-   a. seeds: the band-passed (soma-scale difference of Gaussians) fluctuation movie gives a
+   a. seeds: the fluctuations minus a per-pixel least-squares background (ring average, window
+      mean, fluctuation of the window's fine static structure; see
+      :func:`_remove_background_for_seeding`) are band-passed at the soma scale, giving a
       peak-to-noise (PNR) and a thresholded local-correlation image; the pixel with the largest
       ``corr x PNR`` above ``min_corr`` and ``min_pnr`` seeds a source: its filtered trace,
       the pixels correlating with it (> 0.3, connected) as support, and a footprint regressed
