@@ -70,16 +70,14 @@ def run(movie_path: Path, dataset: str, diameter: float, workdir: Path) -> dict:
     from minian.initialization import initA, initC, ks_refine, pnr_refine, seeds_init, seeds_merge
     from minian.motion_correction import apply_transform, estimate_motion
     from minian.preprocessing import denoise, remove_background
-    from minian.utilities import TaskAnnotation, get_optimal_chk, save_minian
+    from minian.utilities import get_optimal_chk, save_minian
 
     intpath = str(workdir / "intermediate")
     shutil.rmtree(intpath, ignore_errors=True)
     os.environ["MINIAN_INTERMEDIATE"] = intpath
     radius = int(round(diameter))
     dask.config.set({"distributed.worker.memory.terminate": False})
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="6GB", resources={"MEM": 1},
-                           dashboard_address=None)
-    cluster.scheduler.add_plugin(TaskAnnotation())
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="6GB", dashboard_address=None)
     client = Client(cluster)
     try:
         with h5py.File(movie_path, "r") as f:
