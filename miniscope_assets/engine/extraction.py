@@ -90,8 +90,9 @@ def extract_sources(
 ) -> Sources:
     """Find footprints in the corrected ``movie`` (see module docstring).
 
-    ``border``: width of the frame margin filled in by motion correction (largest shift); no
-    source is seeded there and sources whose centroid falls there are dropped.
+    ``border``: width of the frame margin filled in by motion correction
+    (:attr:`MotionCorrection.border`); no source is seeded there and sources whose centroid
+    falls there are dropped.
     """
     started = time.perf_counter()
     height, width = movie.frame_shape
@@ -166,7 +167,6 @@ def _write_binned(movie: MovieSource, params: dict, path: Path, progress) -> tup
     with h5py.File(path, "w") as f:
         dataset = f.create_dataset("binned", shape=(n_binned, height, width), dtype=np.float32, chunks=chunks)
         for first, frames in movie.iter_chunks(params["chunk_frames"]):
-            frames = frames.astype(np.float32)
             total += frames.sum(axis=0, dtype=np.float64)
             for frame in frames:
                 carry += frame

@@ -9,7 +9,8 @@
    around the peak with a matrix DFT.
 4. Piecewise-rigid (``pw_rigid``): the frame is cut into blocks of ``strides + overlaps`` px
    placed every ``strides`` px (the last block flush with the border); each block's shift is
-   searched within ``max_deviation_rigid`` px of the frame's rigid shift and refined the same way.
+   searched within ``max_deviation_rigid`` px of the frame's rigid shift and refined the same way;
+   the deviations from the rigid shift are median-filtered over 3 x 3 blocks and 5 frames.
 5. Outliers: a frame whose rigid shift differs by more than ``outlier_threshold`` px from the
    running median (``outlier_window`` frames) of the shifts, or whose correlation peak lies on
    the ``max_shift`` search border, is flagged; its shifts (rigid and per block) are replaced by
@@ -42,7 +43,8 @@ from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion
 Progress = Callable[[str, float], None]
 STAGE = "motion_correction"
 _TAPER_PX = 16
-_BATCH = 16  # frames registered per FFT batch (bounds memory for large frames)
+_BATCH = 16  # frames filtered and registered together (bounds memory for large frames)
+_SMOOTH_FRAMES = 5  # running median of the piecewise deviations from the rigid shift
 
 
 @dataclass
@@ -146,10 +148,6 @@ class _Registration:
         Returns (peaks, on_border) where on_border flags integer peaks on the search-window edge.
         A peak at lag ``d`` means ``image(y + d) ~ template(y)``; the correction shift is ``-d``.
         """
-        if len(images) > _BATCH and len(self.template_spectra) == 1:
-            parts = [self.peaks(images[i : i + _BATCH], centres[i : i + _BATCH], radius)
-                     for i in range(0, len(images), _BATCH)]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         product, correlation = self.correlate(images)
         offsets = np.arange(-radius, radius + 1)
         n = len(images)
@@ -316,7 +314,21 @@ def estimate_shifts(
     rigid = _interpolate_outliers(rigid, outliers)
     if grid:
         blocks = _interpolate_outliers(blocks.reshape(n, -1), outliers).reshape(n, grid.count, 2)
+        blocks = _smooth_deviations(blocks, rigid, grid)
     return {"rigid": rigid, "blocks": blocks, "grid": grid, "outliers": outliers}
+
+
+def _smooth_deviations(blocks: np.ndarray, rigid: np.ndarray, grid: BlockGrid) -> np.ndarray:
+    """Block shifts with their deviations from the rigid shift median-filtered over 3 x 3 blocks and 5 frames.
+
+    Tissue deformations are smooth in space and time; single blocks are not always reliable
+    (a block crossed by one straight vessel cannot tell a shift along the vessel: the aperture
+    problem), and their neighbours outvote them.
+    """
+    n = len(blocks)
+    deviation = (blocks - rigid[:, None, :]).reshape(n, len(grid.y_starts), len(grid.x_starts), 2)
+    deviation = scipy.ndimage.median_filter(deviation, size=(_SMOOTH_FRAMES, 3, 3, 1), mode="nearest")
+    return deviation.reshape(n, grid.count, 2) + rigid[:, None, :]
 
 
 def flag_outliers(shifts: np.ndarray, on_border: np.ndarray, threshold: float, window: int) -> np.ndarray:
