@@ -69,7 +69,15 @@ class SimulationConfig:
 
 
 class Simulation:
-    """A simulated recording: a MovieSource (uint8 frames) plus its ground truth."""
+    """A simulated recording: a MovieSource (uint8 frames) plus its ground truth.
+
+    Ground truth (K neurons, T frames; positions are (y, x) in scene = corrected coordinates):
+    ``footprints`` (sparse (H*W, K), unit peak), ``centers`` (K, 2), ``radii``, ``elongation``,
+    ``orientation``, ``brightness`` (peak counts per unit calcium), ``firing_rates`` (Hz),
+    ``decay_times`` (s), ``spikes`` and ``calcium`` (K, T), ``motion`` (T, 2 applied (y, x)
+    displacement), ``x_shifts`` / ``y_shifts`` (the expected correction, ``-motion``) and, with
+    ``nonrigid_amplitude > 0``, ``nonrigid_coefficients`` (T, 2) and :meth:`nonrigid_displacement`.
+    """
 
     dtype = np.dtype(np.uint8)
 
