@@ -165,8 +165,8 @@ def run_minian(args, movie_path: Path) -> dict | None:
     """minian on the same movie through benchmarks/minian_runner.py in ``args.minian``'s interpreter."""
     check = subprocess.run([args.minian, "-c", "import minian"], capture_output=True, text=True)
     if check.returncode != 0:
-        print(f"\nminian: not importable with {args.minian} (install it in a separate environment: "
-              f"python -m venv ENV && ENV/bin/pip install minian) - skipped")
+        print(f"\nminian: not importable with {args.minian} (install it in a separate environment, "
+              f"see benchmarks/minian_runner.py) - skipped")
         return None
     output = args.workdir / "minian_result.npz"
     runner = Path(__file__).with_name("minian_runner.py")

@@ -3,8 +3,12 @@
 minian is not a dependency of miniscope-assets (its pins clash with ours); install it into a
 separate environment and pass that interpreter to the benchmark::
 
-    python -m venv /tmp/minian-venv && /tmp/minian-venv/bin/pip install minian
+    python -m venv /tmp/minian-venv
+    /tmp/minian-venv/bin/pip install minian h5py "xarray<2025.2" "pandas<2.3"
     python benchmarks/bench_engine.py --minian /tmp/minian-venv/bin/python
+
+(minian 2.0.2 stores intermediates with zarr 2, which newer xarray no longer opens, and newer
+pandas refuses the older xarray.)
 
 This script follows minian's pipeline notebook (preprocessing, motion correction, seed
 initialisation, two rounds of CNMF spatial/temporal updates) with its demo parameters scaled to
