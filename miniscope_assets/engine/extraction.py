@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import h5py
 import numpy as np
 import scipy.ndimage
@@ -78,6 +77,7 @@ class _Component:
 
 
 def expected_soma_area(neuron_diameter: float) -> float:
+    """Area (px) of a disk of ``neuron_diameter``: the soma area the shape criteria compare to."""
     return float(np.pi * (neuron_diameter / 2) ** 2)
 
 
@@ -228,11 +228,11 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tupl
         traces = _hals_traces(footprints, signal, traces)
         footprints = _hals_footprints(signal, traces, footprints, centres, (h, w), diameter)
         footprints, traces, centres = _clean(footprints, traces, (h, w), diameter)
-        footprints, traces = _merge_duplicates_dense(footprints, traces, params["merge_threshold"], (h, w))
+        footprints, traces = _merge_duplicates_dense(footprints, traces, params["merge_threshold"])
         centres = [_centroid(f.reshape(h, w)) for f in footprints.T]
     signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
     traces = _hals_traces(footprints, signal, traces)
-    keep = _accept(footprints, traces, signal, params)
+    keep = _accept(footprints, signal, params)
     return (
         [_Component(footprints[:, j].reshape(h, w), traces[j]) for j in np.flatnonzero(keep)],
         gain.reshape(h, w),
@@ -339,6 +339,7 @@ def _seed_component(fluctuation, filtered, seed, radius, min_area) -> _Component
 
 
 def _correlate_columns(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every column of ``matrix`` (n, m) with ``vector`` (n,)."""
     centred = matrix - matrix.mean(axis=0)
     v = vector - vector.mean()
     denominator = np.sqrt((centred**2).sum(axis=0) * (v**2).sum())
@@ -413,7 +414,7 @@ def _clean(footprints, traces, shape, diameter):
     return np.stack(keep_f, axis=1), np.stack(keep_t), centres
 
 
-def _accept(footprints, traces, signal, params) -> np.ndarray:
+def _accept(footprints, signal, params) -> np.ndarray:
     """Sources whose footprint-projected trace reaches ``min_snr`` (peak over noise)."""
     norms = np.maximum((footprints**2).sum(axis=0), 1e-12)
     projected = (footprints.T @ signal.T) / norms[:, None]  # (k, n)
@@ -421,7 +422,8 @@ def _accept(footprints, traces, signal, params) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ merging
-def _merge_duplicates_dense(footprints, traces, threshold, shape):
+def _merge_duplicates_dense(footprints, traces, threshold):
+    """:func:`_merge_duplicates` for dense (P, k) footprints."""
     merged_f, merged_t = _merge_duplicates(scipy.sparse.csc_matrix(footprints), traces, threshold)
     return merged_f.toarray().astype(np.float32), merged_t
 
@@ -474,6 +476,7 @@ def _order(footprints: scipy.sparse.csc_matrix, traces: np.ndarray, width: int):
 
 # ------------------------------------------------------------------------------ helpers
 def _centroid(image: np.ndarray) -> tuple[float, float]:
+    """Weighted (row, column) centre of an image (its middle if empty)."""
     total = float(image.sum())
     if total <= 0:
         return (float(image.shape[0]) / 2, float(image.shape[1]) / 2)
@@ -482,6 +485,7 @@ def _centroid(image: np.ndarray) -> tuple[float, float]:
 
 
 def _to_global(footprint: np.ndarray, window, frame_shape) -> scipy.sparse.csc_matrix:
+    """A window's footprint image as a sparse column of the full frame (row-major pixels)."""
     ys, xs = np.nonzero(footprint)
     rows = (ys + window[0].start) * frame_shape[1] + (xs + window[1].start)
     return scipy.sparse.csc_matrix(

@@ -116,6 +116,7 @@ class BlockGrid:
 
 
 def _block_starts(size: int, stride: int, overlap: int) -> tuple[np.ndarray, int]:
+    """(block starts, block size) along one axis; the last block is flush with the border."""
     block = stride + overlap
     if block >= size:
         return np.array([0]), size
@@ -259,6 +260,7 @@ def build_template(movie: MovieSource, params: dict) -> tuple[np.ndarray, np.nda
 
 
 def _rigid_peaks(registration: _Registration, filtered: np.ndarray, max_shift: int):
+    """Full-frame correlation peaks within ``max_shift`` (or half the frame) of zero lag."""
     height, width = filtered.shape[-2:]
     radius = int(min(max_shift, height // 2 - 1, width // 2 - 1))
     return registration.peaks(filtered, np.zeros((len(filtered), 2), np.int64), radius)
@@ -341,6 +343,7 @@ def flag_outliers(shifts: np.ndarray, on_border: np.ndarray, threshold: float, w
 
 
 def _interpolate_outliers(values: np.ndarray, outliers: np.ndarray) -> np.ndarray:
+    """``values`` (T, m) with outlier rows replaced by linear interpolation between good rows."""
     good = ~outliers
     if good.all() or not good.any():
         return values

@@ -77,6 +77,7 @@ def validate_params(user_params: dict | None) -> dict:
 
 
 def _check(name: str, value: Any, spec: ParamSpec) -> Any:
+    """``value`` checked against ``spec`` and normalised (pairs as lists, ints as int)."""
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise ParameterError(f"{name} must be true or false, got {value!r}")
@@ -92,6 +93,7 @@ def _check(name: str, value: Any, spec: ParamSpec) -> Any:
 
 
 def _check_number(name: str, value: Any, kind: str, spec: ParamSpec) -> int | float:
+    """A finite int or float within the spec's range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParameterError(f"{name} must be a number, got {value!r}")
     if kind == "int":
