@@ -14,7 +14,7 @@ class ParamSpec:
     """One engine parameter: default, kind, allowed range and a one-line meaning with unit."""
 
     default: Any
-    kind: str  # "bool", "int", "float", "optional_float" or "int_pair"
+    kind: str  # "bool", "int", "float", "optional_float", "int_pair" or "float_pair"
     minimum: float | None = None
     maximum: float | None = None
     doc: str = ""
