@@ -20,10 +20,7 @@ from miniscope_assets.errors import MiniscopeInputError, ParameterError
 from miniscope_assets.io.caiman_mmap import open_caiman_mmap
 from miniscope_assets.io.caiman_results import CaimanResultsWarning, load_caiman_results
 
-try:
-    from miniscope_assets_tests import caiman_fixtures as fx
-except ImportError:  # tests folder is not a package
-    import caiman_fixtures as fx
+from miniscope_assets_tests import caiman_fixtures as fx
 
 
 def _forget_caiman() -> None:

@@ -15,10 +15,7 @@ from miniscope_assets.io.caiman_results import (
     load_caiman_results,
 )
 
-try:
-    from miniscope_assets_tests import caiman_fixtures as fx
-except ImportError:  # tests folder is not a package
-    import caiman_fixtures as fx
+from miniscope_assets_tests import caiman_fixtures as fx
 
 
 def test_missing_folder(tmp_path):

@@ -9,10 +9,7 @@ from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.caiman_mmap import open_caiman_mmap, parse_caiman_mmap_name
 
-try:
-    from miniscope_assets_tests import caiman_fixtures as fx
-except ImportError:  # tests folder is not a package
-    import caiman_fixtures as fx
+from miniscope_assets_tests import caiman_fixtures as fx
 
 
 def _movie(t=7, h=5, w=8):

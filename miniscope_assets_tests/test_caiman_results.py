@@ -19,10 +19,7 @@ from miniscope_assets.io.caiman_results import (
 )
 from miniscope_assets.io.results_file import load_results, save_results
 
-try:
-    from miniscope_assets_tests import caiman_fixtures as fx
-except ImportError:  # tests folder is not a package
-    import caiman_fixtures as fx
+from miniscope_assets_tests import caiman_fixtures as fx
 
 
 def _load(folder):
