@@ -63,6 +63,10 @@ class SummaryImages:
             if getattr(self, f.name) is not None
         }
 
+    def display_image(self) -> np.ndarray:
+        """The image to draw figures on: the correlation image where there is one, else the mean."""
+        return self.correlation if self.correlation is not None else self.mean
+
 
 @dataclass
 class ProcessingResult:

@@ -184,12 +184,18 @@ def add_segmentation(nwbfile: NWBFile, result: ProcessingResult) -> None:
     ophys_module(nwbfile).add(segmentation)
 
 
-def add_mask_classification(nwbfile: NWBFile, result: ProcessingResult, method: str) -> None:
+def classification_method(result: ProcessingResult) -> str:
+    """What assigned the mask types."""
+    return f"{result.method} classifier"
+
+
+def add_mask_classification(nwbfile: NWBFile, result: ProcessingResult) -> None:
     """Mask type and confidence per ROI, in a table referencing the PlaneSegmentation."""
     plane = _plane_segmentation(nwbfile)
     table = DynamicTable(
         name="MaskClassification",
-        description=f"Mask types from {method}; confidence in [0, 1], NaN where the method gives none",
+        description=f"Mask types from the {classification_method(result)}; confidence in [0, 1], "
+        "NaN where the method gives none",
     )
     table.add_column(name="roi", description="ROI in PlaneSegmentation", table=plane)
     table.add_column(name="mask_type", description="soma, axon, dendrite, neuropil, artefact or unknown")

@@ -4,9 +4,10 @@ motion correction, segmentation, mask classification, fluorescence and activity.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from pynwb import NWBFile
 
 from miniscope_assets.io.corrected_movie import open_corrected_movie
 from miniscope_assets.nwb import ophys
@@ -25,9 +26,17 @@ def trace_snr(traces: np.ndarray) -> np.ndarray:
     return peak / np.maximum(noise, 1e-12)
 
 
-def _partition_metadata(partition: Partition, result: ProcessingResult, nwb_path: Path, removed: list[str]) -> dict:
-    """Catalog entries every container stage records."""
-    return {
+def _write_containers(
+    partition: Partition, stage: str, add: Callable[[NWBFile, ProcessingResult], None]
+) -> tuple[ProcessingResult, dict]:
+    """Replace ``stage``'s containers in the partition's NWB file with what ``add`` puts there.
+
+    Returns the curated result and the catalog entries every container stage records.
+    """
+    result = load_curated_result(partition)
+    nwb_path = partition.nwb_path()
+    removed = rewrite_stage(nwb_path, stage, lambda nwbfile: add(nwbfile, result))
+    return result, {
         "paramset": partition.paramset.name,
         "param_hash": partition.paramset.param_hash,
         "curation_id": current_curation(partition)["curation_id"],
@@ -36,14 +45,14 @@ def _partition_metadata(partition: Partition, result: ProcessingResult, nwb_path
     }
 
 
+def _add_motion_correction(nwbfile: NWBFile, result: ProcessingResult) -> None:
+    corrected = open_corrected_movie(result.corrected_movie) if result.corrected_movie else None
+    ophys.add_motion_correction(nwbfile, result, corrected)
+
+
 def motion_correction(partition: Partition) -> StageReport:
     """Corrected movie, rigid and piecewise-rigid shifts, outliers and summary images."""
-    result = load_curated_result(partition)
-    nwb_path = partition.nwb_path()
-    corrected = open_corrected_movie(result.corrected_movie) if result.corrected_movie else None
-    removed = rewrite_stage(nwb_path, "motion_correction",
-                            lambda nwbfile: ophys.add_motion_correction(nwbfile, result, corrected))
-    metadata = _partition_metadata(partition, result, nwb_path, removed)
+    result, metadata = _write_containers(partition, "motion_correction", _add_motion_correction)
     rigid = result.motion_rigid
     if rigid is not None:
         metadata.update(
@@ -55,43 +64,36 @@ def motion_correction(partition: Partition) -> StageReport:
     piecewise = result.motion_piecewise
     metadata.update(
         piecewise_blocks=None if piecewise is None else int(piecewise.block_y.shape[0]),
-        corrected_movie_in_nwb=corrected is not None,
+        corrected_movie_in_nwb=bool(result.corrected_movie),
         summary_images=", ".join(result.summary.as_dict()),
     )
-    image = result.summary.correlation if result.summary.correlation is not None else result.summary.mean
-    metadata["summary_png"] = figures.image_png(partition.files.figures_dir / "summary.png", image)
+    metadata["summary_png"] = figures.image_png(partition.files.figures_dir / "summary.png",
+                                                result.summary.display_image())
     return StageReport(metadata=metadata)
 
 
 def segmentation(partition: Partition) -> StageReport:
     """Masks as a PlaneSegmentation (ROI id = mask id)."""
-    result = load_curated_result(partition)
-    nwb_path = partition.nwb_path()
-    removed = rewrite_stage(nwb_path, "segmentation", lambda nwbfile: ophys.add_segmentation(nwbfile, result))
+    result, metadata = _write_containers(partition, "segmentation", ophys.add_segmentation)
     npix = result.mask_npix()
-    summary = result.summary
-    image = summary.correlation if summary.correlation is not None else summary.mean
     return StageReport(metadata={
-        **_partition_metadata(partition, result, nwb_path, removed),
+        **metadata,
         "n_masks": result.n_masks,
         "median_npix": float(np.median(npix)) if npix.size else None,
         "mask_ids": f"{int(result.mask_ids.min())}..{int(result.mask_ids.max())}" if result.n_masks else "none",
-        "masks_png": figures.masks_on_image(partition.files.figures_dir / "masks.png", image, result),
+        "masks_png": figures.masks_on_image(partition.files.figures_dir / "masks.png",
+                                             result.summary.display_image(), result),
     })
 
 
 def mask_classification(partition: Partition) -> StageReport:
     """Mask type and confidence per ROI."""
-    result = load_curated_result(partition)
-    nwb_path = partition.nwb_path()
-    method = f"{result.method} classifier"
-    removed = rewrite_stage(nwb_path, "mask_classification",
-                            lambda nwbfile: ophys.add_mask_classification(nwbfile, result, method))
+    result, metadata = _write_containers(partition, "mask_classification", ophys.add_mask_classification)
     counts = Counter(result.mask_types.tolist())
     confidence = result.mask_confidence
     return StageReport(metadata={
-        **_partition_metadata(partition, result, nwb_path, removed),
-        "classification_method": method,
+        **metadata,
+        "classification_method": ophys.classification_method(result),
         "n_soma": counts.get("soma", 0),
         "mask_type_counts": ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none",
         "mean_confidence": float(np.nanmean(confidence)) if np.any(np.isfinite(confidence)) else None,
@@ -100,13 +102,11 @@ def mask_classification(partition: Partition) -> StageReport:
 
 def fluorescence(partition: Partition) -> StageReport:
     """Raw and neuropil traces per ROI."""
-    result = load_curated_result(partition)
-    nwb_path = partition.nwb_path()
-    removed = rewrite_stage(nwb_path, "fluorescence", lambda nwbfile: ophys.add_fluorescence(nwbfile, result))
+    result, metadata = _write_containers(partition, "fluorescence", ophys.add_fluorescence)
     snr = trace_snr(result.fluorescence) if result.n_masks else np.array([])
     fps = partition.recording_info().fps
     return StageReport(metadata={
-        **_partition_metadata(partition, result, nwb_path, removed),
+        **metadata,
         "n_traces": result.n_masks,
         "median_snr": float(np.median(snr)) if snr.size else None,
         "min_snr": float(np.min(snr)) if snr.size else None,
@@ -118,11 +118,9 @@ def fluorescence(partition: Partition) -> StageReport:
 
 def activity(partition: Partition) -> StageReport:
     """dF/F, denoised and deconvolved traces; checks the finished file."""
-    result = load_curated_result(partition)
-    nwb_path = partition.nwb_path()
-    removed = rewrite_stage(nwb_path, "activity", lambda nwbfile: ophys.add_activity(nwbfile, result))
+    result, metadata = _write_containers(partition, "activity", ophys.add_activity)
+    nwb_path = metadata["nwb_path"]
     info = partition.recording_info()
-    metadata = _partition_metadata(partition, result, nwb_path, removed)
     if result.dff is not None and result.n_masks:
         metadata.update(dff_min=float(np.min(result.dff)), dff_max=float(np.max(result.dff)),
                         median_peak_dff=float(np.median(np.max(result.dff, axis=1))))
@@ -133,5 +131,9 @@ def activity(partition: Partition) -> StageReport:
         metadata["median_event_rate_hz"] = float(np.median(active) / info.recording_duration)
     return StageReport(
         metadata=metadata,
-        checks=[checks.inspect_nwb(nwb_path), checks.dandi_validate(nwb_path, partition.workspace.output_root), checks.sanity(nwb_path)],
+        checks=[
+            checks.inspect_nwb(nwb_path),
+            checks.dandi_validate(nwb_path, partition.workspace.output_root),
+            checks.sanity(nwb_path),
+        ],
     )
