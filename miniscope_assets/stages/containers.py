@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 from pynwb import NWBFile
 
+from miniscope_assets.engine.noise import noise_from_differences
 from miniscope_assets.io.corrected_movie import open_corrected_movie
 from miniscope_assets.nwb import ophys
 from miniscope_assets.nwb.update import rewrite_stage
@@ -19,9 +20,9 @@ from miniscope_assets.stages.workspace import Partition, StageReport
 
 
 def trace_snr(traces: np.ndarray) -> np.ndarray:
-    """Peak (99th percentile above the median) over noise (robust std of frame differences)."""
+    """Peak (99th percentile above the median) over noise (robust std of all frame differences)."""
     traces = np.asarray(traces, dtype=np.float64)
-    noise = np.median(np.abs(np.diff(traces, axis=1)), axis=1) / (0.6745 * np.sqrt(2))
+    noise = noise_from_differences(traces, axis=1, max_pairs=traces.shape[1])
     peak = np.percentile(traces, 99, axis=1) - np.median(traces, axis=1)
     return peak / np.maximum(noise, 1e-12)
 
