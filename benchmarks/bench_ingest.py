@@ -19,6 +19,7 @@ from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v4_recording
 from miniscope_assets.simulation import Simulation, SimulationConfig
 from miniscope_assets.stages import recording_info
+from miniscope_assets.stages.table import RunOptions
 from miniscope_assets.stages.workspace import Workspace
 
 
@@ -36,10 +37,9 @@ def ensure_recording(data_root: Path, size: int, frames: int) -> str:
 
 def ingest(workspace: Workspace, folder: str, queue) -> None:
     """Child process: register and ingest, then report timings and peak RSS."""
-    key = workspace.register_recording(folder)
-    partition = workspace.partition(key, "default")
+    key = workspace.register(folder, workspace.read(folder).identity)
     started = time.perf_counter()
-    report = recording_info.run(partition)
+    report = recording_info.run(workspace.recording(key), RunOptions())
     wall = time.perf_counter() - started
     queue.put({"wall": wall, "peak_mib": peak_rss_mib(), "metadata": report.metadata})
 
@@ -77,7 +77,7 @@ def main() -> None:
     print(f"peak RSS         {outcome['peak_mib']:.0f} MiB  (movie in memory: {movie_mib:.0f} MiB, "
           f"{100 * outcome['peak_mib'] / movie_mib:.0f}%)")
     print(f"AVI input        {avi_mib:.0f} MiB (FFV1)")
-    print(f"NWB output       {meta['nwb_size_mb']:.0f} MB (gzip level 4) at {meta['nwb_path']}")
+    print(f"NWB output       {meta['raw_nwb_size_mb']:.0f} MB (gzip level 4) at {meta['raw_nwb_path']}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from miniscope_assets import settings as settings_module
-from miniscope_assets.errors import MiniscopeInputError, ParameterError
+from miniscope_assets.errors import MiniscopeError, MiniscopeInputError, ParameterError
 
 DAGSTER_YAML = """\
 # Written by miniscope-assets. Local SQLite storage (the default) under this folder.
@@ -49,56 +49,68 @@ def _failure_message(result) -> str:
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
-            while error.cause is not None and "MiniscopeInputError" not in error.cls_name:
+            ours = ("Miniscope", "ParameterError")
+            while error.cause is not None and not error.cls_name.startswith(ours):
                 error = error.cause
             message = error.message.strip()
-            if error.cls_name == "MiniscopeInputError":
+            if error.cls_name.startswith(ours):
                 message = message.split(": ", 1)[-1]  # drop the exception's module path
             return f"{event.step_key} failed: {message}"
     return "run failed"
 
 
-def run_partition(current, recording: str, paramsets: list[str] | None, force: bool = False,
-                  from_asset: str | None = None) -> list[Path]:
-    """Materialize every asset (or those from ``from_asset`` on) for the recording's partitions."""
+def run_recordings(current, folder: str, paramsets: list[str] | None, force: bool = False,
+                   from_stage: str | None = None) -> list[Path]:
+    """Materialize the recordings in ``folder`` (itself, or each device of a session folder):
+    the raw NWB file unless it is up to date, then the stages from ``from_stage`` (default: all)
+    for each paramset. Returns the processed NWB files."""
     from dagster import AssetKey
 
-    from miniscope_assets.io.recording import detect_software
-    from miniscope_assets.orchestration.definitions import ALL_ASSETS, JOB_NAME, build_definitions
+    from miniscope_assets.orchestration.definitions import PROCESSING_JOB, RAW_JOB, build_definitions
+    from miniscope_assets.orchestration.instance import instance_versions, observation
     from miniscope_assets.orchestration.partitions import PARAMSET, RECORDING, partition_key
     from miniscope_assets.orchestration.resources import MiniscopeStorage
+    from miniscope_assets.stages.table import stages_from
 
     instance = prepare_instance(current)
     workspace = _workspace(current)
-    relative = workspace.relative_recording_dir(recording)
-    detect_software(workspace.data_root / relative)  # a clear error before anything starts
-    key = workspace.register_recording(relative)
     names = paramsets or [p.name for p in workspace.paramsets()]
     for name in names:
         workspace.paramset(name)
-    for dimension, keys in ((RECORDING, [key]), (PARAMSET, names)):
-        missing = [k for k in keys if not instance.has_dynamic_partition(dimension, k)]
-        if missing:
-            instance.add_dynamic_partitions(dimension, missing)
-    selection = None
-    if from_asset is not None:
-        names_in_order = [a.key.path[-1] for a in ALL_ASSETS]
-        selection = [AssetKey(n) for n in names_in_order[names_in_order.index(from_asset):]]
+    definitions = build_definitions(MiniscopeStorage.from_settings(current))
     run_config = dict(QUIET_LOGS)
     if force:
         run_config["ops"] = {"processing": {"config": {"force": True}}}
-    job = build_definitions(MiniscopeStorage.from_settings(current)).resolve_job_def(JOB_NAME)
+    selection = None if from_stage is None else [AssetKey(s.name) for s in stages_from(from_stage)]
     nwb_paths = []
-    for name in names:
-        print(f"== {relative} x {name} (partition {name}|{key})", file=sys.stderr)
-        result = job.execute_in_process(
-            partition_key=partition_key(key, name), instance=instance, run_config=run_config,
-            asset_selection=selection, raise_on_error=False,
-        )
-        if not result.success:
-            raise SystemExit(f"error: {_failure_message(result)}")
-        nwb_paths.append(workspace.partition(key, name).nwb_path())
+    for recording_dir in workspace.recording_dirs(folder):
+        record = workspace.read(recording_dir)  # a clear error before anything starts
+        key = workspace.register(recording_dir, record.identity)
+        for dimension, keys in ((RECORDING, [key]), (PARAMSET, names)):
+            missing = [k for k in keys if not instance.has_dynamic_partition(dimension, k)]
+            if missing:
+                instance.add_dynamic_partitions(dimension, missing)
+        recording = workspace.recording(key)
+        raw_done = instance_versions(instance).raw(key) == record.fingerprint and recording.raw_nwb_path().is_file()
+        if from_stage is None and not raw_done:
+            print(f"== {recording_dir}: raw NWB file (partition {key})", file=sys.stderr)
+            instance.report_runless_asset_event(observation(key, record.fingerprint))
+            _execute(definitions.resolve_job_def(RAW_JOB), key, instance, QUIET_LOGS, None)
+        for name in names:
+            print(f"== {recording_dir} x {name} (partition {name}|{key})", file=sys.stderr)
+            _execute(definitions.resolve_job_def(PROCESSING_JOB), partition_key(key, name), instance,
+                     run_config, selection)
+            nwb_paths.append(workspace.partition(key, name).nwb_path())
     return nwb_paths
+
+
+def _execute(job, key, instance, run_config: dict, selection) -> None:
+    result = job.execute_in_process(
+        partition_key=key, instance=instance, run_config=run_config, asset_selection=selection,
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise SystemExit(f"error: {_failure_message(result)}")
 
 
 def print_catalog(current) -> None:
@@ -112,14 +124,14 @@ def command_demo(args, current) -> None:
 
     print(f"writing the example recording under {current.data_root} ...", file=sys.stderr)
     recording = generate_example(current.data_root, size=args.size, nframes=args.frames, n_neurons=args.neurons)
-    for path in run_partition(current, recording, None, force=args.force):
+    for path in run_recordings(current, recording, None, force=args.force):
         print(f"NWB file: {path}")
     print_catalog(current)
     print(f"\nOpen the UI with: DAGSTER_HOME={current.dagster_home} dagster dev -w workspace.yaml")
 
 
 def command_run(args, current) -> None:
-    for path in run_partition(current, args.recording, args.paramset, force=args.force):
+    for path in run_recordings(current, args.recording, args.paramset, force=args.force):
         print(f"NWB file: {path}")
 
 
@@ -127,14 +139,15 @@ def command_curate(args, current) -> None:
     from miniscope_assets.stages.curation import CurationRequest, write_curation_file
 
     workspace = _workspace(current)
-    key = workspace.register_recording(workspace.relative_recording_dir(args.recording))
+    (recording_dir,) = workspace.recording_dirs(args.recording)
+    key = workspace.registry.key_for(recording_dir)
     request = CurationRequest(
         accept=args.accept, reject=args.reject or [], merge=[list(group) for group in args.merge or []],
         note=args.note or "",
     )
     path = write_curation_file(workspace.partition(key, args.paramset).files.curation_input, request)
     print(f"curation file: {path}", file=sys.stderr)
-    for nwb_path in run_partition(current, args.recording, [args.paramset], from_asset="curation"):
+    for nwb_path in run_recordings(current, recording_dir, [args.paramset], from_stage="curation"):
         print(f"NWB file: {nwb_path}")
 
 
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     current = settings_module.from_env()
     try:
         args.handler(args, current)
-    except (MiniscopeInputError, ParameterError) as error:
+    except (MiniscopeError, ParameterError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

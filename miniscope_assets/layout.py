@@ -1,40 +1,92 @@
-"""Where a partition's files live.
+"""Who a recording is and where every output lives.
 
-- NWB files (DANDI layout) under the output root:
-  ``<output>/sub-<subject>/sub-<subject>_ses-<session>_desc-<paramset>_ophys.nwb``, or
-  ``<output>/<recording key>/<recording key>_desc-<paramset>_ophys.nwb`` when no subject is known.
-- Intermediate files under the work root: ``<work>/<recording key>/<paramset>/``.
+A recording is one imaging-device folder. Its identity is subject + session + device
+(:class:`RecordingIdentity`); it names the NWB files, so two folders with one identity would
+write the same files and are refused (see miniscope_assets.registry).
+
+NWB files (DANDI layout, under the output root), exactly as ``dandi organize`` names them:
+
+- raw, one per recording: ``sub-<subject>/sub-<subject>_ses-<session>-<device>_ophys.nwb``
+- processed, one per recording x paramset:
+  ``sub-<subject>/sub-<subject>_ses-<session>-<device>-<paramset>_ophys.nwb``
+
+``dandi organize`` builds names from a file's subject_id and session_id only (it never uses a
+``desc-`` entity for NWB files), so each file carries its own session_id: the device and the
+paramset are part of it. Labels are sanitised with DANDI's own rule.
+
+Intermediate files (under the work root): ``<work>/<recording key>/`` holds the recording's
+record and the shared motion-correction cache; ``<work>/<recording key>/<paramset>/`` one
+partition's results, curation files and figures.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-_DANDI_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+_DANDI_UNSAFE = re.compile(r"[_*\\/<>:|\"'?%@;,.\s]")
+MODALITY = "ophys"
 
 
 def dandi_label(value: str) -> str:
-    """A DANDI file-name label: letters, digits and hyphens only."""
-    return _DANDI_UNSAFE.sub("-", str(value)).strip("-") or "unknown"
+    """``value`` as ``dandi organize`` writes it into a file name (its sanitising rule)."""
+    return _DANDI_UNSAFE.sub("-", str(value)) or "unknown"
 
 
-def nwb_relative_path(
-    recording_key: str,
-    paramset: str,
-    subject_id: str | None,
-    session_id: str | None,
-    start_time: datetime,
-) -> Path:
-    """NWB path relative to the output root, in DANDI's naming scheme where a subject is known."""
-    desc = dandi_label(paramset)
-    if subject_id:
-        subject = dandi_label(subject_id)
-        session = dandi_label(session_id or start_time.strftime("%Y%m%dT%H%M%S"))
-        return Path(f"sub-{subject}") / f"sub-{subject}_ses-{session}_desc-{desc}_ophys.nwb"
-    return Path(recording_key) / f"{recording_key}_desc-{desc}_ophys.nwb"
+@dataclass(frozen=True)
+class RecordingIdentity:
+    """Subject, session and imaging device of a recording, as DANDI labels."""
+
+    subject: str
+    session: str
+    device: str
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            object.__setattr__(self, name, dandi_label(value))
+
+    @property
+    def raw_session_id(self) -> str:
+        """session_id of the raw file (and the stem of every session_id of this recording)."""
+        return f"{self.session}-{self.device}"
+
+    def processed_session_id(self, paramset: str) -> str:
+        return f"{self.raw_session_id}-{dandi_label(paramset)}"
+
+    def raw_nwb(self) -> Path:
+        """Raw NWB file relative to the output root."""
+        return self._nwb(self.raw_session_id)
+
+    def processed_nwb(self, paramset: str) -> Path:
+        """Processed NWB file of ``paramset`` relative to the output root."""
+        return self._nwb(self.processed_session_id(paramset))
+
+    def _nwb(self, session_id: str) -> Path:
+        return Path(f"sub-{self.subject}") / f"sub-{self.subject}_ses-{session_id}_{MODALITY}.nwb"
+
+    def describe(self) -> str:
+        return f"subject {self.subject}, session {self.session}, device {self.device}"
+
+
+@dataclass(frozen=True)
+class RecordingFiles:
+    """Intermediate files of one recording (shared by its paramsets)."""
+
+    work_dir: Path
+
+    @classmethod
+    def for_recording(cls, work_root: str | Path, recording_key: str) -> "RecordingFiles":
+        return cls(Path(work_root) / recording_key)
+
+    @property
+    def record(self) -> Path:
+        """RecordingInfo, user metadata, identity and fingerprint (written by recording_info)."""
+        return self.work_dir / "recording.json"
+
+    def motion_dir(self, motion_hash: str) -> Path:
+        """Motion correction shared by every paramset with the same motion parameters."""
+        return self.work_dir / "motion" / motion_hash[:16]
 
 
 @dataclass(frozen=True)
@@ -48,15 +100,6 @@ class PartitionFiles:
         return cls(Path(work_root) / recording_key / paramset)
 
     @property
-    def recording_info(self) -> Path:
-        return self.work_dir / "recording_info.json"
-
-    @property
-    def nwb_pointer(self) -> Path:
-        """JSON naming the partition's NWB file (written by recording_info)."""
-        return self.work_dir / "nwb_file.json"
-
-    @property
     def processing_dir(self) -> Path:
         return self.work_dir / "processing"
 
@@ -66,7 +109,7 @@ class PartitionFiles:
 
     @property
     def curation_input(self) -> Path:
-        """The user's curation file for this partition (see miniscope_assets.curation)."""
+        """The user's curation file for this partition (see miniscope_assets.stages.curation)."""
         return self.work_dir / "curation.yaml"
 
     @property

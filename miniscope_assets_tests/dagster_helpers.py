@@ -1,12 +1,17 @@
-"""Materialize partitions in-process on an ephemeral Dagster instance."""
+"""Materialize recordings and partitions in-process on an ephemeral Dagster instance."""
 
 from __future__ import annotations
 
 from dagster import DagsterInstance, materialize
 
+from miniscope_assets.orchestration.assets import STAGE_ASSETS, raw_recording
 from miniscope_assets.orchestration.partitions import PARAMSET, RECORDING, partition_key
 from miniscope_assets.orchestration.resources import MiniscopeStorage
+from miniscope_assets.stages.table import STAGES
 from miniscope_assets.stages.workspace import Workspace
+
+ALL_ASSETS = [raw_recording, *STAGE_ASSETS]
+PARTITION_STAGES = [stage.name for stage in STAGES if stage.per_paramset]
 
 
 def storage_for(workspace: Workspace) -> MiniscopeStorage:
@@ -18,20 +23,40 @@ def storage_for(workspace: Workspace) -> MiniscopeStorage:
     )
 
 
-def materialize_partition(workspace, recording_dir, assets, paramset="default", instance=None, run_config=None):
-    """Register the recording, add its partitions and materialize ``assets`` for it."""
-    instance = instance or DagsterInstance.ephemeral()
-    key = workspace.register_recording(recording_dir)
-    instance.add_dynamic_partitions(RECORDING, [key])
-    instance.add_dynamic_partitions(PARAMSET, [paramset])
+def register(workspace: Workspace, recording_dir: str, instance: DagsterInstance, paramsets=("default",)) -> str:
+    """Register the recording and add its partitions; return its key."""
+    key = workspace.register(recording_dir, workspace.read(recording_dir).identity)
+    for dimension, keys in ((RECORDING, [key]), (PARAMSET, list(paramsets))):
+        missing = [k for k in keys if not instance.has_dynamic_partition(dimension, k)]
+        if missing:
+            instance.add_dynamic_partitions(dimension, missing)
+    return key
+
+
+def materialize_stages(workspace, partition, stages, instance, run_config=None):
     result = materialize(
-        assets,
-        partition_key=partition_key(key, paramset),
-        instance=instance,
-        resources={"storage": storage_for(workspace)},
-        run_config=run_config,
+        ALL_ASSETS, selection=list(stages), partition_key=partition, instance=instance,
+        resources={"storage": storage_for(workspace)}, run_config=run_config,
     )
     assert result.success
+    return result
+
+
+def materialize_recording(workspace, recording_dir, instance=None):
+    """recording_info for the recording; returns (result, Recording)."""
+    instance = instance or DagsterInstance.ephemeral()
+    key = register(workspace, recording_dir, instance)
+    return materialize_stages(workspace, key, ["recording_info"], instance), workspace.recording(key)
+
+
+def materialize_partition(workspace, recording_dir, stages=PARTITION_STAGES, paramset="default", instance=None,
+                          run_config=None, with_raw=True):
+    """recording_info (unless ``with_raw`` is false), then ``stages`` for the recording x paramset."""
+    instance = instance or DagsterInstance.ephemeral()
+    key = register(workspace, recording_dir, instance, [paramset])
+    if with_raw:
+        materialize_stages(workspace, key, ["recording_info"], instance)
+    result = materialize_stages(workspace, partition_key(key, paramset), stages, instance, run_config) if stages else None
     return result, workspace.partition(key, paramset)
 
 

@@ -16,7 +16,6 @@ def read_ophys(path: Path) -> dict:
         module = io.read().processing["ophys"]
         plane = module["ImageSegmentation"]["PlaneSegmentation"]
         fluorescence = module["Fluorescence"]
-        stack = module["MotionCorrection"]["CorrectedImageStack"]
         content = {
             "interfaces": sorted(module.data_interfaces),
             "series": sorted(fluorescence.roi_response_series),
@@ -25,12 +24,11 @@ def read_ophys(path: Path) -> dict:
             "ids": plane.id[:],
             "pixel_masks": [np.asarray(plane["pixel_mask"][i].tolist()) for i in range(len(plane))],
             "types": module["MaskClassification"].to_dataframe()["mask_type"].tolist(),
-            "xy": stack.xy_translation.data[:],
-            "corrected": stack.corrected.data[:],
-            "original": stack.original.name,
+            "xy": module["RigidMotionShifts"].data[:],
+            "corrected": module["MotionCorrected"].data[:] if "MotionCorrected" in module.data_interfaces else None,
             "rois_in_series": len(fluorescence["RoiResponseSeries"].rois.data[:]),
-            "timestamps_linked": fluorescence["RoiResponseSeries"].timestamps is not None,
-            "dff": module["DfOverF"]["DfOverF"].data[:],
+            "times": np.asarray(fluorescence["RoiResponseSeries"].get_timestamps()),
+            "dff": module["DfOverF"]["RoiResponseSeries"].data[:],
         }
         for name in ("raw", "neuropil", "denoised", "spikes"):
             series = {"raw": "RoiResponseSeries", "neuropil": "Neuropil", "denoised": "Denoised",

@@ -56,7 +56,7 @@ def test_run_curate_and_catalog(work_folder, capsys):
     main(["run", "mouse-7/s1/Miniscope"])
     out = capsys.readouterr().out
     nwb_line = [line for line in out.splitlines() if line.startswith("NWB file: ")]
-    assert len(nwb_line) == 1 and nwb_line[0].endswith("sub-mouse-7_ses-20240517T103000_desc-default_ophys.nwb")
+    assert len(nwb_line) == 1 and nwb_line[0].endswith("sub-mouse-7_ses-20240517T103000-Miniscope-default_ophys.nwb")
     assert (work_folder / "dagster_home" / "dagster.yaml").is_file()
     main(["catalog"])
     table = capsys.readouterr().out.splitlines()
@@ -71,7 +71,7 @@ def test_run_curate_and_catalog(work_folder, capsys):
     assert row[5] == "1" and int(row[7]) == masks - 1
 
 
-def test_run_error_inside_the_job_names_the_file(work_folder):
+def test_truncated_avi_is_reported_before_anything_is_written(work_folder):
     from miniscope_assets_tests.conftest import movie
 
     folder = write_v4_recording(work_folder / "data" / "rec", list(movie()), frames_per_file=50)
@@ -80,6 +80,18 @@ def test_run_error_inside_the_job_names_the_file(work_folder):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "rec"])
     assert str(exit_info.value.code) == (
-        f"error: recording_info failed: {folder / '1.avi'}: truncated or corrupt AVI: "
-        "header declares 50 frames but frame 49 cannot be decoded"
+        f"error: {folder / '1.avi'}: truncated or corrupt AVI: header declares 50 frames but frame 49 cannot be decoded"
     )
+    assert not list(work_folder.rglob("*.nwb"))
+
+
+def test_run_error_inside_the_job_is_one_line(work_folder):
+    from miniscope_assets_tests.conftest import movie
+
+    write_v4_recording(work_folder / "data" / "rec", list(movie()), frames_per_file=50)
+    (work_folder / "data" / "paramsets.yaml").write_text(yaml.safe_dump({"paramsets": [
+        {"name": "typo", "method": "builtin", "params": {"gsig": 3}},
+    ]}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "rec"])
+    assert str(exit_info.value.code) == "error: processing failed: unknown engine parameter(s): gsig"

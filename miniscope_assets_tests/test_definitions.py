@@ -7,14 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dagster import AssetKey
+
 from miniscope_assets.orchestration.definitions import defs
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_definitions_resolve():
-    job = defs.resolve_job_def("miniscope_job")
-    assert job.partitions_def is not None
+def test_definitions_follow_the_stage_table():
+    from miniscope_assets.stages.table import STAGES
+
+    raw, processing = defs.resolve_job_def("miniscope_raw_job"), defs.resolve_job_def("miniscope_processing_job")
+    assert raw.partitions_def.name == "recording"
+    assert sorted(processing.partitions_def.partition_dimension_names) == ["paramset", "recording"]
+    graph = defs.resolve_asset_graph()
+    assert {k.path[-1] for k in graph.get_all_asset_keys()} == {"raw_recording", *(s.name for s in STAGES)}
+    for before, after in zip(STAGES, STAGES[1:]):  # each stage depends on the one before it
+        assert graph.get(AssetKey(after.name)).parent_keys == {AssetKey(before.name)}
     assert defs.resolve_sensor_def("new_recordings")
 
 

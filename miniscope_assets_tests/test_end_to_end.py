@@ -1,5 +1,5 @@
 """End to end with the built-in engine: a simulated V4 recording with known neurons through every
-asset in one in-process run, into one NWB file that reads back with every container."""
+asset, into a raw NWB file and a processed NWB file that read back with every container."""
 
 from __future__ import annotations
 
@@ -13,18 +13,17 @@ from dagster import DagsterInstance
 
 from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v4_recording
-from miniscope_assets.orchestration.assets import ALL_ASSETS
 from miniscope_assets.simulation import Simulation, SimulationConfig
 from miniscope_assets.stages.checks import inspect_nwb
 from miniscope_assets.stages.processing import load_processing_result
 from miniscope_assets.stages.curation import CurationRequest, write_curation_file
 from miniscope_assets_tests.conftest import write_user_metadata
-from miniscope_assets_tests.dagster_helpers import checks, materialize_partition, metadata
+from miniscope_assets_tests.dagster_helpers import PARTITION_STAGES, checks, materialize_partition, metadata
 from miniscope_assets_tests.nwb_helpers import assert_matches, read_ophys
 
 RECORDING = "mouse-7/2024_05_17/10_30_00/Miniscope"
 EXPECTED_INTERFACES = ["DfOverF", "Fluorescence", "ImageSegmentation", "MaskClassification",
-                       "MotionCorrection", "MotionOutlierFrames", "SummaryImages"]
+                       "MotionOutlierFrames", "RigidMotionShifts", "SummaryImages"]
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +39,14 @@ def recording(data_root, simulation):
     return RECORDING
 
 
-def test_whole_chain_into_one_nwb_file(workspace, recording, simulation):
-    run, partition = materialize_partition(workspace, recording, ALL_ASSETS)
+def test_whole_chain_into_a_raw_and_a_processed_file(workspace, recording, simulation):
+    run, partition = materialize_partition(workspace, recording)
     nwb_path = partition.nwb_path()
-    assert nwb_path == workspace.output_root / "sub-mouse-7" / "sub-mouse-7_ses-20240517T103000_desc-default_ophys.nwb"
-    assert sorted(p.name for p in workspace.output_root.rglob("*.nwb")) == [nwb_path.name]  # one file
+    folder = workspace.output_root / "sub-mouse-7"
+    assert nwb_path == folder / "sub-mouse-7_ses-20240517T103000-Miniscope-default_ophys.nwb"
+    raw_path = partition.recording.raw_nwb_path()
+    assert raw_path == folder / "sub-mouse-7_ses-20240517T103000-Miniscope_ophys.nwb"
+    assert sorted(workspace.output_root.rglob("*.nwb")) == sorted([nwb_path, raw_path])
     content = read_ophys(nwb_path)
     assert content["interfaces"] == EXPECTED_INTERFACES
     assert content["series"] == ["Deconvolved", "Denoised", "Neuropil", "RoiResponseSeries"]
@@ -52,17 +54,18 @@ def test_whole_chain_into_one_nwb_file(workspace, recording, simulation):
     engine_result = load_processing_result(partition)
     assert_matches(content, engine_result)
     np.testing.assert_allclose(content["xy"][:, 0], engine_result.motion_rigid.x_shifts, rtol=1e-6)
-    assert content["original"] == "OnePhotonSeries"
-    with h5py.File(engine_result.corrected_movie, "r") as corrected:
-        np.testing.assert_array_equal(content["corrected"], corrected["corrected"][()].transpose(0, 2, 1))
+    assert content["corrected"] is None  # the corrected movie is opt-in per paramset
+    np.testing.assert_array_equal(content["times"], partition.recording_info().timestamps)
+    with h5py.File(nwb_path, "r") as f:  # the processed file stands alone, without the raw movie
+        assert "acquisition" not in f or not list(f["acquisition"])
+        assert f["general/subject/subject_id"][()].decode() == "mouse-7"
+        assert "Miniscope" in f["general/devices"]
     # the engine found the simulated neurons (accuracy itself is tested in test_engine_*)
     assert abs(engine_result.n_masks - simulation.n_neurons) <= 3
     assert all(checks(run).values()), checks(run)
     messages = inspect_nwb(nwb_path)
     assert messages.passed and messages.metadata["messages_by_importance"].get("CRITICAL", 0) == 0
-    catalog = {name: metadata(run, name) for name in ("recording_info", "processing", "motion_correction",
-                                                      "segmentation", "mask_classification", "fluorescence",
-                                                      "activity")}
+    catalog = {name: metadata(run, name) for name in PARTITION_STAGES}
     assert catalog["segmentation"]["n_masks"] == engine_result.n_masks
     assert catalog["processing"]["param_hash"] == workspace.paramset("default").param_hash
     for png in ("masks_png",):
@@ -73,13 +76,13 @@ def test_whole_chain_into_one_nwb_file(workspace, recording, simulation):
 
 def test_curation_and_reuse(workspace, recording):
     instance = DagsterInstance.ephemeral()
-    _, partition = materialize_partition(workspace, recording, ALL_ASSETS, instance=instance)
+    _, partition = materialize_partition(workspace, recording, instance=instance)
     engine_result = load_processing_result(partition)
     results_mtime = (partition.files.processing_dir / "results.h5").stat().st_mtime_ns
     rejected = [int(engine_result.mask_ids[1]), int(engine_result.mask_ids[3])]
     write_curation_file(partition.files.curation_input, CurationRequest(reject=rejected, note="not cells"))
     # re-materialize from processing on: same inputs, so the engine result is reused
-    run, _ = materialize_partition(workspace, recording, ALL_ASSETS[1:], instance=instance)
+    run, _ = materialize_partition(workspace, recording, instance=instance, with_raw=False)
     assert metadata(run, "processing")["reused_existing_results"] is True
     assert (partition.files.processing_dir / "results.h5").stat().st_mtime_ns == results_mtime
     assert metadata(run, "curation")["curation_id"] == 1
@@ -92,6 +95,6 @@ def test_curation_and_reuse(workspace, recording):
     log = json.loads(partition.files.curation_log.read_text())
     assert [entry["curation_id"] for entry in log] == [0, 1]
     # forced: the engine runs again
-    forced, _ = materialize_partition(workspace, recording, ALL_ASSETS[1:2], instance=instance,
+    forced, _ = materialize_partition(workspace, recording, ["processing"], instance=instance, with_raw=False,
                                       run_config={"ops": {"processing": {"config": {"force": True}}}})
     assert metadata(forced, "processing")["reused_existing_results"] is False

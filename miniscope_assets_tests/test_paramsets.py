@@ -43,7 +43,11 @@ def test_same_params_under_two_names_is_an_error_naming_both(tmp_path):
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"name": "a b", "method": "builtin"}, "must match"),
+    ({"name": "a b", "method": "builtin"}, "must be 1-64 letters"),
+    ({"name": "..", "method": "builtin"}, "not starting with '.'"),
+    ({"name": ".", "method": "builtin"}, "not starting with '.'"),
+    ({"name": "a/b", "method": "builtin"}, "must be 1-64 letters"),
+    ({"name": "x" * 65, "method": "builtin"}, "must be 1-64 letters"),
     ({"name": "x", "method": "suite2p"}, "not one of builtin, caiman"),
     ({"name": "x", "method": "builtin", "task_mode": "later"}, "task_mode 'later'"),
     ({"name": "x", "method": "builtin", "paramz": {}}, "unknown field"),
@@ -54,6 +58,13 @@ def test_bad_entries(tmp_path, entry, message):
     with pytest.raises(MiniscopeInputError, match=message) as caught:
         load_paramsets(path)
     assert str(path) in str(caught.value)
+
+
+def test_names_giving_the_same_file_name_part(tmp_path):
+    path = write(tmp_path / "p.yaml", [{"name": "a_b", "method": "builtin"},
+                                       {"name": "a-b", "method": "builtin", "params": {"min_pnr": 5.0}}])
+    with pytest.raises(MiniscopeInputError, match="'a_b' and 'a-b' give the same file name part 'a-b'"):
+        load_paramsets(path)
 
 
 def test_duplicate_names(tmp_path):

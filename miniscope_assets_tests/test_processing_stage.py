@@ -12,12 +12,12 @@ from dagster import DagsterInstance, materialize
 from miniscope_assets.caiman_backend import CaimanNotInstalledError
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.miniscope_writer import write_v3_recording
-from miniscope_assets.orchestration.assets import processing, recording_info
 from miniscope_assets.orchestration.partitions import partition_key
 from miniscope_assets.stages import processing as processing_stage
 from miniscope_assets_tests import caiman_fixtures as fx
 from miniscope_assets_tests.conftest import movie
-from miniscope_assets_tests.dagster_helpers import materialize_partition, metadata, storage_for
+from miniscope_assets.stages.table import RunOptions
+from miniscope_assets_tests.dagster_helpers import ALL_ASSETS, materialize_partition, metadata, storage_for
 
 
 def paramsets(workspace, *entries):
@@ -48,15 +48,14 @@ def fake_caiman(monkeypatch, tmp_path):
 def test_caiman_trigger_dispatches_to_caiman(workspace, tiny_recording, fake_caiman):
     paramsets(workspace, {"name": "cnmfe", "method": "caiman", "task_mode": "trigger",
                           "params": {"gSig": [2, 2]}})
-    run, partition = materialize_partition(workspace, tiny_recording, [recording_info, processing],
-                                           paramset="cnmfe")
+    run, partition = materialize_partition(workspace, tiny_recording, ["processing"], paramset="cnmfe")
     meta = metadata(run, "processing")
     assert (meta["method"], meta["task_mode"], meta["n_masks"]) == ("caiman", "trigger", 2)
     assert partition.files.processing_dir.is_dir() and list(partition.files.processing_dir.glob("*.hdf5"))
     import caiman
 
     assert [call[0] for call in caiman.CALLS][:2] == ["setup_cluster", "CNMFParams"]
-    again, _ = materialize_partition(workspace, tiny_recording, [processing], paramset="cnmfe")
+    again, _ = materialize_partition(workspace, tiny_recording, ["processing"], paramset="cnmfe", with_raw=False)
     assert metadata(again, "processing")["reused_existing_results"] is True
 
 
@@ -64,20 +63,20 @@ def test_caiman_trigger_without_caiman_says_how_to_install(workspace, tiny_recor
     monkeypatch.setitem(sys.modules, "caiman", None)
     paramsets(workspace, {"name": "cnmfe", "method": "caiman", "task_mode": "trigger"})
     instance = DagsterInstance.ephemeral()
-    materialize_partition(workspace, tiny_recording, [recording_info], paramset="cnmfe", instance=instance)
-    key = workspace.registry.register(tiny_recording)
+    materialize_partition(workspace, tiny_recording, [], paramset="cnmfe", instance=instance)
+    key = workspace.registry.key_for(tiny_recording)
     with pytest.raises(CaimanNotInstalledError) as caught:
-        materialize([processing], partition_key=partition_key(key, "cnmfe"), instance=instance,
-                    resources={"storage": storage_for(workspace)}, selection=[processing])
+        materialize(ALL_ASSETS, partition_key=partition_key(key, "cnmfe"), instance=instance,
+                    resources={"storage": storage_for(workspace)}, selection=["processing"])
     message = str(caught.value)
     assert "conda-forge" in message and "builtin" in message and "PyPI" in message
 
 
 def test_load_mode_needs_a_results_folder(workspace, tiny_recording):
     paramsets(workspace, {"name": "lab", "method": "caiman", "task_mode": "load"})
-    _, partition = materialize_partition(workspace, tiny_recording, [recording_info], paramset="lab")
+    _, partition = materialize_partition(workspace, tiny_recording, [], paramset="lab")
     with pytest.raises(MiniscopeInputError, match="task_mode load but no results_dir") as caught:
-        processing_stage.run(partition)
+        processing_stage.run(partition, RunOptions())
     assert str(workspace.paramsets_file) in str(caught.value)
 
 
@@ -85,21 +84,21 @@ def test_load_mode_from_the_recordings_processing_results_file(workspace, data_r
     fx.write_caiman_folder(data_root / "tiny" / "cnmfe_out", fx.make_scenario(height=6, width=10, nframes=10))
     (data_root / "tiny" / "processing_results.yaml").write_text("lab: cnmfe_out\n")
     paramsets(workspace, {"name": "lab", "method": "caiman", "task_mode": "load"})
-    run, _ = materialize_partition(workspace, tiny_recording, [recording_info, processing], paramset="lab")
+    run, _ = materialize_partition(workspace, tiny_recording, ["processing"], paramset="lab")
     assert metadata(run, "processing")["results_path"] == str(data_root / "tiny" / "cnmfe_out")
 
 
 def test_results_for_another_recording_are_refused(workspace, data_root, tiny_recording):
     fx.write_caiman_folder(data_root / "other", fx.make_scenario(height=6, width=10, nframes=12))
     paramsets(workspace, {"name": "lab", "method": "caiman", "task_mode": "load", "results_dir": "other"})
-    _, partition = materialize_partition(workspace, tiny_recording, [recording_info], paramset="lab")
+    _, partition = materialize_partition(workspace, tiny_recording, [], paramset="lab")
     with pytest.raises(MiniscopeInputError, match="results are for 12 frames") as caught:
-        processing_stage.run(partition)
+        processing_stage.run(partition, RunOptions())
     assert str(data_root / "other") in str(caught.value)
 
 
 def test_input_hash_follows_params_and_files(workspace, tiny_recording, data_root):
-    _, partition = materialize_partition(workspace, tiny_recording, [recording_info])
+    _, partition = materialize_partition(workspace, tiny_recording, [])
     info = partition.recording_info()
     paramset = partition.paramset
     params = processing_stage.validate_paramset(paramset)

@@ -9,9 +9,8 @@ import pytest
 from pynwb import NWBHDF5IO
 
 from miniscope_assets.io.recording import read_recording
-from miniscope_assets.orchestration.assets import recording_info
 from miniscope_assets_tests.conftest import movie
-from miniscope_assets_tests.dagster_helpers import checks, materialize_partition, metadata
+from miniscope_assets_tests.dagster_helpers import checks, materialize_recording, metadata
 
 
 def read_back(path: Path):
@@ -33,14 +32,12 @@ def read_back(path: Path):
 @pytest.mark.parametrize("fixture_name", ["v4_recording", "v3_recording"])
 def test_recording_info_round_trip(request, workspace, fixture_name):
     recording_dir = request.getfixturevalue(fixture_name)
-    result, partition = materialize_partition(workspace, recording_dir, [recording_info])
+    result, recording = materialize_recording(workspace, recording_dir)
     info = read_recording(workspace.data_root, recording_dir)
     meta = metadata(result, "recording_info")
-    nwb_path = Path(meta["nwb_path"])
-    assert nwb_path.is_file() and nwb_path.is_relative_to(workspace.output_root)
-    assert nwb_path.name.startswith(("sub-mouse-7_ses-", "sub-mouse-7_ses-")) and nwb_path.name.endswith(
-        "_desc-default_ophys.nwb"
-    )
+    nwb_path = Path(meta["raw_nwb_path"])
+    assert nwb_path == recording.raw_nwb_path() and nwb_path.is_relative_to(workspace.output_root)
+    assert nwb_path.name.startswith("sub-mouse-7_ses-") and nwb_path.name.endswith("-Miniscope_ophys.nwb")
     back = read_back(nwb_path)
     expected = movie() if fixture_name == "v4_recording" else movie(seed=3)
     assert back["frames"].shape == expected.shape
@@ -63,19 +60,22 @@ def test_nwbinspector_check_fails_without_a_subject(workspace, data_root):
     from miniscope_assets.io.miniscope_writer import write_v4_recording
 
     write_v4_recording(data_root / "anon", list(movie()), frames_per_file=60)
-    result, _ = materialize_partition(workspace, "anon", [recording_info])
+    result, _ = materialize_recording(workspace, "anon")
     assert checks(result) == {("recording_info", "nwbinspector"): False}
     (evaluation,) = result.get_asset_check_evaluations()
-    assert "check_subject_exists" in evaluation.description or "subject" in evaluation.description.lower()
-    assert Path(metadata(result, "recording_info")["nwb_path"]).name == "anon_desc-default_ophys.nwb"
+    assert "subject" in evaluation.description.lower()
+    path = Path(metadata(result, "recording_info")["raw_nwb_path"])
+    assert path.relative_to(workspace.output_root).as_posix() == (
+        "sub-unknown/sub-unknown_ses-20240517T103000-Miniscope_ophys.nwb"
+    )
 
 
 def test_rematerializing_rewrites_the_file_in_place(workspace, v4_recording):
-    first, partition = materialize_partition(workspace, v4_recording, [recording_info])
-    path = Path(metadata(first, "recording_info")["nwb_path"])
+    first, _ = materialize_recording(workspace, v4_recording)
+    path = Path(metadata(first, "recording_info")["raw_nwb_path"])
     inode = path.stat().st_ino
-    second, _ = materialize_partition(workspace, v4_recording, [recording_info])
-    assert Path(metadata(second, "recording_info")["nwb_path"]) == path
+    second, _ = materialize_recording(workspace, v4_recording)
+    assert Path(metadata(second, "recording_info")["raw_nwb_path"]) == path
     assert path.stat().st_ino != inode  # a new file renamed into place
     assert not list(path.parent.glob(".*partial*"))  # no temporary left behind
 
@@ -84,8 +84,8 @@ def test_exactly_regular_timestamps_are_stored_as_rate(workspace, data_root):
     from miniscope_assets.io.miniscope_writer import write_v4_recording
 
     write_v4_recording(data_root / "regular", list(movie()), timestamps_ms=np.arange(120) * 50.0)
-    result, _ = materialize_partition(workspace, "regular", [recording_info])
-    with NWBHDF5IO(metadata(result, "recording_info")["nwb_path"], mode="r") as io:
+    result, _ = materialize_recording(workspace, "regular")
+    with NWBHDF5IO(metadata(result, "recording_info")["raw_nwb_path"], mode="r") as io:
         series = io.read().acquisition["OnePhotonSeries"]
         assert series.timestamps is None and series.rate == 20.0 and series.starting_time == 0.0
         np.testing.assert_allclose(series.get_timestamps(), np.arange(120) * 0.05, rtol=0, atol=1e-12)

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.registry import RecordingRegistry, sanitize_key
+from miniscope_assets.layout import RecordingIdentity
+from miniscope_assets.registry import MAX_KEY_LENGTH, RecordingRegistry, sanitize_key
 
 
 def test_keys_are_safe_and_readable():
@@ -15,14 +16,49 @@ def test_keys_are_safe_and_readable():
     assert re.fullmatch(r"[A-Za-z0-9_.-]+", sanitize_key("a|b,c/ü"))
 
 
+def identity(session: str) -> RecordingIdentity:
+    return RecordingIdentity(subject="m1", session=session, device="Miniscope")
+
+
+def register(registry, folder, session):
+    return registry.register(folder, identity(session), [identity(session).raw_nwb().as_posix()])
+
+
 def test_registry_is_unique_and_reversible(tmp_path):
     registry = RecordingRegistry(tmp_path / "recordings.json")
-    first = registry.register("mouse 1/s1")
-    second = registry.register("mouse_1/s1")  # sanitizes to the same text
+    first = register(registry, "mouse 1/s1", "a")
+    second = register(registry, "mouse_1/s1", "b")  # sanitizes to the same text
     assert first != second
-    assert registry.register("mouse 1/s1") == first  # stable
+    assert register(registry, "mouse 1/s1", "a") == first  # stable
     assert registry.folder(first) == "mouse 1/s1" and registry.folder(second) == "mouse_1/s1"
-    assert RecordingRegistry(tmp_path / "recordings.json").items() == {first: "mouse 1/s1", second: "mouse_1/s1"}
+    assert RecordingRegistry(tmp_path / "recordings.json").live() == {first: "mouse 1/s1", second: "mouse_1/s1"}
+
+
+def test_long_keys_are_shortened_with_a_hash(tmp_path):
+    registry = RecordingRegistry(tmp_path / "recordings.json")
+    folder = "/".join(["a_very_long_folder_name"] * 12)
+    key = register(registry, folder, "a")
+    assert len(key) <= MAX_KEY_LENGTH and registry.folder(key) == folder
+
+
+def test_same_identity_from_two_folders_is_refused_naming_both(tmp_path):
+    registry = RecordingRegistry(tmp_path / "recordings.json")
+    register(registry, "copy1/s1", "a")
+    with pytest.raises(MiniscopeInputError, match=r"copy2/s1: has the same subject m1, session a, device "
+                                                  r"Miniscope as copy1/s1"):
+        register(registry, "copy2/s1", "a")
+
+
+def test_retired_recording_resolves_no_more_and_frees_its_outputs(tmp_path):
+    registry = RecordingRegistry(tmp_path / "recordings.json")
+    old = register(registry, "old_name/s1", "a")
+    registry.retire(old)
+    with pytest.raises(MiniscopeInputError, match="retired"):
+        registry.folder(old)
+    new = register(registry, "new_name/s1", "a")  # the renamed folder takes the outputs over
+    assert registry.live() == {new: "new_name/s1"}
+    again = register(registry, "old_name/s1", "b")  # the old folder comes back: a new generation
+    assert again == old and registry.entry(old)["generation"] == 1
 
 
 def test_unknown_key(tmp_path):

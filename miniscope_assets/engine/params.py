@@ -58,6 +58,12 @@ PARAM_SPECS: dict[str, ParamSpec] = {
 }
 
 ENGINE_DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in PARAM_SPECS.items()}
+# The parameters motion correction depends on: runs that agree on these share one corrected movie.
+MOTION_PARAMS = (
+    "motion_correction", "pw_rigid", "max_shift", "strides", "overlaps", "max_deviation_rigid",
+    "motion_lowpass_sigma", "motion_highpass_sigma", "template_frames", "template_iterations",
+    "upsample_factor", "outlier_threshold", "outlier_window",
+)
 
 
 def validate_params(user_params: dict | None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,11 +31,14 @@ def run_engine(
     work_dir: Path,
     fps: float,
     progress: Callable[[str, float], None] | None = None,
+    motion: tuple[MotionCorrection, Path] | None = None,
 ) -> ProcessingResult:
-    """Process ``movie`` with the built-in engine; writes ``work_dir / corrected.h5``.
+    """Process ``movie`` with the built-in engine.
 
-    ``params`` are validated here too (so raw user dicts work); ``progress(stage, fraction)``
-    is called during every stage.
+    ``motion``: motion correction done before (its result and corrected movie, shared by runs
+    with the same motion parameters); without it, motion correction writes
+    ``work_dir / corrected.h5``. ``params`` are validated here too (so raw user dicts work);
+    ``progress(stage, fraction)`` is called during every stage.
     """
     params = validate_params(params)
     if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
@@ -51,8 +55,11 @@ def run_engine(
         timings[stage] = round(time.perf_counter() - started, 3)
         return value
 
-    motion = timed("motion_correction", correct_motion, movie, params, work_dir / CORRECTED_MOVIE, progress)
-    corrected = H5Movie(work_dir / CORRECTED_MOVIE)
+    if motion is None:
+        corrected_path = work_dir / CORRECTED_MOVIE
+        motion = timed("motion_correction", correct_motion, movie, params, corrected_path, progress), corrected_path
+    motion, corrected_path = motion
+    corrected = H5Movie(corrected_path)
     summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference, progress)
     sources = timed(
         "source_extraction", extract_sources, corrected, params, work_dir, motion.border, progress
@@ -62,7 +69,9 @@ def run_engine(
         "classification", classify_sources,
         sources.footprints, movie.frame_shape, traces.snr, summary.correlation, params,
     )
-    return assemble_result(movie, params, fps, motion, summary, sources, traces, classification, timings)
+    result = assemble_result(movie, params, fps, motion, summary, sources, traces, classification, timings)
+    result.corrected_movie = os.path.relpath(corrected_path, work_dir)
+    return result
 
 
 def assemble_result(

@@ -1,12 +1,70 @@
-"""Write-to-temporary-then-rename, so no reader ever sees a half-written output."""
+"""Outputs are written to a temporary path beside the target and renamed into place.
+
+A reader never sees a half-written output. Temporary names carry the writer's process id
+(``.<stem>.partial-<pid>-<random><suffix>``), so a later run can tell the leftovers of a
+crashed writer (process gone) from a write still under way and remove them
+(:func:`remove_leftovers`). Renamed files get the mode the user's umask gives new files, not
+the 0600 of a temporary file. A full disk or a missing permission is one
+:class:`MiniscopeOutputError` naming the path.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from miniscope_assets.errors import MiniscopeOutputError
+
+PARTIAL_MARK = ".partial-"
+_LEFTOVER = re.compile(r"\.partial-(\d+)-")
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def output_error(path: Path, error: BaseException) -> MiniscopeOutputError | None:
+    """The clear error for a failed write of ``path``: full disk or no permission; else None."""
+    number = getattr(error, "errno", None)
+    text = str(error)
+    if number in _SPACE_ERRNOS or "No space left" in text or "Disk quota" in text:
+        return MiniscopeOutputError(path, "no space left on the device; free space and run again")
+    if number in _PERMISSION_ERRNOS or "Permission denied" in text or "Read-only file system" in text:
+        return MiniscopeOutputError(path, f"cannot be written ({os.strerror(number or errno.EACCES)})")
+    return None
+
+
+@contextlib.contextmanager
+def translated_write_errors(path: Path) -> Iterator[None]:
+    """Turn a full disk or a permission problem while writing ``path`` into one clear error."""
+    try:
+        yield
+    except OSError as error:
+        clear = output_error(path, error)
+        if clear is None:
+            raise
+        raise clear from error
+
+
+def _partial_name(final_path: Path) -> str:
+    return f".{final_path.stem}{PARTIAL_MARK}{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -16,22 +74,78 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
     On any exception the temporary file is removed and ``final_path`` is untouched.
     """
     final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real extension last: OpenCV and pynwb look at it.
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{final_path.stem}.partial-", suffix=final_path.suffix, dir=final_path.parent
-    )
-    os.close(handle)
+    with translated_write_errors(final_path):
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        # Keep the real extension last: OpenCV and pynwb look at it.
+        handle, temporary = tempfile.mkstemp(
+            prefix=_partial_name(final_path), suffix=final_path.suffix, dir=final_path.parent
+        )
+        os.close(handle)
     temporary_path = Path(temporary)
     try:
-        yield temporary_path
-        os.replace(temporary_path, final_path)
+        with translated_write_errors(final_path):
+            yield temporary_path
+            os.chmod(temporary_path, 0o666 & ~_current_umask())
+            os.replace(temporary_path, final_path)
     finally:
         if temporary_path.exists():
             temporary_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(final_dir: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``final_dir``; it replaces ``final_dir`` on success."""
+    final_dir = Path(final_dir)
+    with translated_write_errors(final_dir):
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        fresh = Path(tempfile.mkdtemp(prefix=_partial_name(final_dir), dir=final_dir.parent))
+    try:
+        with translated_write_errors(final_dir):
+            yield fresh
+            os.chmod(fresh, 0o777 & ~_current_umask())
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            fresh.rename(final_dir)
+    finally:
+        if fresh.exists():
+            shutil.rmtree(fresh)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a small text file atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+def copy_atomic(source: str | Path, target: str | Path) -> None:
+    """Copy ``source`` to ``target`` through a temporary file."""
+    with atomic_path(target) as temporary:
+        shutil.copyfile(source, temporary)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Remove temporary files and folders in ``folder`` whose writing process is gone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _LEFTOVER.search(entry.name)
+        if not entry.name.startswith(".") or match is None or _process_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

@@ -47,8 +47,9 @@ def is_device_metadata(metadata: dict) -> bool:
     return "ROI" in metadata or "frameRate" in metadata
 
 
-def find_device_folder(session_folder: Path) -> Path:
-    """The single Miniscope device subfolder of a per-device V4 session folder."""
+def find_device_folders(session_folder: Path) -> list[Path]:
+    """The Miniscope device subfolders of a per-device V4 session folder (named in the session's
+    ``miniscopes`` list, else by a Miniscope deviceType)."""
     session = read_json(session_folder / METADATA_FILE)
     names = session.get("miniscopes")
     candidates = []
@@ -56,7 +57,7 @@ def find_device_folder(session_folder: Path) -> Path:
         meta_path = sub / METADATA_FILE
         if not meta_path.is_file():
             continue
-        if names is not None:
+        if isinstance(names, list):
             if sub.name in names or sub.name.replace("_", " ") in names:
                 candidates.append(sub)
         elif str(read_json(meta_path).get("deviceType", "")).lower().startswith("miniscope"):
@@ -65,6 +66,12 @@ def find_device_folder(session_folder: Path) -> Path:
         raise MiniscopeInputError(
             session_folder, "V4 session folder has no Miniscope device subfolder with a metaData.json"
         )
+    return candidates
+
+
+def find_device_folder(session_folder: Path) -> Path:
+    """The single Miniscope device subfolder of a per-device V4 session folder."""
+    candidates = find_device_folders(session_folder)
     if len(candidates) > 1:
         listed = ", ".join(c.name for c in candidates)
         raise MiniscopeInputError(

@@ -9,7 +9,12 @@ Format::
         description: Built-in engine with default parameters
         results_dir: null        # load only: folder relative to the data root; "{recording}"
                                  # is replaced by the recording folder
+        keep_corrected_movie: false  # also store the motion-corrected movie in the processed NWB
         params: {}               # method parameters (validated for the built-in engine)
+
+A name is a partition key and part of file and folder names: letters, digits, ``_ . -``, at
+most 64 characters, not starting with a dot, and distinct from every other name once
+sanitised for DANDI file names.
 
 A paramset's identity is a hash of its method and params (like element-miniscope's
 param_set_hash): two names with the same method and params are an error naming both.
@@ -28,11 +33,12 @@ from pathlib import Path
 import yaml
 
 from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.layout import dandi_label
 
 METHODS = ("builtin", "caiman")
 TASK_MODES = ("trigger", "load")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
-_FIELDS = {"name", "method", "task_mode", "description", "params", "results_dir"}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+_FIELDS = {"name", "method", "task_mode", "description", "params", "results_dir", "keep_corrected_movie"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class ParamSet:
     description: str
     params: dict = field(default_factory=dict)
     results_dir: str | None = None
+    keep_corrected_movie: bool = False
 
     @property
     def param_hash(self) -> str:
@@ -82,7 +89,9 @@ def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
         raise MiniscopeInputError(path, f"{where} has unknown field(s) {', '.join(unknown)}")
     name = entry.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise MiniscopeInputError(path, f"{where}: name {name!r} must match [A-Za-z0-9_.-]+")
+        raise MiniscopeInputError(
+            path, f"{where}: name {name!r} must be 1-64 letters, digits, '_', '.' or '-', not starting with '.'"
+        )
     method = entry.get("method")
     if method not in METHODS:
         raise MiniscopeInputError(path, f"paramset {name!r}: method {method!r} is not one of {', '.join(METHODS)}")
@@ -95,7 +104,11 @@ def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
     results_dir = entry.get("results_dir")
     if results_dir is not None and not isinstance(results_dir, str):
         raise MiniscopeInputError(path, f"paramset {name!r}: results_dir should be a string")
+    keep_movie = entry.get("keep_corrected_movie", False)
+    if not isinstance(keep_movie, bool):
+        raise MiniscopeInputError(path, f"paramset {name!r}: keep_corrected_movie should be true or false")
     return ParamSet(
+        keep_corrected_movie=keep_movie,
         name=name,
         method=method,
         task_mode=task_mode,
@@ -117,10 +130,17 @@ def load_paramsets(path: str | Path | None) -> list[ParamSet]:
     if not paramsets:
         raise MiniscopeInputError(path, "the 'paramsets' list is empty")
     by_name: dict[str, ParamSet] = {}
+    by_label: dict[str, ParamSet] = {}
     by_hash: dict[str, ParamSet] = {}
     for paramset in paramsets:
         if paramset.name in by_name:
             raise MiniscopeInputError(path, f"paramset name {paramset.name!r} is used twice")
+        label = dandi_label(paramset.name)
+        if label in by_label:
+            raise MiniscopeInputError(
+                path, f"paramsets {by_label[label].name!r} and {paramset.name!r} give the same file name part {label!r}"
+            )
+        by_label[label] = paramset
         twin = by_hash.get(paramset.param_hash)
         if twin is not None:
             raise MiniscopeInputError(

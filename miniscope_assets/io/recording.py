@@ -18,9 +18,12 @@ from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io import miniscope_v3 as v3
 from miniscope_assets.io import miniscope_v4 as v4
 from miniscope_assets.io.avi import AviInfo, AviMovie, natural_key, probe_avi
+from miniscope_assets.io.user_metadata import UserMetadata
+from miniscope_assets.layout import RecordingIdentity
 
 V4_SOFTWARE = "Miniscope-DAQ-V4"
 V3_SOFTWARE = "Miniscope-DAQ-V3"
+FILE_TIME_SOURCE = "modification time"
 
 
 @dataclass
@@ -49,6 +52,11 @@ class RecordingInfo:
     device: dict = field(default_factory=dict)
     session: dict = field(default_factory=dict)
 
+    @property
+    def start_time_from_files(self) -> bool:
+        """True when no metadata states the start time (it is a file modification time)."""
+        return self.start_time_source.startswith(FILE_TIME_SOURCE)
+
     def movie(self, data_root: str | Path) -> AviMovie:
         """The raw movie as a chunked MovieSource over the AVI files."""
         root = Path(data_root)
@@ -67,6 +75,34 @@ class RecordingInfo:
         record["timestamps"] = np.asarray(record["timestamps"], dtype=np.float64)
         record["recording_datetime"] = datetime.fromisoformat(record["recording_datetime"])
         return cls(**record)
+
+
+@dataclass(frozen=True)
+class RecordingRecord:
+    """What recording_info read: the recording, the lab's metadata, identity and fingerprint."""
+
+    info: RecordingInfo
+    user: UserMetadata
+    identity: RecordingIdentity
+    fingerprint: str
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "info": json.loads(self.info.to_json()),
+            "user": asdict(self.user),
+            "identity": asdict(self.identity),
+            "fingerprint": self.fingerprint,
+        }, indent=1, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RecordingRecord":
+        record = json.loads(text)
+        return cls(
+            info=RecordingInfo.from_json(json.dumps(record["info"])),
+            user=UserMetadata(**record["user"]),
+            identity=RecordingIdentity(**record["identity"]),
+            fingerprint=record["fingerprint"],
+        )
 
 
 def _cross_check(avi_frames: int, timestamp_rows: int) -> tuple[int, dict]:
@@ -101,7 +137,7 @@ def _probe_all(paths: list[Path]) -> list[AviInfo]:
 
 def _fallback_start_time(folder: Path, files: list[AviInfo]) -> tuple[datetime, str]:
     moment = datetime.fromtimestamp(min(f.path.stat().st_mtime for f in files), timezone.utc)
-    return moment, f"modification time of {files[0].path.name} (no start time in the metadata)"
+    return moment, f"{FILE_TIME_SOURCE} of {files[0].path.name} (no start time in the metadata)"
 
 
 def _relative(root: Path, path: Path) -> str:
@@ -136,8 +172,20 @@ def detect_software(folder: Path) -> str:
     )
 
 
+def device_folders(folder: Path) -> list[Path]:
+    """The recordings in ``folder``: each Miniscope device subfolder of a V4 session folder
+    (a session-level metaData.json), else ``folder`` itself."""
+    meta_path = folder / v4.METADATA_FILE
+    if detect_software(folder) == V4_SOFTWARE and (
+        not meta_path.is_file() or not v4.is_device_metadata(v4.read_json(meta_path))
+    ):
+        return v4.find_device_folders(folder)
+    return [folder]
+
+
 def read_recording(data_root: str | Path, recording_dir: str | Path) -> RecordingInfo:
-    """Read the recording at ``data_root / recording_dir``."""
+    """Read the recording at ``data_root / recording_dir`` (a session folder with one device
+    is read as that device's folder)."""
     root = Path(data_root)
     folder = root / recording_dir
     software = detect_software(folder)
@@ -197,7 +245,7 @@ def _read_v4(root: Path, folder: Path) -> RecordingInfo:
     if device.px_width and device.px_width % width == 0 and device.px_width // width > 1:
         downsample = device.px_width // width
     return RecordingInfo(
-        recording_dir=_relative(root, folder),
+        recording_dir=_relative(root, device_folder),
         acquisition_software=V4_SOFTWARE,
         nchannels=1,
         nframes=nframes,

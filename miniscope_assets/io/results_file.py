@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import scipy.sparse
 
+from miniscope_assets.engine.motion import MotionCorrection
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.atomic import atomic_path
 from miniscope_assets.results import (
@@ -21,6 +22,7 @@ from miniscope_assets.results import (
 
 FORMAT_NAME = "miniscope-assets-results"
 FORMAT_VERSION = 1
+MOTION_FORMAT = "miniscope-assets-motion"
 _PIECEWISE_SCALARS = ("block_height", "block_width", "block_count_y", "block_count_x")
 _STRING = h5py.string_dtype()
 
@@ -61,16 +63,55 @@ def save_results(result: ProcessingResult, path: str | Path) -> Path:
                 trace = getattr(result, name)
                 if trace is not None:
                     traces.create_dataset(name, data=np.asarray(trace, dtype=np.float32))
-            motion = f.create_group("motion")
-            if result.motion_rigid is not None:
-                _write_arrays(motion.create_group("rigid"), result.motion_rigid.__dict__)
-            if result.motion_piecewise is not None:
-                piecewise = motion.create_group("piecewise")
-                fields = dict(result.motion_piecewise.__dict__)
-                for name in _PIECEWISE_SCALARS:
-                    piecewise.attrs[name] = int(fields.pop(name))
-                _write_arrays(piecewise, fields)
+            _write_motion(f.create_group("motion"), result.motion_rigid, result.motion_piecewise)
     return path
+
+
+def _write_motion(group: h5py.Group, rigid: RigidMotion | None, piecewise: PiecewiseRigidMotion | None) -> None:
+    if rigid is not None:
+        _write_arrays(group.create_group("rigid"), rigid.__dict__)
+    if piecewise is not None:
+        node = group.create_group("piecewise")
+        fields = dict(piecewise.__dict__)
+        for name in _PIECEWISE_SCALARS:
+            node.attrs[name] = int(fields.pop(name))
+        _write_arrays(node, fields)
+
+
+def _read_motion(group: h5py.Group) -> tuple[RigidMotion | None, PiecewiseRigidMotion | None]:
+    rigid = piecewise = None
+    if "rigid" in group:
+        rigid = RigidMotion(**_read_arrays(group["rigid"]))
+    if "piecewise" in group:
+        node = group["piecewise"]
+        scalars = {name: int(node.attrs[name]) for name in _PIECEWISE_SCALARS}
+        piecewise = PiecewiseRigidMotion(**scalars, **_read_arrays(node))
+    return rigid, piecewise
+
+
+def save_motion_correction(motion: MotionCorrection, path: str | Path) -> Path:
+    """Write the engine's motion correction (shifts, reference, notes) atomically."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        with h5py.File(temporary, "w") as f:
+            f.attrs.update(format=MOTION_FORMAT, notes=json.dumps(motion.notes, sort_keys=True, default=str))
+            f.create_dataset("reference", data=np.asarray(motion.reference, dtype=np.float32))
+            _write_motion(f, motion.rigid, motion.piecewise)
+    return path
+
+
+def load_motion_correction(path: str | Path) -> MotionCorrection:
+    """Read a file written by :func:`save_motion_correction`."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != MOTION_FORMAT:
+                raise MiniscopeInputError(path, f"not a {MOTION_FORMAT} file")
+            rigid, piecewise = _read_motion(f)
+            return MotionCorrection(rigid=rigid, piecewise=piecewise, reference=f["reference"][()],
+                                    notes=json.loads(f.attrs["notes"]))
+    except (OSError, KeyError) as error:
+        raise MiniscopeInputError(path, f"unreadable motion correction ({error})") from error
 
 
 def _write_arrays(group: h5py.Group, arrays: dict) -> None:
@@ -102,13 +143,7 @@ def load_results(path: str | Path) -> ProcessingResult:
             (group["data"][()], group["indices"][()], group["indptr"][()]), shape=shape
         )
         traces = {name: f["traces"][name][()] for name in f["traces"]}
-        rigid = piecewise = None
-        if "rigid" in f["motion"]:
-            rigid = RigidMotion(**_read_arrays(f["motion/rigid"]))
-        if "piecewise" in f["motion"]:
-            node = f["motion/piecewise"]
-            scalars = {name: int(node.attrs[name]) for name in _PIECEWISE_SCALARS}
-            piecewise = PiecewiseRigidMotion(**scalars, **_read_arrays(node))
+        rigid, piecewise = _read_motion(f["motion"])
         attrs = f.attrs
         result = ProcessingResult(
             method=str(attrs["method"]),

@@ -17,6 +17,7 @@ from miniscope_assets.errors import MiniscopeInputError
 SUBJECT_FILE = "subject.yaml"
 SESSION_FILE = "session.yaml"
 PROCESSING_RESULTS_FILE = "processing_results.yaml"
+USER_FILES = (SUBJECT_FILE, SESSION_FILE)
 
 SUBJECT_FIELDS = {
     "subject_id", "species", "sex", "age", "date_of_birth", "genotype", "strain", "description", "weight",

@@ -1,39 +1,41 @@
 """Processed ophys containers of each stage, built from a ProcessingResult.
 
-Layout in ``processing/ophys`` (x-first orientation, see nwb/raw.py):
+They go into the processed file of a recording x paramset (no raw movie; every series carries
+the recording's real frame times). Layout in ``processing/ophys`` (x-first orientation, see
+nwb/raw.py):
 
-- motion_correction: ``MotionCorrection/CorrectedImageStack`` (corrected OnePhotonSeries linked
-  to the raw series, ``xy_translation`` = rigid x/y shifts) or, without a corrected movie,
-  ``RigidMotionShifts``; ``MotionOutlierFrames`` (1 = outlier); ``PiecewiseRigidMotion``
-  (one row per block: bounds, per-frame x/y shifts, their std); ``SummaryImages``.
-- segmentation: ``ImageSegmentation/PlaneSegmentation``: pixel_mask (x, y, weight), ROI id =
-  mask id, centre and npix columns.
+- motion_correction: ``RigidMotionShifts`` (x/y per frame; the mean block shift for
+  piecewise-only results), ``MotionOutlierFrames`` (1 = outlier), ``PiecewiseRigidMotion`` (one
+  row per block: bounds, per-frame x/y shifts, their std), ``SummaryImages`` and, when the
+  paramset keeps it, ``MotionCorrected`` (the corrected movie, compressed).
+- segmentation: ``ImageSegmentation/PlaneSegmentation``: image_mask (ROI, x, y; compressed) and
+  pixel_mask (x, y, weight), ROI id = mask id, centre and npix columns.
 - mask_classification: ``MaskClassification`` table: roi (region of the PlaneSegmentation),
   mask_type, confidence.
 - fluorescence: ``Fluorescence/RoiResponseSeries`` (raw) and ``Fluorescence/Neuropil``.
 - activity: ``Fluorescence/Denoised``, ``Fluorescence/Deconvolved`` (OASIS) and
-  ``DfOverF/DfOverF``.
+  ``DfOverF/RoiResponseSeries`` (the names roiextractors reads).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from hdmf.common import DynamicTable
+from hdmf.backends.hdf5 import H5DataIO
+from hdmf.common import DynamicTable, VectorData, VectorIndex
+from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBFile, TimeSeries
 from pynwb.base import Images
 from pynwb.image import GrayscaleImage
 from pynwb.ophys import (
-    CorrectedImageStack,
     DfOverF,
     Fluorescence,
     ImageSegmentation,
-    MotionCorrection,
     OnePhotonSeries,
     PlaneSegmentation,
 )
 
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.nwb.raw import IMAGING_PLANE, RAW_SERIES, movie_data_io, timing_of
+from miniscope_assets.nwb.raw import COMPRESSION, IMAGING_PLANE, movie_data_io, timing
 from miniscope_assets.nwb.update import ophys_module
 from miniscope_assets.results import ProcessingResult
 
@@ -46,11 +48,7 @@ SUMMARY_DESCRIPTIONS = {
 }
 
 
-def _raw(nwbfile: NWBFile) -> OnePhotonSeries:
-    return nwbfile.acquisition[RAW_SERIES]
-
-
-def _shift_series(name: str, nwbfile: NWBFile, result: ProcessingResult) -> TimeSeries:
+def _shift_series(result: ProcessingResult, times: np.ndarray) -> TimeSeries:
     """Rigid x/y shifts per frame; for piecewise-only results the mean shift of the blocks."""
     if result.motion_rigid is not None:
         x, y = result.motion_rigid.x_shifts, result.motion_rigid.y_shifts
@@ -60,36 +58,30 @@ def _shift_series(name: str, nwbfile: NWBFile, result: ProcessingResult) -> Time
         y = result.motion_piecewise.y_shifts.mean(axis=1)
         description = "Mean piecewise-rigid block shift per frame (no rigid pass): columns x, y"
     return TimeSeries(
-        name=name,
+        name="RigidMotionShifts",
         description=description,
         data=np.stack([x, y], axis=1).astype(np.float32),
         unit="pixels",
-        **timing_of(_raw(nwbfile)),
+        **timing(times),
     )
 
 
-def add_motion_correction(nwbfile: NWBFile, result: ProcessingResult, corrected: MovieSource | None) -> None:
-    """Corrected movie and rigid shifts, piecewise-rigid blocks, outliers and summary images."""
+def add_motion_correction(
+    nwbfile: NWBFile, result: ProcessingResult, times: np.ndarray, corrected: MovieSource | None
+) -> None:
+    """Shifts, piecewise-rigid blocks, outliers, summary images and (optionally) the corrected movie."""
     module = ophys_module(nwbfile)
-    raw = _raw(nwbfile)
     if result.motion_rigid is not None or result.motion_piecewise is not None:
-        if corrected is not None:
-            corrected_series = OnePhotonSeries(
-                name="corrected",
-                description=f"Motion-corrected movie ({result.method}), stored (frames, width, height)",
-                data=movie_data_io(corrected),
-                imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
-                unit="n.a.",
-                **timing_of(raw),
-            )
-            stack = CorrectedImageStack(
-                corrected=corrected_series,
-                original=raw,
-                xy_translation=_shift_series("xy_translation", nwbfile, result),
-            )
-            module.add(MotionCorrection(name="MotionCorrection", corrected_image_stacks=[stack]))
-        else:
-            module.add(_shift_series("RigidMotionShifts", nwbfile, result))
+        module.add(_shift_series(result, times))
+    if corrected is not None:
+        module.add(OnePhotonSeries(
+            name="MotionCorrected",
+            description=f"Motion-corrected movie ({result.method}), stored (frames, width, height)",
+            data=movie_data_io(corrected),
+            imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
+            unit="n.a.",
+            **timing(times),
+        ))
     outliers = _outlier_frames(result)
     if outliers is not None:
         module.add(
@@ -98,7 +90,7 @@ def add_motion_correction(nwbfile: NWBFile, result: ProcessingResult, corrected:
                 description="1 where the frame's shift was an outlier (already corrected), else 0",
                 data=outliers.astype(np.uint8),
                 unit="n.a.",
-                **timing_of(raw),
+                **timing(times),
             )
         )
     if result.motion_piecewise is not None:
@@ -159,29 +151,57 @@ def _plane_segmentation(nwbfile: NWBFile) -> PlaneSegmentation:
     return ophys_module(nwbfile)["ImageSegmentation"]["PlaneSegmentation"]
 
 
+class _ImageMasks(GenericDataChunkIterator):
+    """Dense (ROI, x, y) image masks produced ROI by ROI from the sparse footprints."""
+
+    def __init__(self, result: ProcessingResult):
+        self.footprints = result.footprints.tocsc()
+        self.height, self.width = result.frame_shape
+        super().__init__(chunk_shape=(1, self.width, self.height), buffer_shape=(1, self.width, self.height))
+
+    def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+        rois = range(*selection[0].indices(self.footprints.shape[1]))
+        masks = np.zeros((len(rois), self.width, self.height), dtype=np.float32)
+        for out, roi in enumerate(rois):
+            column = self.footprints.getcol(roi).toarray().reshape(self.height, self.width)
+            masks[out] = column.T
+        return masks[(slice(None), *selection[1:])]
+
+    def _get_maxshape(self) -> tuple[int, int, int]:
+        return (self.footprints.shape[1], self.width, self.height)
+
+    def _get_dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+
 def add_segmentation(nwbfile: NWBFile, result: ProcessingResult) -> None:
-    """Masks as pixel masks (x, y, weight) with the result's mask ids as ROI ids."""
-    segmentation = ImageSegmentation(name="ImageSegmentation")
-    plane = segmentation.create_plane_segmentation(
+    """Masks as image masks (ROI, x, y) and pixel masks (x, y, weight); ROI id = mask id."""
+    pixel_masks = [list(zip(*(v.tolist() for v in result.mask_pixels(i)))) for i in range(result.n_masks)]
+    pixel_mask = VectorData(name="pixel_mask", description="Mask pixels as (x, y, weight)",
+                            data=[pixel for mask in pixel_masks for pixel in mask])
+    columns = [
+        pixel_mask,
+        VectorIndex(name="pixel_mask_index", target=pixel_mask,
+                    data=np.cumsum([len(mask) for mask in pixel_masks], dtype=np.int64).tolist()),
+    ]
+    if result.n_masks:
+        columns.append(VectorData(name="image_mask", description="Mask weights over the field of view, (ROI, x, y)",
+                                  data=H5DataIO(_ImageMasks(result), **COMPRESSION)))
+    centers = result.mask_centers() if result.n_masks else np.zeros((0, 2))
+    columns += [
+        VectorData(name="center_x", description="Weighted centroid x (column), pixels", data=centers[:, 0].tolist()),
+        VectorData(name="center_y", description="Weighted centroid y (row), pixels", data=centers[:, 1].tolist()),
+        VectorData(name="npix", description="Number of pixels in the mask", data=result.mask_npix().tolist()),
+    ]
+    plane = PlaneSegmentation(
         name="PlaneSegmentation",
         description=f"Masks from {result.method} ({result.n_masks} ROIs); ROI id = mask id",
         imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
+        id=[int(mask_id) for mask_id in result.mask_ids],
+        columns=columns,
+        colnames=[c.name for c in columns if not isinstance(c, VectorIndex)],
     )
-    plane.add_column(name="center_x", description="Weighted centroid x (column), pixels")
-    plane.add_column(name="center_y", description="Weighted centroid y (row), pixels")
-    plane.add_column(name="npix", description="Number of pixels in the mask")
-    centers = result.mask_centers()
-    npix = result.mask_npix()
-    for index, mask_id in enumerate(result.mask_ids):
-        xpix, ypix, weights = result.mask_pixels(index)
-        plane.add_roi(
-            id=int(mask_id),
-            pixel_mask=list(zip(xpix.tolist(), ypix.tolist(), weights.tolist())),
-            center_x=float(centers[index, 0]),
-            center_y=float(centers[index, 1]),
-            npix=int(npix[index]),
-        )
-    ophys_module(nwbfile).add(segmentation)
+    ophys_module(nwbfile).add(ImageSegmentation(name="ImageSegmentation", plane_segmentations=[plane]))
 
 
 def classification_method(result: ProcessingResult) -> str:
@@ -209,15 +229,18 @@ def add_mask_classification(nwbfile: NWBFile, result: ProcessingResult) -> None:
     ophys_module(nwbfile).add(table)
 
 
-def _add_series(nwbfile: NWBFile, container, name: str, traces: np.ndarray, description: str) -> None:
+def _add_series(
+    nwbfile: NWBFile, container, name: str, traces: np.ndarray, times: np.ndarray, description: str
+) -> None:
     plane = _plane_segmentation(nwbfile)
     rois = plane.create_roi_table_region(region=list(range(len(plane))), description="all ROIs")
+    data = np.ascontiguousarray(np.asarray(traces, dtype=np.float32).reshape(-1, len(times)).T)
     container.create_roi_response_series(
         name=name,
-        data=np.ascontiguousarray(np.asarray(traces, dtype=np.float32).T),
+        data=H5DataIO(data, **COMPRESSION) if data.size else data,
         rois=rois,
         unit="n.a.",
-        **timing_of(_raw(nwbfile)),
+        **timing(times),
         description=description,
     )
 
@@ -229,24 +252,25 @@ def _fluorescence_container(nwbfile: NWBFile) -> Fluorescence:
     return module["Fluorescence"]
 
 
-def add_fluorescence(nwbfile: NWBFile, result: ProcessingResult) -> None:
+def add_fluorescence(nwbfile: NWBFile, result: ProcessingResult, times: np.ndarray) -> None:
     """Raw fluorescence per ROI and its neuropil/background trace, (frames, ROIs)."""
     container = _fluorescence_container(nwbfile)
-    _add_series(nwbfile, container, "RoiResponseSeries", result.fluorescence,
+    _add_series(nwbfile, container, "RoiResponseSeries", result.fluorescence, times,
                 f"Raw (demixed) fluorescence per ROI from {result.method}")
     if result.neuropil is not None:
-        _add_series(nwbfile, container, "Neuropil", result.neuropil,
+        _add_series(nwbfile, container, "Neuropil", result.neuropil, times,
                     "Background (neuropil) fluorescence under each ROI, weighted by the mask")
 
 
-def add_activity(nwbfile: NWBFile, result: ProcessingResult) -> None:
+def add_activity(nwbfile: NWBFile, result: ProcessingResult, times: np.ndarray) -> None:
     """Denoised and deconvolved activity (OASIS) and dF/F."""
     container = _fluorescence_container(nwbfile)
     if result.denoised is not None:
-        _add_series(nwbfile, container, "Denoised", result.denoised, "Denoised calcium trace (OASIS)")
+        _add_series(nwbfile, container, "Denoised", result.denoised, times, "Denoised calcium trace (OASIS)")
     if result.spikes is not None:
-        _add_series(nwbfile, container, "Deconvolved", result.spikes, "Deconvolved activity (OASIS spikes)")
+        _add_series(nwbfile, container, "Deconvolved", result.spikes, times, "Deconvolved activity (OASIS spikes)")
     if result.dff is not None:
         dff = DfOverF(name="DfOverF")
         ophys_module(nwbfile).add(dff)
-        _add_series(nwbfile, dff, "DfOverF", result.dff, "dF/F per ROI (see docs/engine.md for the baseline)")
+        _add_series(nwbfile, dff, "RoiResponseSeries", result.dff, times,
+                    "dF/F per ROI (see docs/engine.md for the baseline)")

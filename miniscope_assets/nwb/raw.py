@@ -1,5 +1,5 @@
-"""The partition's NWB file with the raw recording: session, subject, device, imaging plane and
-the raw movie as a OnePhotonSeries, written frame-chunk by frame-chunk and compressed.
+"""NWB files of a recording: the common part (session, subject, Miniscope device, imaging plane)
+and the raw file, holding the raw movie as a OnePhotonSeries written chunk by chunk, compressed.
 
 Array orientation follows the NWB convention used by neuroconv/roiextractors: movies are
 stored (frames, width, height) and images (width, height), i.e. x first.
@@ -23,8 +23,7 @@ import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.io.atomic import atomic_path
 from miniscope_assets.io.prefetch import prefetch
-from miniscope_assets.io.recording import RecordingInfo
-from miniscope_assets.io.user_metadata import UserMetadata
+from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
 
 RAW_SERIES = "OnePhotonSeries"
 IMAGING_PLANE = "ImagingPlane"
@@ -62,34 +61,33 @@ def movie_data_io(
     return H5DataIO(iterator, chunks=(chunk, width, height), **COMPRESSION)
 
 
-def file_identifier(recording_dir: str, paramset: str, param_hash: str) -> str:
-    """Deterministic identifier of a partition's file."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"miniscope-assets:{recording_dir}:{paramset}:{param_hash}"))
+def file_identifier(*parts: str) -> str:
+    """Deterministic identifier of a file from what distinguishes it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "miniscope-assets:" + ":".join(parts)))
 
 
-def build_nwbfile(
-    info: RecordingInfo, user: UserMetadata, paramset_name: str, param_hash: str
-) -> NWBFile:
-    """Session, subject, Miniscope device and imaging plane (no movie yet)."""
+def build_nwbfile(record: RecordingRecord, session_id: str, identifier: str, purpose: str) -> NWBFile:
+    """Session, subject, Miniscope device and imaging plane of a recording (no data yet)."""
+    info, user = record.info, record.user
     session = user.session
     experimenter = session.get("experimenter") or info.session.get("researcher_name")
     nwbfile = NWBFile(
         session_description=session.get("session_description")
-        or f"UCLA Miniscope recording {info.recording_dir} ({info.acquisition_software}), "
-        f"processed with paramset {paramset_name}",
-        identifier=file_identifier(info.recording_dir, paramset_name, param_hash),
+        or f"UCLA Miniscope recording {info.recording_dir} ({info.acquisition_software})",
+        identifier=identifier,
         session_start_time=info.recording_datetime,
-        session_id=str(session.get("session_id") or info.recording_datetime.strftime("%Y%m%dT%H%M%S")),
+        session_id=session_id,
         experimenter=[experimenter] if isinstance(experimenter, str) else experimenter,
         lab=session.get("lab"),
         institution=session.get("institution"),
         experiment_description=session.get("experiment_description"),
         keywords=session.get("keywords"),
+        notes=purpose,
         source_script=f"miniscope-assets {miniscope_assets.__version__}",
         source_script_file_name="miniscope_assets",
     )
-    if user.subject:
-        nwbfile.subject = Subject(**{**user.subject, "subject_id": str(user.subject["subject_id"])})
+    subject_id = user.subject.get("subject_id") or info.session.get("animal_name") or record.identity.subject
+    nwbfile.subject = Subject(**{**user.subject, "subject_id": str(subject_id)})
     device = _device(info)
     nwbfile.add_device(device)
     um_per_pixel = session.get("um_per_pixel")
@@ -169,16 +167,22 @@ def raw_series(nwbfile: NWBFile, info: RecordingInfo, data: H5DataIO) -> OnePhot
 
 def write_raw_nwb(
     path: str | Path,
-    info: RecordingInfo,
+    record: RecordingRecord,
     movie: MovieSource,
-    user: UserMetadata,
-    paramset_name: str,
-    param_hash: str,
     progress: Callable[[float], None] | None = None,
 ) -> Path:
-    """Write the raw NWB file atomically (temporary file renamed into place)."""
-    nwbfile = build_nwbfile(info, user, paramset_name, param_hash)
-    nwbfile.add_acquisition(raw_series(nwbfile, info, movie_data_io(movie, progress)))
+    """Write the recording's raw NWB file atomically (temporary file renamed into place)."""
+    identity = record.identity
+    nwbfile = build_nwbfile(
+        record, identity.raw_session_id, file_identifier(record.info.recording_dir, record.fingerprint),
+        "Raw recording; processed results are in the files of the same session with a paramset suffix",
+    )
+    nwbfile.add_acquisition(raw_series(nwbfile, record.info, movie_data_io(movie, progress)))
+    return write_nwbfile(path, nwbfile)
+
+
+def write_nwbfile(path: str | Path, nwbfile: NWBFile) -> Path:
+    """Write a new NWB file atomically."""
     path = Path(path)
     with atomic_path(path) as temporary:
         with NWBHDF5IO(str(temporary), mode="w") as io:

@@ -1,40 +1,29 @@
-"""Replace a stage's containers in an existing NWB file, cleanly and atomically.
+"""Put a stage's containers into the processed NWB file, never leaving it half-written.
 
-Each processing stage owns some containers in ``processing/ophys``. Re-running a stage removes
-its own containers and those of every later stage (they were derived from what is being
-replaced, and a later container may reference an earlier one), adds the new ones, and exports
-the whole file to a temporary path that is then renamed over the old one. The export copies
-untouched datasets (the raw movie) inside HDF5 without decompressing them, and leaves no
-stale bytes behind.
+The processed file is small (no raw movie), and every change goes through a temporary copy
+that is renamed over it:
+
+- a stage whose containers (and every later stage's) are absent is *appended*: the file is
+  copied, the copy opened in append mode, the containers added, and the copy renamed into place;
+- a stage whose containers are present is *replaced*: its own and every later stage's
+  containers are removed (they were derived from what is replaced, and may reference it) and the
+  file is exported to a temporary path with the new ones, leaving no stale bytes.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.base import ProcessingModule
 
+from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.atomic import atomic_path
 
 OPHYS = "ophys"
-
-# Stage -> containers it owns, as (data interface,) or (data interface, series inside it).
-STAGE_CONTAINERS: dict[str, list[tuple[str, ...]]] = {
-    "motion_correction": [
-        ("MotionCorrection",),
-        ("RigidMotionShifts",),
-        ("MotionOutlierFrames",),
-        ("PiecewiseRigidMotion",),
-        ("SummaryImages",),
-    ],
-    "segmentation": [("ImageSegmentation",)],
-    "mask_classification": [("MaskClassification",)],
-    "fluorescence": [("Fluorescence", "RoiResponseSeries"), ("Fluorescence", "Neuropil")],
-    "activity": [("Fluorescence", "Denoised"), ("Fluorescence", "Deconvolved"), ("DfOverF",)],
-}
-STAGE_ORDER = list(STAGE_CONTAINERS)
+ContainerPath = tuple[str, ...]  # (data interface,) or (data interface, series inside it)
 
 
 def ophys_module(nwbfile: NWBFile) -> ProcessingModule:
@@ -44,45 +33,50 @@ def ophys_module(nwbfile: NWBFile) -> ProcessingModule:
     return nwbfile.processing[OPHYS]
 
 
-def stale_containers(stage: str) -> list[tuple[str, ...]]:
-    """Containers removed when ``stage`` is rewritten: its own and all later stages'."""
-    start = STAGE_ORDER.index(stage)
-    return [path for later in STAGE_ORDER[start:] for path in STAGE_CONTAINERS[later]]
+def present(nwbfile: NWBFile, path: ContainerPath) -> bool:
+    if OPHYS not in nwbfile.processing or path[0] not in nwbfile.processing[OPHYS].data_interfaces:
+        return False
+    return len(path) == 1 or path[1] in nwbfile.processing[OPHYS][path[0]].roi_response_series
 
 
-def remove_containers(nwbfile: NWBFile, paths: list[tuple[str, ...]]) -> list[str]:
+def remove_containers(nwbfile: NWBFile, paths: list[ContainerPath]) -> list[str]:
     """Remove the given containers where present; return what was removed."""
-    if OPHYS not in nwbfile.processing:
-        return []
-    interfaces = nwbfile.processing[OPHYS].data_interfaces
     removed = []
     for path in paths:
-        if path[0] not in interfaces:
+        if not present(nwbfile, path):
             continue
+        interfaces = nwbfile.processing[OPHYS].data_interfaces
         if len(path) == 1:
             interfaces.pop(path[0])
-            removed.append(path[0])
-            continue
-        container = interfaces[path[0]]
-        if path[1] in container.roi_response_series:
+        else:
+            container = interfaces[path[0]]
             container.roi_response_series.pop(path[1])
-            removed.append("/".join(path))
-        if not container.roi_response_series:
-            interfaces.pop(path[0])
+            if not container.roi_response_series:
+                interfaces.pop(path[0])
+        removed.append("/".join(path))
     return removed
 
 
-def rewrite_stage(nwb_path: str | Path, stage: str, add: Callable[[NWBFile], None]) -> list[str]:
-    """Replace ``stage``'s containers (and later stages') with what ``add`` puts in the file.
-
-    Returns the names of removed containers.
-    """
+def update_stage(nwb_path: str | Path, replaced: list[ContainerPath], add: Callable[[NWBFile], None]) -> list[str]:
+    """Add a stage's containers to the file at ``nwb_path``, replacing ``replaced`` (the stage's
+    own and later stages' containers) where present. Returns the names of removed containers."""
     nwb_path = Path(nwb_path)
+    if not nwb_path.is_file():
+        raise MiniscopeInputError(nwb_path, "processed NWB file is missing: materialize motion_correction first")
     with NWBHDF5IO(str(nwb_path), mode="r") as reader:
         nwbfile = reader.read()
-        removed = remove_containers(nwbfile, stale_containers(stage))
-        add(nwbfile)
-        with atomic_path(nwb_path) as temporary:
-            with NWBHDF5IO(str(temporary), mode="w") as writer:
-                writer.export(src_io=reader, nwbfile=nwbfile)
-    return removed
+        if any(present(nwbfile, path) for path in replaced):
+            removed = remove_containers(nwbfile, replaced)
+            add(nwbfile)
+            with atomic_path(nwb_path) as temporary:
+                with NWBHDF5IO(str(temporary), mode="w") as writer:
+                    writer.export(src_io=reader, nwbfile=nwbfile)
+            return removed
+    with atomic_path(nwb_path) as temporary:
+        shutil.copyfile(nwb_path, temporary)
+        with NWBHDF5IO(str(temporary), mode="a") as io:
+            nwbfile = io.read()
+            add(nwbfile)
+            io.write(nwbfile)
+    return []
+

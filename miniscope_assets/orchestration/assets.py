@@ -1,102 +1,104 @@
-"""The asset graph: one asset per element-miniscope table, partitioned recording x paramset.
+"""The asset graph, built from the stage table (miniscope_assets.stages.table).
 
-RecordingInfo -> Processing -> Curation -> MotionCorrection -> Segmentation ->
-MaskClassification -> Fluorescence -> Activity. Each asset calls its stage in
-miniscope_assets.stages and reports the stage's metadata and checks; the stages write the NWB
-file themselves (nothing passes through IO managers).
+``raw_recording`` is the recording folder itself, an external asset partitioned by recording:
+the sensor (and the CLI) observe it with the folder's content fingerprint as its data
+version, so the UI shows everything derived from a recording as stale when its files change.
+``recording_info`` (by recording) writes the raw NWB file; every later stage is partitioned by
+recording x paramset and depends on its recording through a partition mapping. Each asset runs
+its stage and reports the stage's metadata, checks and runtime; the stages write the NWB files
+themselves (nothing passes through IO managers).
 """
 
+
 import time
-from typing import Callable
 
-from dagster import AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, asset
+from dagster import (
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    asset,
+)
 
-from miniscope_assets.orchestration.partitions import recording_x_paramset, split_partition_key
+from miniscope_assets.orchestration.partitions import (
+    recording_partitions,
+    recording_x_paramset,
+    split_partition_key,
+    to_recording,
+)
 from miniscope_assets.orchestration.reporting import ProgressLogger, to_materialize_result
 from miniscope_assets.orchestration.resources import MiniscopeStorage
-from miniscope_assets.stages import containers, curation as curation_stage, processing as processing_stage
-from miniscope_assets.stages import recording_info as recording_info_stage
-from miniscope_assets.stages.workspace import Partition, StageReport
+from miniscope_assets.stages.table import STAGES, RunOptions, Stage
 
 GROUP = "miniscope"
-PROCESSING_POOL = "miniscope_processing"
-COMMON = {"partitions_def": recording_x_paramset, "group_name": GROUP}
+
+raw_recording = AssetSpec(
+    "raw_recording",
+    partitions_def=recording_partitions,
+    group_name=GROUP,
+    description="A recording folder on disk (AVIs, timestamps, metadata); data version = content fingerprint",
+)
 
 
-def _materialize(
-    context: AssetExecutionContext, storage: MiniscopeStorage, stage: Callable[[Partition], StageReport]
-) -> MaterializeResult:
+class StageConfig(Config):
+    force: bool = False  # recompute even when the inputs are unchanged
+
+
+def _materialize(stage: Stage, context: AssetExecutionContext, storage: MiniscopeStorage,
+                 force: bool = False) -> MaterializeResult:
     """Run ``stage`` on the context's partition and report it, with its wall time."""
-    recording_key, paramset = split_partition_key(context.partition_key)
+    workspace = storage.workspace()
+    if stage.per_paramset:
+        target = workspace.partition(*split_partition_key(context.partition_key))
+    else:
+        target = workspace.recording(context.partition_key)
     started = time.perf_counter()
-    report = stage(storage.workspace().partition(recording_key, paramset))
+    report = stage.run(target, RunOptions(progress=ProgressLogger(context.log), force=force))
     report.metadata["runtime_s"] = round(time.perf_counter() - started, 3)
     return to_materialize_result(report)
 
 
-@asset(**COMMON, kinds={"nwb"}, check_specs=[AssetCheckSpec("nwbinspector", asset="recording_info")])
-def recording_info(context: AssetExecutionContext, storage: MiniscopeStorage):
-    """Recording metadata (element-miniscope RecordingInfo) and the raw movie in the NWB file."""
-    return _materialize(context, storage, lambda p: recording_info_stage.run(p, ProgressLogger(context.log)))
+def build_asset(stage: Stage, upstream):
+    """The Dagster asset of one stage row."""
+    if stage.per_paramset:
+        partitions_def = recording_x_paramset
+        mapping = to_recording if upstream.key.path[-1] == "recording_info" else None
+        deps = [AssetDep(upstream, partition_mapping=mapping)]
+    else:
+        partitions_def, deps = recording_partitions, [upstream]
+    decorator = asset(
+        name=stage.name,
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        deps=deps,
+        pool=stage.pool,
+        kinds={"nwb"} if stage.nwb else None,
+        description=f"{stage.summary} (element-miniscope {stage.element_table})",
+        check_specs=[AssetCheckSpec(name, asset=stage.name, description=text) for name, text in stage.checks],
+    )
+    if stage.forceable:
+        def compute_with_config(context: AssetExecutionContext, config: StageConfig, storage: MiniscopeStorage):
+            return _materialize(stage, context, storage, config.force)
+
+        return decorator(compute_with_config)
+
+    def compute(context: AssetExecutionContext, storage: MiniscopeStorage):
+        return _materialize(stage, context, storage)
+
+    return decorator(compute)
 
 
-class ProcessingConfig(Config):
-    force: bool = False  # recompute even when the inputs are unchanged
+def build_assets() -> list:
+    """One asset per stage, each depending on the one before (the first on raw_recording)."""
+    assets, upstream = [], raw_recording
+    for stage in STAGES:
+        upstream = build_asset(stage, upstream)
+        assets.append(upstream)
+    return assets
 
 
-@asset(**COMMON, deps=[recording_info], pool=PROCESSING_POOL)
-def processing(context: AssetExecutionContext, config: ProcessingConfig, storage: MiniscopeStorage):
-    """Runs the paramset's method (task_mode trigger) or loads existing results (load)."""
-    progress = ProgressLogger(context.log)
-    return _materialize(context, storage, lambda p: processing_stage.run(p, config.force, progress))
-
-
-@asset(**COMMON, deps=[processing])
-def curation(context: AssetExecutionContext, storage: MiniscopeStorage):
-    """A curation round: automatic "no curation", or the partition's curation file applied."""
-    return _materialize(context, storage, curation_stage.run)
-
-
-@asset(**COMMON, deps=[curation], kinds={"nwb"})
-def motion_correction(context: AssetExecutionContext, storage: MiniscopeStorage):
-    """Rigid and piecewise-rigid shifts, corrected movie and summary images."""
-    return _materialize(context, storage, containers.motion_correction)
-
-
-@asset(**COMMON, deps=[motion_correction], kinds={"nwb"})
-def segmentation(context: AssetExecutionContext, storage: MiniscopeStorage):
-    """Masks (pixels and weights) in a PlaneSegmentation."""
-    return _materialize(context, storage, containers.segmentation)
-
-
-@asset(**COMMON, deps=[segmentation], kinds={"nwb"})
-def mask_classification(context: AssetExecutionContext, storage: MiniscopeStorage):
-    """Mask type and confidence per mask."""
-    return _materialize(context, storage, containers.mask_classification)
-
-
-@asset(**COMMON, deps=[mask_classification], kinds={"nwb"})
-def fluorescence(context: AssetExecutionContext, storage: MiniscopeStorage):
-    """Raw fluorescence and neuropil traces per mask."""
-    return _materialize(context, storage, containers.fluorescence)
-
-
-@asset(
-    **COMMON,
-    deps=[fluorescence],
-    kinds={"nwb"},
-    check_specs=[
-        AssetCheckSpec("nwbinspector", asset="activity", description="nwbinspector (DANDI config) on the final file"),
-        AssetCheckSpec("dandi_validate", asset="activity", description="dandi validate, offline"),
-        AssetCheckSpec("sanity", asset="activity", description="finite traces, masks in the FOV, increasing times"),
-    ],
-)
-def activity(context: AssetExecutionContext, storage: MiniscopeStorage):
-    """dF/F and deconvolved activity (OASIS); checks the finished NWB file."""
-    return _materialize(context, storage, containers.activity)
-
-
-ALL_ASSETS = [
-    recording_info, processing, curation, motion_correction,
-    segmentation, mask_classification, fluorescence, activity,
-]
+STAGE_ASSETS = build_assets()
+RECORDING_ASSETS = [a for a, s in zip(STAGE_ASSETS, STAGES) if not s.per_paramset]
+PARTITION_ASSETS = [a for a, s in zip(STAGE_ASSETS, STAGES) if s.per_paramset]

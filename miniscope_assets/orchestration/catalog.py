@@ -3,20 +3,10 @@
 from dagster import AssetKey, DagsterInstance
 
 from miniscope_assets.orchestration.partitions import PARAMSET, RECORDING
+from miniscope_assets.stages.table import STAGES
 
-# (asset, metadata key, column title) shown by `miniscope-assets catalog`.
-CATALOG_COLUMNS = [
-    ("recording_info", "nframes", "frames"),
-    ("recording_info", "fps", "fps"),
-    ("processing", "method", "method"),
-    ("curation", "curation_id", "curation"),
-    ("motion_correction", "max_shift_px", "max shift px"),
-    ("segmentation", "n_masks", "masks"),
-    ("mask_classification", "n_soma", "cells"),
-    ("fluorescence", "median_snr", "median SNR"),
-    ("activity", "dff_max", "max dF/F"),
-    ("recording_info", "nwb_path", "NWB file"),
-]
+# (asset, metadata key, column title) shown by `miniscope-assets catalog`, from the stage table.
+CATALOG_COLUMNS = [(stage.name, key, title) for stage in STAGES for key, title in stage.catalog]
 
 
 def latest_metadata(instance: DagsterInstance, asset: str, page: int = 500) -> dict[str, dict]:
@@ -38,15 +28,17 @@ def latest_metadata(instance: DagsterInstance, asset: str, page: int = 500) -> d
 
 
 def catalog_rows(instance: DagsterInstance) -> list[dict]:
-    """One row per partition: recording, paramset and the CATALOG_COLUMNS values."""
+    """One row per recording x paramset partition: recording, paramset and the catalog columns
+    (recording-level columns repeated on each of the recording's rows)."""
     by_asset = {asset: latest_metadata(instance, asset) for asset in {c[0] for c in CATALOG_COLUMNS}}
-    partitions = sorted({p for metadata in by_asset.values() for p in metadata})
+    per_paramset = {stage.name for stage in STAGES if stage.per_paramset}
+    partitions = sorted({p for asset in per_paramset for p in by_asset.get(asset, {})})
     rows = []
     for partition in partitions:
         paramset, recording = partition.split("|", 1)  # dimensions sorted by name
         row = {RECORDING: recording, PARAMSET: paramset}
         for asset, key, title in CATALOG_COLUMNS:
-            row[title] = by_asset[asset].get(partition, {}).get(key)
+            row[title] = by_asset[asset].get(partition if asset in per_paramset else recording, {}).get(key)
         rows.append(row)
     return rows
 

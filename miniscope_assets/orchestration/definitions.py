@@ -4,27 +4,34 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from miniscope_assets.orchestration.assets import ALL_ASSETS
-from miniscope_assets.orchestration.partitions import recording_x_paramset
+from miniscope_assets.orchestration.assets import PARTITION_ASSETS, RECORDING_ASSETS, STAGE_ASSETS, raw_recording
+from miniscope_assets.orchestration.partitions import recording_partitions, recording_x_paramset
 from miniscope_assets.orchestration.resources import MiniscopeStorage
 from miniscope_assets.orchestration.sensors import build_recording_sensor
 
-JOB_NAME = "miniscope_job"
+RAW_JOB = "miniscope_raw_job"
+PROCESSING_JOB = "miniscope_processing_job"
 
-miniscope_job = define_asset_job(
-    JOB_NAME,
-    selection=AssetSelection.assets(*ALL_ASSETS),
+raw_job = define_asset_job(
+    RAW_JOB,
+    selection=AssetSelection.assets(*RECORDING_ASSETS),
+    partitions_def=recording_partitions,
+    description="The raw NWB file of one recording (RecordingInfo)",
+)
+processing_job = define_asset_job(
+    PROCESSING_JOB,
+    selection=AssetSelection.assets(*PARTITION_ASSETS),
     partitions_def=recording_x_paramset,
-    description="All assets of one recording x paramset partition, from RecordingInfo to Activity",
+    description="Processing to Activity for one recording x paramset",
 )
 
 
 def build_definitions(storage: MiniscopeStorage) -> Definitions:
-    """Assets, the main job, the new-recordings sensor and the storage resource."""
+    """Assets, the two jobs, the new-recordings sensor and the storage resource."""
     return Definitions(
-        assets=ALL_ASSETS,
-        jobs=[miniscope_job],
-        sensors=[build_recording_sensor(miniscope_job)],
+        assets=[raw_recording, *STAGE_ASSETS],
+        jobs=[raw_job, processing_job],
+        sensors=[build_recording_sensor(raw_job, processing_job)],
         resources={"storage": storage},
     )
 

@@ -1,8 +1,13 @@
-"""One partition per recording x paramset: two dynamic dimensions."""
+"""Partitions: the raw recording by recording; every later asset by recording x paramset."""
 
 from __future__ import annotations
 
-from dagster import DynamicPartitionsDefinition, MultiPartitionKey, MultiPartitionsDefinition
+from dagster import (
+    DynamicPartitionsDefinition,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
+)
 
 RECORDING = "recording"
 PARAMSET = "paramset"
@@ -12,6 +17,8 @@ paramset_partitions = DynamicPartitionsDefinition(name=PARAMSET)
 recording_x_paramset = MultiPartitionsDefinition(
     {RECORDING: recording_partitions, PARAMSET: paramset_partitions}
 )
+# A recording x paramset partition depends on its recording's partition.
+to_recording = MultiToSingleDimensionPartitionMapping(partition_dimension_name=RECORDING)
 
 
 def partition_key(recording_key: str, paramset: str) -> MultiPartitionKey:

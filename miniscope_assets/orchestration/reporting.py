@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetCheckResult, AssetCheckSeverity, MaterializeResult, MetadataValue
+from dagster import AssetCheckResult, AssetCheckSeverity, DataVersion, MaterializeResult, MetadataValue
 
 from miniscope_assets.stages.workspace import StageReport
 
@@ -31,6 +31,7 @@ def to_materialize_result(report: StageReport) -> MaterializeResult:
             )
             for check in report.checks
         ],
+        data_version=None if report.data_version is None else DataVersion(report.data_version),
     )
 
 

@@ -1,11 +1,14 @@
-"""Sensor: new recording folders (and new or changed paramsets) become partitions and runs."""
+"""Sensor: complete, quiet recording folders become partitions and runs; changed ones run again;
+gone ones are retired (see miniscope_assets.stages.discovery for the rules)."""
 
 import json
 import os
+import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.orchestration.instance import instance_versions, observation
 from miniscope_assets.orchestration.partitions import (
     PARAMSET,
     RECORDING,
@@ -14,46 +17,59 @@ from miniscope_assets.orchestration.partitions import (
     recording_partitions,
 )
 from miniscope_assets.orchestration.resources import MiniscopeStorage
-from miniscope_assets.stages.discovery import plan_runs
+from miniscope_assets.stages.discovery import plan_runs, quiet_period_from_env
 
 SENSOR_INTERVAL_S = int(os.environ.get("MINISCOPE_SENSOR_INTERVAL_S", "30"))
 
 
-def build_recording_sensor(job):
-    """A sensor requesting ``job`` runs for new recording x paramset partitions."""
+def build_recording_sensor(raw_job, processing_job):
+    """A sensor requesting ``raw_job`` runs per recording and ``processing_job`` runs per
+    recording x paramset."""
 
     @sensor(
         name="new_recordings",
-        job=job,
+        jobs=[raw_job, processing_job],
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=DefaultSensorStatus.RUNNING,
         description="Scans the data root for complete recording folders that stopped changing",
     )
     def new_recordings(context: SensorEvaluationContext, storage: MiniscopeStorage):
         workspace = storage.workspace()
+        if not workspace.data_root.is_dir():
+            return SkipReason(f"{workspace.data_root}: data root does not exist (nothing scanned, nothing retired)")
         try:
-            plan = plan_runs(workspace, json.loads(context.cursor) if context.cursor else None)
+            plan = plan_runs(
+                workspace, json.loads(context.cursor) if context.cursor else None,
+                instance_versions(context.instance), time.time(), quiet_period_from_env(),
+            )
         except MiniscopeInputError as error:
             return SkipReason(str(error))
+        for line in plan.waiting:
+            context.log.info(f"waiting: {line}")
+        for line in plan.errors:
+            context.log.error(line)
         existing = {
             RECORDING: set(context.instance.get_dynamic_partitions(RECORDING)),
             PARAMSET: set(context.instance.get_dynamic_partitions(PARAMSET)),
         }
-        add_recordings = [k for k in plan.recording_keys if k not in existing[RECORDING]]
-        add_paramsets = [p for p in plan.paramsets if p not in existing[PARAMSET]]
         requests = []
+        add_recordings = [k for k in plan.live_recordings if k not in existing[RECORDING]]
+        add_paramsets = [p for p in plan.paramsets if p not in existing[PARAMSET]]
+        retire = [k for k in plan.retired if k in existing[RECORDING]]
         if add_recordings:
             requests.append(recording_partitions.build_add_request(add_recordings))
         if add_paramsets:
             requests.append(paramset_partitions.build_add_request(add_paramsets))
-        if plan.waiting:
-            context.log.info(f"waiting for folders to stop changing: {', '.join(plan.waiting)}")
+        if retire:
+            requests.append(recording_partitions.build_delete_request(retire))
+        runs = [RunRequest(job_name=raw_job.name, partition_key=key, run_key=run_key)
+                for key, run_key in plan.raw_runs]
+        runs += [RunRequest(job_name=processing_job.name, partition_key=partition_key(key, paramset), run_key=run_key)
+                 for key, paramset, run_key in plan.processing_runs]
         return SensorResult(
-            run_requests=[
-                RunRequest(partition_key=partition_key(recording, paramset), run_key=run_key)
-                for recording, paramset, run_key in plan.runs
-            ],
+            run_requests=runs,
             dynamic_partitions_requests=requests,
+            asset_events=[observation(key, fingerprint) for key, fingerprint in plan.observations],
             cursor=json.dumps(plan.cursor),
         )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from pynwb import NWBHDF5IO
 
-from miniscope_assets.nwb.raw import RAW_SERIES
+from miniscope_assets.io.recording import RecordingInfo
 from miniscope_assets.nwb.update import OPHYS
 from miniscope_assets.stages.workspace import CheckOutcome
 
@@ -87,34 +87,39 @@ def dandi_validate(nwb_path: str | Path, output_root: str | Path) -> CheckOutcom
     )
 
 
-def sanity(path: str | Path) -> CheckOutcome:
-    """Timestamps strictly increasing, every ROI trace finite, every mask inside the field of view."""
+def sanity(path: str | Path, info: RecordingInfo) -> CheckOutcome:
+    """In the processed file: series times strictly increasing and equal to the recording's
+    frame times, every ROI trace finite, every mask inside the field of view."""
     problems = []
     with NWBHDF5IO(str(path), mode="r") as io:
         nwbfile = io.read()
-        raw = nwbfile.acquisition[RAW_SERIES]
-        timestamps = np.asarray(raw.get_timestamps())
-        if np.any(np.diff(timestamps) <= 0):
-            problems.append("raw timestamps are not strictly increasing")
-        _, width, height = raw.data.shape
-        if OPHYS in nwbfile.processing:
-            module = nwbfile.processing[OPHYS]
+        module = nwbfile.processing[OPHYS] if OPHYS in nwbfile.processing else None
+        series = []
+        if module is not None:
             for container_name in ("Fluorescence", "DfOverF"):
                 if container_name in module.data_interfaces:
-                    for name, series in module[container_name].roi_response_series.items():
-                        if not np.all(np.isfinite(series.data[:])):
-                            problems.append(f"{container_name}/{name} has non-finite values")
-            if "ImageSegmentation" in module.data_interfaces:
-                plane = module["ImageSegmentation"]["PlaneSegmentation"]
-                pixels = np.asarray(plane["pixel_mask"].target.data[:].tolist()).reshape(-1, 3)
-                if pixels.size and (
-                    pixels[:, 0].min() < 0 or pixels[:, 1].min() < 0
-                    or pixels[:, 0].max() >= width or pixels[:, 1].max() >= height
-                ):
-                    problems.append(f"a mask has pixels outside the {width}x{height} field of view")
+                    series += [(f"{container_name}/{name}", s)
+                               for name, s in module[container_name].roi_response_series.items()]
+        for name, item in series:
+            times = np.asarray(item.get_timestamps())
+            if np.any(np.diff(times) <= 0):
+                problems.append(f"{name}: times are not strictly increasing")
+            elif times.shape != info.timestamps.shape or not np.allclose(times, info.timestamps, atol=1e-6):
+                problems.append(f"{name}: times differ from the recording's frame times")
+            if not np.all(np.isfinite(item.data[:])):
+                problems.append(f"{name} has non-finite values")
+        if module is not None and "ImageSegmentation" in module.data_interfaces:
+            plane = module["ImageSegmentation"]["PlaneSegmentation"]
+            pixels = np.asarray(plane["pixel_mask"].target.data[:].tolist()).reshape(-1, 3)
+            width, height = info.px_width, info.px_height
+            if pixels.size and (
+                pixels[:, 0].min() < 0 or pixels[:, 1].min() < 0
+                or pixels[:, 0].max() >= width or pixels[:, 1].max() >= height
+            ):
+                problems.append(f"a mask has pixels outside the {width}x{height} field of view")
     return CheckOutcome(
         name="sanity",
         passed=not problems,
-        description="timestamps increasing, traces finite, masks inside the FOV" if not problems else "; ".join(problems),
+        description="times increasing, traces finite, masks inside the FOV" if not problems else "; ".join(problems),
         metadata={"problems": len(problems)},
     )

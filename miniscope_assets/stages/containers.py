@@ -1,8 +1,14 @@
-"""The stages that put the curated result into the partition's NWB file, one container group each:
-motion correction, segmentation, mask classification, fluorescence and activity."""
+"""The stages that put the curated result into the partition's processed NWB file, one container
+group each: motion correction, segmentation, mask classification, fluorescence and activity.
+
+motion_correction writes the file anew (session, subject, device, imaging plane and its own
+containers); each later stage appends its containers, or replaces them and every later
+stage's when they are already there (nwb/update.py).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Callable
 
@@ -10,14 +16,16 @@ import numpy as np
 from pynwb import NWBFile
 
 from miniscope_assets.engine.noise import noise_from_differences
+from miniscope_assets.io.atomic import remove_leftovers
 from miniscope_assets.io.corrected_movie import open_corrected_movie
 from miniscope_assets.nwb import ophys
-from miniscope_assets.nwb.update import rewrite_stage
+from miniscope_assets.nwb.raw import build_nwbfile, file_identifier, write_nwbfile
+from miniscope_assets.nwb.update import update_stage
 from miniscope_assets.results import ProcessingResult
 from miniscope_assets.stages import checks, figures
 from miniscope_assets.stages.curation import current_curation, load_curated_result
+from miniscope_assets.stages.table import RunOptions, containers_from
 from miniscope_assets.stages.workspace import Partition, StageReport
-
 
 def trace_snr(traces: np.ndarray) -> np.ndarray:
     """Peak (99th percentile above the median) over noise (robust std of all frame differences)."""
@@ -27,35 +35,60 @@ def trace_snr(traces: np.ndarray) -> np.ndarray:
     return peak / np.maximum(noise, 1e-12)
 
 
-def _write_containers(
-    partition: Partition, stage: str, add: Callable[[NWBFile, ProcessingResult], None]
-) -> tuple[ProcessingResult, dict]:
-    """Replace ``stage``'s containers in the partition's NWB file with what ``add`` puts there.
-
-    Returns the curated result and the catalog entries every container stage records.
-    """
-    result = load_curated_result(partition)
-    nwb_path = partition.nwb_path()
-    removed = rewrite_stage(nwb_path, stage, lambda nwbfile: add(nwbfile, result))
-    return result, {
+def _common_metadata(partition: Partition, removed: list[str]) -> dict:
+    """Catalog entries every container stage records."""
+    return {
         "paramset": partition.paramset.name,
         "param_hash": partition.paramset.param_hash,
+        "recording_fingerprint": partition.recording.record().fingerprint,
         "curation_id": current_curation(partition)["curation_id"],
-        "nwb_path": nwb_path,
+        "nwb_path": partition.nwb_path(),
         "replaced_containers": ", ".join(removed) or "none",
     }
 
 
-def _add_motion_correction(nwbfile: NWBFile, result: ProcessingResult) -> None:
-    corrected = open_corrected_movie(result.corrected_movie) if result.corrected_movie else None
-    ophys.add_motion_correction(nwbfile, result, corrected)
+def _write_containers(
+    partition: Partition, stage: str, add: Callable[..., None], with_times: bool = False
+) -> tuple[ProcessingResult, dict]:
+    """Add ``stage``'s containers to the processed file (replacing them and later stages' ones):
+    ``add(nwbfile, result)``, or ``add(nwbfile, result, frame times)`` ``with_times``.
+
+    Returns the curated result and the catalog entries every container stage records.
+    """
+    result = load_curated_result(partition)
+    arguments = (result, partition.recording_info().timestamps) if with_times else (result,)
+    nwb_path = partition.nwb_path()
+    remove_leftovers(nwb_path.parent)
+    removed = update_stage(nwb_path, containers_from(stage), functools.partial(_add, add, arguments))
+    return result, _common_metadata(partition, removed)
 
 
-def motion_correction(partition: Partition) -> StageReport:
-    """Corrected movie, rigid and piecewise-rigid shifts, outliers and summary images."""
-    result, metadata = _write_containers(partition, "motion_correction", _add_motion_correction)
+def _add(add: Callable[..., None], arguments: tuple, nwbfile: NWBFile) -> None:
+    add(nwbfile, *arguments)
+
+
+def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
+    """A new processed file: shifts, outliers, summary images and the corrected movie if kept."""
+    result = load_curated_result(partition)
+    record = partition.recording.record()
+    paramset = partition.paramset
+    nwb_path = partition.nwb_path()
+    remove_leftovers(nwb_path.parent)
+    nwbfile = build_nwbfile(
+        record,
+        record.identity.processed_session_id(paramset.name),
+        file_identifier(record.info.recording_dir, record.fingerprint, paramset.name, paramset.param_hash),
+        f"Processed with paramset {paramset.name} ({paramset.method}, hash {paramset.param_hash}); "
+        f"the raw movie is in {record.identity.raw_nwb().name}",
+    )
+    keep_movie = paramset.keep_corrected_movie and result.corrected_movie is not None
+    corrected = open_corrected_movie(result.corrected_movie) if keep_movie else None
+    ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected)
+    existed = nwb_path.is_file()
+    write_nwbfile(nwb_path, nwbfile)
+    metadata = _common_metadata(partition, ["whole file"] if existed else [])
     rigid = result.motion_rigid
-    if rigid is not None:
+    if rigid is not None and rigid.x_shifts.size:
         metadata.update(
             x_std_px=float(np.nanstd(rigid.x_shifts)),
             y_std_px=float(np.nanstd(rigid.y_shifts)),
@@ -65,7 +98,7 @@ def motion_correction(partition: Partition) -> StageReport:
     piecewise = result.motion_piecewise
     metadata.update(
         piecewise_blocks=None if piecewise is None else int(piecewise.block_y.shape[0]),
-        corrected_movie_in_nwb=bool(result.corrected_movie),
+        corrected_movie_in_nwb=keep_movie,
         summary_images=", ".join(result.summary.as_dict()),
     )
     metadata["summary_png"] = figures.image_png(partition.files.figures_dir / "summary.png",
@@ -73,7 +106,7 @@ def motion_correction(partition: Partition) -> StageReport:
     return StageReport(metadata=metadata)
 
 
-def segmentation(partition: Partition) -> StageReport:
+def segmentation(partition: Partition, options: RunOptions) -> StageReport:
     """Masks as a PlaneSegmentation (ROI id = mask id)."""
     result, metadata = _write_containers(partition, "segmentation", ophys.add_segmentation)
     npix = result.mask_npix()
@@ -87,7 +120,7 @@ def segmentation(partition: Partition) -> StageReport:
     })
 
 
-def mask_classification(partition: Partition) -> StageReport:
+def mask_classification(partition: Partition, options: RunOptions) -> StageReport:
     """Mask type and confidence per ROI."""
     result, metadata = _write_containers(partition, "mask_classification", ophys.add_mask_classification)
     counts = Counter(result.mask_types.tolist())
@@ -101,9 +134,9 @@ def mask_classification(partition: Partition) -> StageReport:
     })
 
 
-def fluorescence(partition: Partition) -> StageReport:
+def fluorescence(partition: Partition, options: RunOptions) -> StageReport:
     """Raw and neuropil traces per ROI."""
-    result, metadata = _write_containers(partition, "fluorescence", ophys.add_fluorescence)
+    result, metadata = _write_containers(partition, "fluorescence", ophys.add_fluorescence, with_times=True)
     snr = trace_snr(result.fluorescence) if result.n_masks else np.array([])
     fps = partition.recording_info().fps
     return StageReport(metadata={
@@ -117,9 +150,9 @@ def fluorescence(partition: Partition) -> StageReport:
     })
 
 
-def activity(partition: Partition) -> StageReport:
+def activity(partition: Partition, options: RunOptions) -> StageReport:
     """dF/F, denoised and deconvolved traces; checks the finished file."""
-    result, metadata = _write_containers(partition, "activity", ophys.add_activity)
+    result, metadata = _write_containers(partition, "activity", ophys.add_activity, with_times=True)
     nwb_path = metadata["nwb_path"]
     info = partition.recording_info()
     if result.dff is not None and result.n_masks:
@@ -135,6 +168,6 @@ def activity(partition: Partition) -> StageReport:
         checks=[
             checks.inspect_nwb(nwb_path),
             checks.dandi_validate(nwb_path, partition.workspace.output_root),
-            checks.sanity(nwb_path),
+            checks.sanity(nwb_path, partition.recording_info()),
         ],
     )

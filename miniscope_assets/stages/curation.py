@@ -34,6 +34,7 @@ from miniscope_assets.io.atomic import write_text_atomic
 from miniscope_assets.io.results_file import load_results, save_results
 from miniscope_assets.results import ProcessingResult
 from miniscope_assets.stages.processing import load_processing_result
+from miniscope_assets.stages.table import RunOptions
 from miniscope_assets.stages.workspace import Partition, StageReport
 
 _FIELDS = {"reject", "accept", "merge", "note"}
@@ -209,7 +210,7 @@ def load_curated_result(partition: Partition) -> ProcessingResult:
     return load_results(partition.files.curated_results(current_curation(partition)["curation_id"]))
 
 
-def run(partition: Partition) -> StageReport:
+def run(partition: Partition, options: RunOptions) -> StageReport:
     """Apply the partition's curation file (if any) to the processing result; log the round."""
     files = partition.files
     request = read_curation_file(files.curation_input) if files.curation_input.is_file() else None
@@ -227,7 +228,7 @@ def run(partition: Partition) -> StageReport:
             "curation_time": datetime.now(timezone.utc).isoformat(),
             "manual_curation": request is not None,
             "curation_note": request.note if request else "automatic: no curation",
-            "curation_file": str(files.curation_input) if request else None,
+            "curation_file": files.curation_input.name if request else None,
             "n_masks_before": result.n_masks,
             "n_masks_after": curated.n_masks,
             "rejected_ids": sorted(set(request.reject)) if request else [],
@@ -245,6 +246,6 @@ def run(partition: Partition) -> StageReport:
             "n_masks_after": entry["n_masks_after"],
             "n_rejected": len(entry["rejected_ids"]),
             "n_merged_groups": len(entry["merged_groups"]),
-            "curation_file": None if entry["curation_file"] is None else Path(entry["curation_file"]),
+            "curation_file": None if entry["curation_file"] is None else files.work_dir / entry["curation_file"],
         }
     )

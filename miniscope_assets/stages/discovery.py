@@ -1,23 +1,53 @@
-"""Finding new, complete recording folders and planning the runs they need.
+"""Finding recordings, telling when one is complete, and planning the runs each needs.
 
-A folder is a complete recording when it holds the files its acquisition software writes:
-V4: metaData.json, timeStamps.csv and numbered AVIs (0.avi, ...); V3: msCam*.avi and
-timestamp.dat. A folder is only picked up once its listing (names, sizes, modification
-times) is unchanged between two scans, so a recording still being copied is left alone.
+A folder is a recording when it holds the files its acquisition software writes (V4:
+metaData.json, timeStamps.csv and numbered AVIs; V3: msCam*.avi and timestamp.dat). It is
+processed only when
+
+1. **quiet**: its content fingerprint (names, sizes and modification times of its files,
+   hidden partial files of a copy tool included, and of the metadata files that apply) has
+   stayed the same for the quiet period (``MINISCOPE_QUIET_PERIOD_S``, default 300 s: an
+   acquisition PC copying over a network pauses between files), as seen by consecutive scans;
+2. **complete**: the frames in its AVIs and the rows of its timestamp file agree within
+   ``MAX_FRAME_MISMATCH`` (a recording still missing a movie file, or a timestamp file cut
+   short, waits; ``miniscope-assets run`` processes such a folder anyway, with the documented
+   rule that keeps the frames both sides have);
+3. **not yet done**: the fingerprint is its data version. A recording whose raw NWB was made
+   from another fingerprint gets a ``recording_info`` run; once that is materialized, every
+   paramset whose final stage was not materialized from this fingerprint and paramset hash gets
+   a processing run. What the CLI already did is not repeated.
+
+A registered recording whose folder is gone is retired (its partition removed, its outputs
+free for a new owner such as the renamed folder).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io import miniscope_v3 as v3
 from miniscope_assets.io import miniscope_v4 as v4
-from miniscope_assets.stages.workspace import Workspace
+from miniscope_assets.io.recording import RecordingInfo
+from miniscope_assets.stages.workspace import Workspace, recording_fingerprint
+
+QUIET_PERIOD_ENV = "MINISCOPE_QUIET_PERIOD_S"
+DEFAULT_QUIET_PERIOD_S = 300.0
+MAX_FRAME_MISMATCH = 2
+
+
+def quiet_period_from_env() -> float:
+    text = os.environ.get(QUIET_PERIOD_ENV, str(DEFAULT_QUIET_PERIOD_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise MiniscopeInputError(QUIET_PERIOD_ENV, f"should be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _is_v4_device_folder(folder: Path, names: set[str]) -> bool:
@@ -37,7 +67,7 @@ def _is_v3_folder(names: set[str]) -> bool:
 
 
 def find_recordings(data_root: str | Path, exclude: tuple[Path, ...] = ()) -> list[str]:
-    """Complete recording folders under ``data_root``, relative to it, sorted."""
+    """Recording folders under ``data_root``, relative to it, sorted."""
     root = Path(data_root)
     excluded = {p.resolve() for p in exclude}
     found = []
@@ -50,63 +80,104 @@ def find_recordings(data_root: str | Path, exclude: tuple[Path, ...] = ()) -> li
     return sorted(found)
 
 
-def folder_signature(folder: str | Path) -> str:
-    """Hash of the folder's file names, sizes and modification times."""
-    entries = []
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file():
-            stat = path.stat()
-            entries.append((path.name, stat.st_size, stat.st_mtime_ns))
-    return hashlib.sha1(json.dumps(entries).encode()).hexdigest()
+def incompleteness(info: RecordingInfo) -> str | None:
+    """Why a recording looks incomplete (frames and timestamp rows disagree), or None."""
+    frames, rows = info.cross_check["avi_frames"], info.cross_check["timestamp_rows"]
+    if abs(frames - rows) > MAX_FRAME_MISMATCH:
+        return f"{frames} frames in the AVI files but {rows} timestamp rows"
+    return None
+
+
+@dataclass(frozen=True)
+class Versions:
+    """What the Dagster instance holds for a recording: the data version of its latest
+    recording_info, and (fingerprint, param hash) of its latest final stage per paramset."""
+
+    raw: Callable[[str], str | None]
+    processed: Callable[[str, str], tuple[str | None, str | None]]
 
 
 @dataclass
 class RunPlan:
     """What one sensor tick should do."""
 
-    recording_keys: list[str] = field(default_factory=list)  # every submitted recording
-    paramsets: list[str] = field(default_factory=list)  # every paramset in the file
-    runs: list[tuple[str, str, str]] = field(default_factory=list)  # (recording key, paramset, run key)
-    waiting: list[str] = field(default_factory=list)  # folders seen changing or for the first time
+    live_recordings: list[str] = field(default_factory=list)  # keys that should be partitions
+    retired: list[str] = field(default_factory=list)  # keys whose folder is gone
+    paramsets: list[str] = field(default_factory=list)
+    observations: list[tuple[str, str]] = field(default_factory=list)  # (key, fingerprint)
+    raw_runs: list[tuple[str, str]] = field(default_factory=list)  # (key, run key)
+    processing_runs: list[tuple[str, str, str]] = field(default_factory=list)  # (key, paramset, run key)
+    waiting: list[str] = field(default_factory=list)  # "folder: reason"
+    errors: list[str] = field(default_factory=list)
     cursor: dict = field(default_factory=dict)
 
 
-def plan_runs(workspace: Workspace, cursor: dict | None) -> RunPlan:
-    """Compare the data root and paramset file with the cursor; plan partition adds and runs.
+def plan_runs(workspace: Workspace, cursor: dict | None, versions: Versions, now: float,
+              quiet_period: float) -> RunPlan:
+    """Compare the data root with the cursor and the instance; plan partitions, runs, retirements.
 
-    Cursor: ``pending`` (folder -> signature seen last tick), ``done`` (folder -> signature
-    submitted), ``paramsets`` (name -> hash submitted). A paramset whose params changed gets
-    new runs for every recording.
+    Cursor: folder -> {fingerprint, since (first seen with it), status, key}.
     """
-    cursor = cursor or {}
-    pending: dict[str, str] = dict(cursor.get("pending", {}))
-    done: dict[str, str] = dict(cursor.get("done", {}))
-    known_paramsets: dict[str, str] = dict(cursor.get("paramsets", {}))
-    paramsets = {p.name: p.param_hash for p in workspace.paramsets()}
-    plan = RunPlan()
-    exclude = (workspace.output_root, workspace.work_root)
-    stable = []
-    for folder in find_recordings(workspace.data_root, exclude=exclude):
-        signature = folder_signature(workspace.data_root / folder)
-        if folder in done:
+    previous: dict[str, dict] = dict((cursor or {}).get("folders", {}))
+    paramsets = workspace.paramsets()
+    plan = RunPlan(paramsets=[p.name for p in paramsets])
+    registry = workspace.registry
+    live = registry.live()
+    folders: dict[str, dict] = {}
+    for folder in find_recordings(workspace.data_root, exclude=(workspace.output_root, workspace.work_root)):
+        fingerprint = recording_fingerprint(workspace.data_root, folder)
+        state = previous.get(folder)
+        if state is None or state["fingerprint"] != fingerprint:
+            folders[folder] = {"fingerprint": fingerprint, "since": now}
+            plan.waiting.append(f"{folder}: new or changed")
             continue
-        if pending.get(folder) == signature:
-            stable.append((folder, signature))
-            pending.pop(folder)
-        else:
-            pending[folder] = signature
-            plan.waiting.append(folder)
-    changed_paramsets = [name for name, h in paramsets.items() if known_paramsets.get(name) != h]
-    old_recordings = [(workspace.registry.register(f), sig) for f, sig in done.items()]
-    for folder, signature in stable:
-        key = workspace.registry.register(folder)
-        done[folder] = signature
-        for name, param_hash in paramsets.items():
-            plan.runs.append((key, name, f"{key}|{name}|{param_hash[:8]}|{signature[:8]}"))
-    for key, signature in old_recordings:
-        for name in changed_paramsets:
-            plan.runs.append((key, name, f"{key}|{name}|{paramsets[name][:8]}|{signature[:8]}"))
-    plan.recording_keys = [workspace.registry.register(f) for f in done]
-    plan.paramsets = list(paramsets)
-    plan.cursor = {"pending": pending, "done": done, "paramsets": paramsets}
+        folders[folder] = state
+        if now - state["since"] < quiet_period:
+            plan.waiting.append(f"{folder}: unchanged for {now - state['since']:.0f} of {quiet_period:.0f} s")
+            continue
+        if "status" in state:  # already read with this fingerprint: incomplete or refused
+            (plan.errors if state["status"].startswith("error") else plan.waiting).append(f"{folder}: {state['status']}")
+            continue
+        if state.get("key") not in live:
+            state.pop("key", None)
+            _register(workspace, folder, state, plan)
+            if "key" not in state:
+                continue
+            live[state["key"]] = folder
+        _plan_recording(state, paramsets, registry.entry(state["key"])["generation"], versions, plan)
+    for key, folder in live.items():
+        if folder not in folders and not (workspace.data_root / folder).is_dir():
+            registry.retire(key)
+            plan.retired.append(key)
+    plan.live_recordings = sorted(registry.live())
+    plan.cursor = {"folders": folders}
     return plan
+
+
+def _register(workspace: Workspace, folder: str, state: dict, plan: RunPlan) -> None:
+    """Read a quiet folder; register it when it is complete and its identity is its own."""
+    try:
+        record = workspace.read(folder)
+        missing = incompleteness(record.info)
+        if missing is not None:
+            state["status"] = f"incomplete: {missing}"
+            plan.waiting.append(f"{folder}: {state['status']}")
+            return
+        state["key"] = workspace.register(folder, record.identity)
+    except MiniscopeInputError as error:
+        state["status"] = f"error: {error}"
+        plan.errors.append(f"{folder}: {state['status']}")
+
+
+def _plan_recording(state: dict, paramsets, generation: int, versions: Versions, plan: RunPlan) -> None:
+    key, fingerprint = state["key"], state["fingerprint"]
+    if versions.raw(key) != fingerprint:
+        if state.get("observed") != fingerprint:
+            plan.observations.append((key, fingerprint))
+            state["observed"] = fingerprint
+        plan.raw_runs.append((key, f"raw|{key}|{fingerprint[:16]}|g{generation}"))
+        return
+    for paramset in paramsets:
+        if versions.processed(key, paramset.name) != (fingerprint, paramset.param_hash):
+            run_key = f"{key}|{paramset.name}|{paramset.param_hash[:8]}|{fingerprint[:16]}|g{generation}"
+            plan.processing_runs.append((key, paramset.name, run_key))

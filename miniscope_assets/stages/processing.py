@@ -3,30 +3,41 @@
 Like element-miniscope's input-hash file, a triggered run records a hash of its inputs
 (recording files, method, effective params, engine version); re-materializing with the same
 inputs reuses the stored results unless forced. Results are produced in a fresh folder that
-replaces the previous one only when complete.
+replaces the previous one only when complete. The built-in engine's motion correction is
+shared by the recording's paramsets with the same motion parameters (one corrected movie,
+computed once, under the recording's work folder). Stored paths are relative to their root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
-import shutil
-import tempfile
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import miniscope_assets
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.io.atomic import write_text_atomic
+from miniscope_assets.io.atomic import atomic_directory, remove_leftovers, write_text_atomic
 from miniscope_assets.io.paramsets import ParamSet
 from miniscope_assets.io.recording import RecordingInfo
-from miniscope_assets.io.results_file import load_results, save_results
+from miniscope_assets.io.results_file import (
+    load_motion_correction,
+    load_results,
+    save_motion_correction,
+    save_results,
+)
 from miniscope_assets.io.user_metadata import results_dir_from_recording
 from miniscope_assets.results import ProcessingResult
-from miniscope_assets.stages.workspace import Partition, Progress, StageReport, no_progress
+from miniscope_assets.stages.table import RunOptions
+from miniscope_assets.stages.workspace import Partition, Progress, StageReport
 
 BUILTIN_RESULTS = "results.h5"
+MOTION_RECORD = "motion.h5"
+ROOTS = ("work", "data")  # what a stored results path is relative to
 
 
 def validate_paramset(paramset: ParamSet) -> dict:
@@ -78,26 +89,62 @@ def _load(kind: str, path: Path) -> ProcessingResult:
     return result
 
 
+def _root(partition: Partition, name: str) -> Path:
+    workspace = partition.workspace
+    return workspace.work_root if name == "work" else workspace.data_root
+
+
 def load_processing_result(partition: Partition) -> ProcessingResult:
     """The result the processing stage produced or loaded for this partition."""
     record_path = partition.files.processing_record
     if not record_path.is_file():
         raise MiniscopeInputError(record_path, "missing: materialize processing for this partition first")
     record = json.loads(record_path.read_text())
-    return _load(record["results_kind"], Path(record["results_path"]))
+    return _load(record["results_kind"], _root(partition, record["results_root"]) / record["results_path"])
 
 
-def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: Progress) -> tuple[str, Path]:
-    """Run the method into a fresh folder, then swap it in; return (kind, results path)."""
+@contextlib.contextmanager
+def _locked(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def shared_motion(partition: Partition, movie, params: dict, progress: Progress):
+    """The recording's motion correction for these motion parameters: computed once, then reused
+    by every paramset that agrees on them (one corrected movie on disk)."""
+    from miniscope_assets.engine.motion import correct_motion
+    from miniscope_assets.engine.params import MOTION_PARAMS
+    from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
+
+    recording = partition.recording
+    key = {"fingerprint": recording.record().fingerprint, "engine_version": miniscope_assets.__version__,
+           "params": {name: params[name] for name in MOTION_PARAMS}}
+    folder = recording.files.motion_dir(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest())
+    corrected, record = folder / CORRECTED_MOVIE, folder / MOTION_RECORD
+    with _locked(folder):
+        remove_leftovers(folder)
+        if record.is_file() and corrected.is_file():
+            return load_motion_correction(record), corrected, True
+        motion = correct_motion(movie, params, corrected, progress)
+        save_motion_correction(motion, record)  # written last: it marks the folder complete
+        return motion, corrected, False
+
+
+def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: Progress) -> tuple[str, Path, dict]:
+    """Run the method into a fresh folder, then swap it in; return (kind, results path, notes)."""
     files = partition.files
-    files.work_dir.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix="processing.partial-", dir=files.work_dir))
-    try:
+    notes = {}
+    remove_leftovers(files.work_dir)
+    with atomic_directory(files.processing_dir) as fresh:
         if partition.paramset.method == "builtin":
             from miniscope_assets.engine import run_engine
 
             movie = info.movie(partition.workspace.data_root)
-            result = run_engine(movie, params, fresh, info.fps, progress=progress)
+            motion, corrected, reused = shared_motion(partition, movie, params, progress)
+            notes["motion_reused"] = reused
+            result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected))
             save_results(result, fresh / BUILTIN_RESULTS)
             kind, name = "builtin", BUILTIN_RESULTS
         else:
@@ -106,23 +153,19 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
             avi_paths = [partition.workspace.data_root / f for f in info.files]
             run_caiman(avi_paths, params, info.fps, fresh)
             kind, name = "caiman", ""
-        if files.processing_dir.exists():
-            shutil.rmtree(files.processing_dir)
-        fresh.rename(files.processing_dir)
-    finally:
-        if fresh.exists():
-            shutil.rmtree(fresh)
-    return kind, files.processing_dir / name if name else files.processing_dir
+    return kind, files.processing_dir / name if name else files.processing_dir, notes
 
 
-def run(partition: Partition, force: bool = False, progress: Progress = no_progress) -> StageReport:
+def run(partition: Partition, options: RunOptions) -> StageReport:
     """Trigger or load processing results and record what was done."""
     paramset = partition.paramset
     info = partition.recording_info()
     params = validate_paramset(paramset)
     files = partition.files
+    workspace = partition.workspace
     started = time.perf_counter()
     reused = False
+    notes: dict = {}
     previous = json.loads(files.processing_record.read_text()) if files.processing_record.is_file() else {}
     if paramset.task_mode == "load":
         results_dir = results_dir_for_load(partition)
@@ -130,18 +173,19 @@ def run(partition: Partition, force: bool = False, progress: Progress = no_progr
             kind, path = "builtin", results_dir / BUILTIN_RESULTS if results_dir.is_dir() else results_dir
         else:
             kind, path = "caiman", results_dir
-        digest = None
+        digest, root = None, "data"
     else:
-        digest = input_hash(info, partition.workspace.data_root, paramset, params)
+        digest, root = input_hash(info, workspace.data_root, paramset, params), "work"
+        previous_path = workspace.work_root / previous.get("results_path", "/nonexistent")
         reusable = (
             previous.get("input_hash") == digest
             and previous.get("task_mode") == "trigger"
-            and Path(previous.get("results_path", "/nonexistent")).exists()
+            and previous_path.exists()
         )
-        if reusable and not force:
-            kind, path, reused = previous["results_kind"], Path(previous["results_path"]), True
+        if reusable and not options.force:
+            kind, path, reused = previous["results_kind"], previous_path, True
         else:
-            kind, path = _trigger(partition, info, params, progress)
+            kind, path, notes = _trigger(partition, info, params, options.progress)
     result = _load(kind, path)
     if result.nframes != info.nframes or result.frame_shape != (info.px_height, info.px_width):
         raise MiniscopeInputError(
@@ -155,7 +199,8 @@ def run(partition: Partition, force: bool = False, progress: Progress = no_progr
         "method": paramset.method,
         "task_mode": paramset.task_mode,
         "results_kind": kind,
-        "results_path": str(path),
+        "results_root": root,
+        "results_path": os.path.relpath(path, _root(partition, root)),
         "package_version": result.package_version,
         "processing_time": result.creation_time.isoformat(),
         "runtime_s": previous["runtime_s"] if reused else runtime,
@@ -173,6 +218,7 @@ def run(partition: Partition, force: bool = False, progress: Progress = no_progr
             "compute_runtime_s": round(record["runtime_s"], 2),
             "input_hash": digest,
             "reused_existing_results": reused,
+            "motion_correction_shared": bool(notes.get("motion_reused")),
             "n_masks": result.n_masks,
             "results_path": path,
         }

@@ -1,16 +1,21 @@
-"""The folders a deployment works in, and one recording x paramset partition within them."""
+"""The folders a deployment works in; one recording, and one recording x paramset, within them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.io.atomic import write_text_atomic
+from miniscope_assets.io import miniscope_v4 as v4
 from miniscope_assets.io.paramsets import ParamSet, find_paramset, load_paramsets
-from miniscope_assets.io.recording import RecordingInfo
-from miniscope_assets.layout import PartitionFiles
+from miniscope_assets.io.recording import RecordingInfo, RecordingRecord, device_folders, read_recording
+from miniscope_assets.io.user_metadata import USER_FILES, UserMetadata, find_upwards, load_user_metadata
+from miniscope_assets.layout import PartitionFiles, RecordingFiles, RecordingIdentity
 from miniscope_assets.registry import RecordingRegistry
 
 Progress = Callable[[str, float], None]
@@ -18,6 +23,46 @@ Progress = Callable[[str, float], None]
 
 def no_progress(stage: str, fraction: float) -> None:
     """Progress sink that ignores updates."""
+
+
+def recording_identity(info: RecordingInfo, user: UserMetadata) -> RecordingIdentity:
+    """Subject, session and device of a recording.
+
+    Subject: subject.yaml's subject_id, else the acquisition software's animal name, else the
+    recording's top folder. Session: session.yaml's session_id, else the start time stated by
+    the metadata (``YYYYMMDDTHHMMSS``), else the folder names between subject and device; never
+    file modification times. Device: the device name in the metadata.
+    """
+    parts = Path(info.recording_dir).parts
+    device = str(info.device.get("name") or "Miniscope")
+    subject = user.subject.get("subject_id") or info.session.get("animal_name")
+    if not subject:
+        subject = parts[0] if len(parts) > 1 else "unknown"
+    session = user.session.get("session_id")
+    if not session and not info.start_time_from_files:
+        session = info.recording_datetime.strftime("%Y%m%dT%H%M%S")
+    if not session:
+        inner = [p for p in parts[1:] if p != device] if len(parts) > 1 else list(parts)
+        session = "-".join(inner) or parts[-1]
+    return RecordingIdentity(subject=str(subject), session=str(session), device=device)
+
+
+def _stat_entry(path: Path, label: str) -> list:
+    stat = path.stat()
+    return [label, stat.st_size, stat.st_mtime_ns]
+
+
+def recording_fingerprint(data_root: Path, recording_dir: str) -> str:
+    """Content fingerprint of a recording: names, sizes and modification times of its files
+    (hidden ones too: a copy in progress), the session metaData.json above a device folder and
+    the subject/session YAML files that apply. It is the recording's Dagster data version."""
+    folder = data_root / recording_dir
+    entries = [_stat_entry(p, p.name) for p in sorted(folder.iterdir()) if p.is_file()]
+    extra = [folder.parent / v4.METADATA_FILE] + [find_upwards(data_root, folder, name) for name in USER_FILES]
+    for path in extra:
+        if path is not None and path.is_file():
+            entries.append(_stat_entry(path, os.path.relpath(path, folder)))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -49,46 +94,90 @@ class Workspace:
             raise MiniscopeInputError(folder, f"is not inside the data root {self.data_root}") from None
         return relative.as_posix()
 
-    def register_recording(self, folder: str | Path) -> str:
-        """Register a recording folder and return its partition key."""
-        return self.registry.register(self.relative_recording_dir(folder))
+    def recording_dirs(self, folder: str | Path) -> list[str]:
+        """The recordings in ``folder``: itself, or each Miniscope device folder of a session folder."""
+        relative = self.relative_recording_dir(folder)
+        return [self.relative_recording_dir(d) for d in device_folders(self.data_root / relative)]
+
+    def read(self, recording_dir: str) -> RecordingRecord:
+        """Read a recording folder (movie files probed, timestamps parsed) and identify it."""
+        fingerprint = recording_fingerprint(self.data_root, recording_dir)
+        info = read_recording(self.data_root, recording_dir)
+        user = load_user_metadata(self.data_root, recording_dir)
+        return RecordingRecord(info, user, recording_identity(info, user), fingerprint)
+
+    def outputs(self, identity: RecordingIdentity) -> list[str]:
+        """The NWB files (relative to the output root) a recording of ``identity`` owns."""
+        return [identity.raw_nwb().as_posix()] + [identity.processed_nwb(p.name).as_posix() for p in self.paramsets()]
+
+    def register(self, recording_dir: str, identity: RecordingIdentity) -> str:
+        """Register a recording as the owner of its outputs; return its partition key."""
+        return self.registry.register(recording_dir, identity, self.outputs(identity))
+
+    def recording(self, key: str) -> "Recording":
+        return Recording(self, key, self.registry.folder(key), RecordingFiles.for_recording(self.work_root, key))
 
     def partition(self, recording_key: str, paramset_name: str) -> "Partition":
         return Partition(
-            workspace=self,
-            recording_key=recording_key,
-            recording_dir=self.registry.folder(recording_key),
+            recording=self.recording(recording_key),
             paramset=self.paramset(paramset_name),
             files=PartitionFiles.for_partition(self.work_root, recording_key, paramset_name),
         )
 
 
 @dataclass(frozen=True)
+class Recording:
+    """One registered recording: its folder, its intermediate files and its raw NWB file."""
+
+    workspace: Workspace
+    key: str
+    folder: str
+    files: RecordingFiles
+
+    @property
+    def identity(self) -> RecordingIdentity:
+        return self.workspace.registry.identity(self.key)
+
+    def raw_nwb_path(self) -> Path:
+        return self.workspace.output_root / self.identity.raw_nwb()
+
+    def record(self) -> RecordingRecord:
+        """What the recording_info stage stored."""
+        path = self.files.record
+        if not path.is_file():
+            raise MiniscopeInputError(path, "missing: materialize recording_info for this recording first")
+        return RecordingRecord.from_json(path.read_text())
+
+    def save_record(self, record: RecordingRecord) -> None:
+        write_text_atomic(self.files.record, record.to_json())
+
+
+@dataclass(frozen=True)
 class Partition:
     """One recording x paramset: where its inputs are and where its outputs go."""
 
-    workspace: Workspace
-    recording_key: str
-    recording_dir: str
+    recording: Recording
     paramset: ParamSet
     files: PartitionFiles
 
+    @property
+    def workspace(self) -> Workspace:
+        return self.recording.workspace
+
+    @property
+    def recording_key(self) -> str:
+        return self.recording.key
+
+    @property
+    def recording_dir(self) -> str:
+        return self.recording.folder
+
     def recording_info(self) -> RecordingInfo:
-        """The RecordingInfo stored by the recording_info stage."""
-        path = self.files.recording_info
-        if not path.is_file():
-            raise MiniscopeInputError(path, "missing: materialize recording_info for this partition first")
-        return RecordingInfo.from_json(path.read_text())
+        return self.recording.record().info
 
     def nwb_path(self) -> Path:
-        """The partition's NWB file (chosen by the recording_info stage)."""
-        pointer = self.files.nwb_pointer
-        if not pointer.is_file():
-            raise MiniscopeInputError(pointer, "missing: materialize recording_info for this partition first")
-        path = Path(json.loads(pointer.read_text())["nwb_path"])
-        if not path.is_file():
-            raise MiniscopeInputError(path, "NWB file is missing: re-materialize recording_info")
-        return path
+        """The partition's processed NWB file."""
+        return self.workspace.output_root / self.recording.identity.processed_nwb(self.paramset.name)
 
 
 @dataclass
@@ -103,7 +192,9 @@ class CheckOutcome:
 
 @dataclass
 class StageReport:
-    """What a stage produced: catalog metadata (small scalars and paths) and check outcomes."""
+    """What a stage produced: catalog metadata (small scalars and paths), check outcomes and,
+    for recording_info, the data version (the recording's fingerprint)."""
 
     metadata: dict
     checks: list[CheckOutcome] = field(default_factory=list)
+    data_version: str | None = None

@@ -1,0 +1,47 @@
+"""What the Dagster instance knows of a partition: its latest materialization, its data versions."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance
+
+from miniscope_assets.orchestration.partitions import partition_key
+from miniscope_assets.stages.discovery import Versions
+from miniscope_assets.stages.table import FINAL_STAGE
+
+DATA_VERSION_TAG = "dagster/data_version"
+RAW_RECORDING = "raw_recording"
+
+
+def latest_materialization(instance: DagsterInstance, asset: str, partition: str):
+    """The newest AssetMaterialization of ``asset`` for ``partition``, or None."""
+    result = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+    )
+    return result.records[0].asset_materialization if result.records else None
+
+
+def _metadata_value(materialization, name: str):
+    value = materialization.metadata.get(name)
+    return getattr(value, "value", value)
+
+
+def instance_versions(instance: DagsterInstance) -> Versions:
+    """Versions read from ``instance`` (see miniscope_assets.stages.discovery)."""
+
+    def raw(key: str) -> str | None:
+        materialization = latest_materialization(instance, "recording_info", key)
+        return None if materialization is None else (materialization.tags or {}).get(DATA_VERSION_TAG)
+
+    def processed(key: str, paramset: str) -> tuple[str | None, str | None]:
+        materialization = latest_materialization(instance, FINAL_STAGE, str(partition_key(key, paramset)))
+        if materialization is None:
+            return None, None
+        return (_metadata_value(materialization, "recording_fingerprint"),
+                _metadata_value(materialization, "param_hash"))
+
+    return Versions(raw=raw, processed=processed)
+
+
+def observation(key: str, fingerprint: str) -> AssetObservation:
+    """The recording folder observed with its content fingerprint as data version."""
+    return AssetObservation(asset_key=RAW_RECORDING, partition=key, tags={DATA_VERSION_TAG: fingerprint})
