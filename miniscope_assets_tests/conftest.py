@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
+import scipy.sparse
 import yaml
+
+from miniscope_assets.engine import validate_params
+from miniscope_assets.results import ProcessingResult, SummaryImages
 
 from miniscope_assets.io.miniscope_writer import write_v3_recording, write_v4_recording
 from miniscope_assets.stages.workspace import Workspace
@@ -16,6 +22,31 @@ SUBJECT = {"subject_id": "mouse-7", "species": "Mus musculus", "sex": "F", "age"
 SESSION = {"institution": "UCLA", "lab": "Aharoni", "experimenter": "Doe, Jane", "location": "CA1",
            "indicator": "GCaMP6f", "keywords": ["miniscope"], "experiment_description": "open field",
            "session_description": "open field exploration"}
+
+
+H, W, T, FPS = 12, 16, 400, 20.0  # the small processing result's frame and trace sizes
+
+
+def disk(cy, cx, radius=2.5):
+    yy, xx = np.mgrid[:H, :W]
+    return np.clip(1.0 - np.hypot(yy - cy, xx - cx) / radius, 0, None).ravel()
+
+
+def small_result():
+    """A built-in engine result of 4 masks (ids 10-13) on a 12x16 px, 400-frame movie."""
+    rng = np.random.default_rng(0)
+    footprints = scipy.sparse.csc_matrix(np.stack([disk(3, 3), disk(3, 5), disk(8, 12), disk(9, 4)], axis=1))
+    fluorescence = (5 + rng.gamma(1.0, 2.0, (4, T))).astype(np.float32)
+    return ProcessingResult(
+        method="builtin", package_version="test", params=validate_params({}),
+        creation_time=datetime.now(timezone.utc), frame_shape=(H, W), nframes=T,
+        summary=SummaryImages(mean=np.zeros((H, W))),
+        mask_ids=np.array([10, 11, 12, 13]), footprints=footprints,
+        mask_types=np.array(["soma", "dendrite", "soma", "unknown"], dtype=object),
+        mask_confidence=np.array([0.9, 0.4, 0.8, np.nan]),
+        fluorescence=fluorescence, neuropil=np.full((4, T), 3.0, np.float32),
+        denoised=fluorescence.copy(), dff=np.zeros((4, T), np.float32), spikes=np.zeros((4, T), np.float32),
+    )
 
 
 def movie(nframes: int = 120, height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:

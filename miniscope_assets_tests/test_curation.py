@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import numpy as np
 import pytest
-import scipy.sparse
 
-from miniscope_assets.engine import validate_params
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.results import ProcessingResult, SummaryImages
 from miniscope_assets.stages.curation import (
     CurationRequest,
     apply_curation,
     read_curation_file,
     write_curation_file,
 )
-
-H, W, T, FPS = 12, 16, 400, 20.0
-
-
-def disk(cy, cx, radius=2.5):
-    yy, xx = np.mgrid[:H, :W]
-    return np.clip(1.0 - np.hypot(yy - cy, xx - cx) / radius, 0, None).ravel()
-
+from miniscope_assets_tests.conftest import FPS, small_result
 
 @pytest.fixture
 def result():
-    rng = np.random.default_rng(0)
-    footprints = scipy.sparse.csc_matrix(np.stack([disk(3, 3), disk(3, 5), disk(8, 12), disk(9, 4)], axis=1))
-    fluorescence = (5 + rng.gamma(1.0, 2.0, (4, T))).astype(np.float32)
-    return ProcessingResult(
-        method="builtin", package_version="test", params=validate_params({}),
-        creation_time=datetime.now(timezone.utc), frame_shape=(H, W), nframes=T,
-        summary=SummaryImages(mean=np.zeros((H, W))),
-        mask_ids=np.array([10, 11, 12, 13]), footprints=footprints,
-        mask_types=np.array(["soma", "dendrite", "soma", "unknown"], dtype=object),
-        mask_confidence=np.array([0.9, 0.4, 0.8, np.nan]),
-        fluorescence=fluorescence, neuropil=np.full((4, T), 3.0, np.float32),
-        denoised=fluorescence.copy(), dff=np.zeros((4, T), np.float32), spikes=np.zeros((4, T), np.float32),
-    )
+    return small_result()
 
 
 def test_reject_and_accept_keep_ids_and_order(result, tmp_path):

@@ -15,6 +15,7 @@ from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v4_recording
 from miniscope_assets.simulation import Simulation, SimulationConfig
 from miniscope_assets.stages.checks import inspect_nwb
+from miniscope_assets.stages.workspace import Workspace
 from miniscope_assets.stages.processing import load_processing_result
 from miniscope_assets.stages.curation import CurationRequest, write_curation_file
 from miniscope_assets_tests.conftest import write_user_metadata
@@ -98,3 +99,19 @@ def test_curation_and_reuse(workspace, recording):
     forced, _ = materialize_partition(workspace, recording, ["processing"], instance=instance, with_raw=False,
                                       run_config={"ops": {"processing": {"config": {"force": True}}}})
     assert metadata(forced, "processing")["reused_existing_results"] is False
+
+
+def test_the_work_and_output_folders_can_be_moved(workspace, recording, tmp_path):
+    _, partition = materialize_partition(workspace, recording)
+    for path in workspace.work_root.rglob("*.json"):  # every stored reference is relative to its root
+        assert str(tmp_path) not in path.read_text(), path
+    with h5py.File(partition.files.processing_dir / "results.h5", "r") as f:
+        assert not f.attrs["corrected_movie"].startswith("/")
+    moved = Workspace(workspace.data_root, tmp_path / "moved_nwb", tmp_path / "moved_work", workspace.paramsets_file)
+    workspace.work_root.rename(moved.work_root)
+    workspace.output_root.rename(moved.output_root)
+    write_curation_file(moved.partition(partition.recording_key, "default").files.curation_input,
+                        CurationRequest(reject=[0], note="moved"))
+    run, moved_partition = materialize_partition(moved, recording, PARTITION_STAGES[1:], with_raw=False)
+    assert metadata(run, "curation")["curation_id"] == 1
+    assert moved_partition.nwb_path().is_relative_to(moved.output_root) and moved_partition.nwb_path().is_file()

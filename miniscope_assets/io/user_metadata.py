@@ -7,6 +7,7 @@ recording folder overrides it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def find_upwards(data_root: Path, recording_folder: Path, name: str) -> Path | N
 class UserMetadata:
     subject: dict = field(default_factory=dict)
     session: dict = field(default_factory=dict)
-    subject_file: str | None = None
+    subject_file: str | None = None  # relative to the data root
     session_file: str | None = None
 
 
@@ -82,8 +83,8 @@ def load_user_metadata(data_root: str | Path, recording_dir: str | Path) -> User
     return UserMetadata(
         subject=subject,
         session=session,
-        subject_file=str(subject_path) if subject_path else None,
-        session_file=str(session_path) if session_path else None,
+        subject_file=os.path.relpath(subject_path, root) if subject_path else None,
+        session_file=os.path.relpath(session_path, root) if session_path else None,
     )
 
 

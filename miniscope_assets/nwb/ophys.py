@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 from hdmf.backends.hdf5 import H5DataIO
-from hdmf.common import DynamicTable, VectorData, VectorIndex
+from hdmf.common import DynamicTable, DynamicTableRegion, VectorData, VectorIndex
 from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBFile, TimeSeries
 from pynwb.base import Images
@@ -39,6 +39,7 @@ from miniscope_assets.nwb.raw import COMPRESSION, IMAGING_PLANE, movie_data_io, 
 from miniscope_assets.nwb.update import ophys_module
 from miniscope_assets.results import ProcessingResult
 
+PIXEL_MASK_DTYPE = np.dtype([("x", np.uint32), ("y", np.uint32), ("weight", np.float32)])
 SUMMARY_DESCRIPTIONS = {
     "reference": "Template the frames were registered to",
     "mean": "Mean of the motion-corrected frames",
@@ -176,28 +177,31 @@ class _ImageMasks(GenericDataChunkIterator):
 
 def add_segmentation(nwbfile: NWBFile, result: ProcessingResult) -> None:
     """Masks as image masks (ROI, x, y) and pixel masks (x, y, weight); ROI id = mask id."""
-    pixel_masks = [list(zip(*(v.tolist() for v in result.mask_pixels(i)))) for i in range(result.n_masks)]
-    pixel_mask = VectorData(name="pixel_mask", description="Mask pixels as (x, y, weight)",
-                            data=[pixel for mask in pixel_masks for pixel in mask])
+    pixels = [result.mask_pixels(i) for i in range(result.n_masks)]
+    pixel_table = np.zeros(sum(len(x) for x, _, _ in pixels), dtype=PIXEL_MASK_DTYPE)
+    if pixels:
+        for field, part in zip(("x", "y", "weight"), zip(*pixels)):
+            pixel_table[field] = np.concatenate(part)
+    pixel_mask = VectorData(name="pixel_mask", description="Mask pixels as (x, y, weight)", data=pixel_table)
     columns = [
         pixel_mask,
         VectorIndex(name="pixel_mask_index", target=pixel_mask,
-                    data=np.cumsum([len(mask) for mask in pixel_masks], dtype=np.int64).tolist()),
+                    data=np.cumsum([len(x) for x, _, _ in pixels], dtype=np.int64)),
     ]
     if result.n_masks:
         columns.append(VectorData(name="image_mask", description="Mask weights over the field of view, (ROI, x, y)",
                                   data=H5DataIO(_ImageMasks(result), **COMPRESSION)))
-    centers = result.mask_centers() if result.n_masks else np.zeros((0, 2))
+    centers = result.mask_centers().astype(np.float64) if result.n_masks else np.zeros((0, 2))
     columns += [
-        VectorData(name="center_x", description="Weighted centroid x (column), pixels", data=centers[:, 0].tolist()),
-        VectorData(name="center_y", description="Weighted centroid y (row), pixels", data=centers[:, 1].tolist()),
-        VectorData(name="npix", description="Number of pixels in the mask", data=result.mask_npix().tolist()),
+        VectorData(name="center_x", description="Weighted centroid x (column), pixels", data=centers[:, 0]),
+        VectorData(name="center_y", description="Weighted centroid y (row), pixels", data=centers[:, 1]),
+        VectorData(name="npix", description="Number of pixels in the mask", data=result.mask_npix()),
     ]
     plane = PlaneSegmentation(
         name="PlaneSegmentation",
         description=f"Masks from {result.method} ({result.n_masks} ROIs); ROI id = mask id",
         imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
-        id=[int(mask_id) for mask_id in result.mask_ids],
+        id=np.asarray(result.mask_ids, dtype=np.int64),
         columns=columns,
         colnames=[c.name for c in columns if not isinstance(c, VectorIndex)],
     )
@@ -216,16 +220,16 @@ def add_mask_classification(nwbfile: NWBFile, result: ProcessingResult) -> None:
         name="MaskClassification",
         description=f"Mask types from the {classification_method(result)}; confidence in [0, 1], "
         "NaN where the method gives none",
+        id=np.arange(result.n_masks, dtype=np.int64),
+        columns=[
+            DynamicTableRegion(name="roi", description="ROI in PlaneSegmentation", table=plane,
+                               data=np.arange(result.n_masks, dtype=np.int64)),
+            VectorData(name="mask_type", description="soma, axon, dendrite, neuropil, artefact or unknown",
+                       data=np.asarray([str(t) for t in result.mask_types], dtype=np.str_)),
+            VectorData(name="confidence", description="Confidence of the mask type",
+                       data=np.asarray(result.mask_confidence, dtype=np.float64)),
+        ],
     )
-    table.add_column(name="roi", description="ROI in PlaneSegmentation", table=plane)
-    table.add_column(name="mask_type", description="soma, axon, dendrite, neuropil, artefact or unknown")
-    table.add_column(name="confidence", description="Confidence of the mask type")
-    for index in range(result.n_masks):
-        table.add_row(
-            roi=index,
-            mask_type=str(result.mask_types[index]),
-            confidence=float(result.mask_confidence[index]),
-        )
     ophys_module(nwbfile).add(table)
 
 
