@@ -115,3 +115,17 @@ def test_the_work_and_output_folders_can_be_moved(workspace, recording, tmp_path
     run, moved_partition = materialize_partition(moved, recording, PARTITION_STAGES[1:], with_raw=False)
     assert metadata(run, "curation")["curation_id"] == 1
     assert moved_partition.nwb_path().is_relative_to(moved.output_root) and moved_partition.nwb_path().is_file()
+
+
+def test_a_paramset_keeping_the_corrected_movie(workspace, recording):
+    import yaml
+
+    workspace.paramsets_file.write_text(yaml.safe_dump({"paramsets": [
+        {"name": "movie", "method": "builtin", "keep_corrected_movie": True}]}))
+    _, partition = materialize_partition(workspace, recording, paramset="movie")
+    content = read_ophys(partition.nwb_path())
+    assert content["corrected"].shape == (400, 80, 80)
+    with h5py.File(partition.nwb_path(), "r") as f:
+        assert f["processing/ophys/MotionCorrected/data"].compression == "gzip"
+    (motion,) = (workspace.work_root / partition.recording_key / "motion").iterdir()
+    assert not (motion / "corrected.h5").exists()  # the cache is removed once written into the file

@@ -113,3 +113,20 @@ def test_block_grid(size, stride, overlap, starts, block):
     assert grid.y_starts.tolist() == starts and grid.height == block
     weights_y, _ = grid.interpolation_matrices((size, 64))
     np.testing.assert_allclose(weights_y.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pw_rigid", [False, True])
+def test_corrected_movie_rewritten_from_stored_shifts_is_identical(tmp_path, pw_rigid):
+    from miniscope_assets.engine.motion import rewrite_corrected_movie
+    from miniscope_assets.io.results_file import load_motion_correction, save_motion_correction
+
+    simulation = Simulation(SimulationConfig(height=96, width=96, nframes=120, n_neurons=10, seed=2,
+                                             nonrigid_amplitude=1.5 if pw_rigid else 0.0))
+    movie = ArrayMovie(_frames(simulation))
+    params = validate_params({"pw_rigid": pw_rigid, "strides": [32, 32], "overlaps": [16, 16]})
+    motion = correct_motion(movie, params, tmp_path / "first.h5")
+    save_motion_correction(motion, tmp_path / "motion.h5")
+    rewrite_corrected_movie(movie, load_motion_correction(tmp_path / "motion.h5"), params, tmp_path / "again.h5")
+    with h5py.File(tmp_path / "first.h5", "r") as first, h5py.File(tmp_path / "again.h5", "r") as again:
+        np.testing.assert_array_equal(first["corrected"][()], again["corrected"][()])
+        assert first["corrected"].compression == "lzf"

@@ -395,6 +395,18 @@ def _store(frame: np.ndarray, target: np.ndarray) -> None:
     np.copyto(target, frame, casting="unsafe")
 
 
+def rewrite_corrected_movie(
+    movie: MovieSource, motion: MotionCorrection, params: dict, output_path: Path, progress: Progress | None = None
+) -> None:
+    """Write the corrected movie again from the shifts of a earlier :func:`correct_motion` run."""
+    rigid = np.stack([motion.rigid.y_shifts, motion.rigid.x_shifts], axis=1).astype(np.float64)
+    grid = blocks = None
+    if motion.piecewise is not None:
+        grid = BlockGrid.from_params(movie.frame_shape, params["strides"], params["overlaps"])
+        blocks = np.stack([motion.piecewise.y_shifts, motion.piecewise.x_shifts], axis=-1).astype(np.float64)
+    apply_shifts(movie, {"rigid": rigid, "grid": grid, "blocks": blocks}, Path(output_path), params, progress)
+
+
 def correct_motion(
     movie: MovieSource, params: dict, output_path: Path, progress: Progress | None = None
 ) -> MotionCorrection:
@@ -404,6 +416,9 @@ def correct_motion(
     if progress:
         progress(STAGE, 0.1)
     shifts = estimate_shifts(movie, template, params, progress)
+    for name in ("rigid", "blocks"):  # the precision they are stored in, so a rewrite is identical
+        if shifts[name] is not None:
+            shifts[name] = shifts[name].astype(np.float32).astype(np.float64)
     estimated = time.perf_counter()
     apply_shifts(movie, shifts, Path(output_path), params, progress)
     outliers = shifts["outliers"]

@@ -17,13 +17,13 @@ from pynwb import NWBFile
 
 from miniscope_assets.engine.noise import noise_from_differences
 from miniscope_assets.io.atomic import remove_leftovers
-from miniscope_assets.io.corrected_movie import open_corrected_movie
 from miniscope_assets.nwb import ophys
 from miniscope_assets.nwb.raw import build_nwbfile, file_identifier, write_nwbfile
 from miniscope_assets.nwb.update import update_stage
 from miniscope_assets.results import ProcessingResult
 from miniscope_assets.stages import checks, figures
 from miniscope_assets.stages.curation import current_curation, load_curated_result
+from miniscope_assets.stages.processing import corrected_movie_of
 from miniscope_assets.stages.table import RunOptions, containers_from
 from miniscope_assets.stages.workspace import Partition, StageReport
 
@@ -82,10 +82,14 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
         f"the raw movie is in {record.identity.raw_nwb().name}",
     )
     keep_movie = paramset.keep_corrected_movie and result.corrected_movie is not None
-    corrected = open_corrected_movie(result.corrected_movie) if keep_movie else None
-    ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected)
     existed = nwb_path.is_file()
-    write_nwbfile(nwb_path, nwbfile)
+    if keep_movie:
+        with corrected_movie_of(partition, result, options.progress) as corrected:
+            ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected)
+            write_nwbfile(nwb_path, nwbfile)
+    else:
+        ophys.add_motion_correction(nwbfile, result, record.info.timestamps, None)
+        write_nwbfile(nwb_path, nwbfile)
     metadata = _common_metadata(partition, ["whole file"] if existed else [])
     rigid = result.motion_rigid
     if rigid is not None and rigid.x_shifts.size:

@@ -4,8 +4,10 @@ Like element-miniscope's input-hash file, a triggered run records a hash of its 
 (recording files, method, effective params, engine version); re-materializing with the same
 inputs reuses the stored results unless forced. Results are produced in a fresh folder that
 replaces the previous one only when complete. The built-in engine's motion correction is
-shared by the recording's paramsets with the same motion parameters (one corrected movie,
-computed once, under the recording's work folder). Stored paths are relative to their root.
+shared by the recording's paramsets with the same motion parameters: the shifts are estimated
+once and kept under the recording's work folder; the corrected movie (compressed) is kept only
+while a stage reads it, and written again from the shifts when needed. Stored paths are
+relative to their root.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import miniscope_assets
+from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.atomic import atomic_directory, remove_leftovers, write_text_atomic
 from miniscope_assets.io.paramsets import ParamSet
@@ -103,33 +107,67 @@ def load_processing_result(partition: Partition) -> ProcessingResult:
     return _load(record["results_kind"], _root(partition, record["results_root"]) / record["results_path"])
 
 
-@contextlib.contextmanager
-def _locked(folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def shared_motion(partition: Partition, movie, params: dict, progress: Progress):
-    """The recording's motion correction for these motion parameters: computed once, then reused
-    by every paramset that agrees on them (one corrected movie on disk)."""
-    from miniscope_assets.engine.motion import correct_motion
+def motion_folder(partition: Partition, params: dict) -> Path:
+    """The recording's motion-correction cache for these motion parameters (shared by paramsets)."""
     from miniscope_assets.engine.params import MOTION_PARAMS
-    from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
 
     recording = partition.recording
     key = {"fingerprint": recording.record().fingerprint, "engine_version": miniscope_assets.__version__,
            "params": {name: params[name] for name in MOTION_PARAMS}}
-    folder = recording.files.motion_dir(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest())
+    return recording.files.motion_dir(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest())
+
+
+@contextlib.contextmanager
+def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress, keep: bool):
+    """Motion correction in ``folder``: estimated once (shifts and reference kept for good), the
+    corrected movie written or rewritten from the stored shifts and kept only while in use.
+
+    Yields (MotionCorrection, corrected movie path, whether the shifts were reused). Readers hold
+    a shared lock; the last one out removes the corrected movie unless ``keep``.
+    """
+    from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
+    from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
+
     corrected, record = folder / CORRECTED_MOVIE, folder / MOTION_RECORD
-    with _locked(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         remove_leftovers(folder)
-        if record.is_file() and corrected.is_file():
-            return load_motion_correction(record), corrected, True
-        motion = correct_motion(movie, params, corrected, progress)
-        save_motion_correction(motion, record)  # written last: it marks the folder complete
-        return motion, corrected, False
+        reused = record.is_file()
+        if reused:
+            motion = load_motion_correction(record)
+            if not corrected.is_file():
+                rewrite_corrected_movie(movie(), motion, params, corrected, progress)
+        else:
+            motion = correct_motion(movie(), params, corrected, progress)
+            save_motion_correction(motion, record)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield motion, corrected, reused
+        finally:
+            if not keep:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    corrected.unlink(missing_ok=True)
+                except BlockingIOError:
+                    pass  # another paramset still reads it; it removes the movie when done
+
+
+@contextlib.contextmanager
+def corrected_movie_of(partition: Partition, result: ProcessingResult, progress: Progress):
+    """The result's corrected movie (a MovieSource) while in use: a CaImAn memmap as it is, the
+    built-in engine's shared one rewritten from its shifts if it was removed."""
+    from miniscope_assets.io.corrected_movie import open_corrected_movie
+
+    path = Path(result.corrected_movie)
+    if not (path.parent / MOTION_RECORD).is_file():
+        yield open_corrected_movie(path)
+        return
+    info = partition.recording_info()
+    params = validate_paramset(partition.paramset)
+    with shared_motion(path.parent, lambda: info.movie(partition.workspace.data_root), params, progress,
+                       keep=False) as (_, corrected, _):
+        yield open_corrected_movie(corrected)
 
 
 def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: Progress) -> tuple[str, Path, dict]:
@@ -142,9 +180,11 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
             from miniscope_assets.engine import run_engine
 
             movie = info.movie(partition.workspace.data_root)
-            motion, corrected, reused = shared_motion(partition, movie, params, progress)
-            notes["motion_reused"] = reused
-            result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected))
+            folder = motion_folder(partition, params)
+            with shared_motion(folder, lambda: movie, params, progress,
+                               keep=partition.paramset.keep_corrected_movie) as (motion, corrected, reused):
+                notes["motion_reused"] = reused
+                result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected))
             save_results(result, fresh / BUILTIN_RESULTS)
             kind, name = "builtin", BUILTIN_RESULTS
         else:
