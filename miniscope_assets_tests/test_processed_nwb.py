@@ -113,16 +113,19 @@ def test_a_failing_stage_leaves_the_file_as_it_was(tmp_path, record):
 
 
 def test_leftovers_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.run(["true"]).returncode or 4_000_000  # a process id no process has
-    leftover_file = tmp_path / f".p.partial-{dead}-abc.nwb"
-    leftover_dir = tmp_path / f".processing.partial-{dead}-xyz"
-    ours = tmp_path / f".q.partial-{os.getpid()}-def.nwb"
-    for path in (leftover_file, ours):
+    from miniscope_assets.io.atomic import _HOST
+
+    dead = 4_000_000  # above pid_max: no process has it
+    leftover_file = tmp_path / f".p.partial-{_HOST}-{dead}-abc.nwb"
+    leftover_dir = tmp_path / "sub" / f".processing.partial-{_HOST}-{dead}-xyz"
+    ours = tmp_path / f".q.partial-{_HOST}-{os.getpid()}-def.nwb"
+    elsewhere = tmp_path / f".r.partial-otherhost-{dead}-ghi.nwb"
+    leftover_dir.mkdir(parents=True)
+    for path in (leftover_file, ours, elsewhere, leftover_dir / "results.h5"):
         path.write_bytes(b"half")
-    leftover_dir.mkdir()
-    (leftover_dir / "results.h5").write_bytes(b"half")
-    assert sorted(remove_leftovers(tmp_path)) == sorted([leftover_file, leftover_dir])
-    assert ours.exists()  # a write still under way is left alone
+    assert remove_leftovers(tmp_path) == [leftover_file]
+    assert remove_leftovers(tmp_path, recursive=True) == [leftover_dir]
+    assert ours.exists() and elsewhere.exists()  # a write under way, and another host's, are left alone
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

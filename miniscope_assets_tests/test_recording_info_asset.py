@@ -89,3 +89,16 @@ def test_exactly_regular_timestamps_are_stored_as_rate(workspace, data_root):
         series = io.read().acquisition["OnePhotonSeries"]
         assert series.timestamps is None and series.rate == 20.0 and series.starting_time == 0.0
         np.testing.assert_allclose(series.get_timestamps(), np.arange(120) * 0.05, rtol=0, atol=1e-12)
+
+
+def test_changed_subject_metadata_moves_the_outputs(workspace, data_root, v4_recording):
+    import yaml
+
+    first, recording = materialize_recording(workspace, v4_recording)
+    old = Path(metadata(first, "recording_info")["raw_nwb_path"])
+    subject = yaml.safe_load((data_root / "mouse-7" / "subject.yaml").read_text())
+    (data_root / "mouse-7" / "subject.yaml").write_text(yaml.safe_dump({**subject, "subject_id": "mouse-8"}))
+    second, _ = materialize_recording(workspace, v4_recording)
+    new = Path(metadata(second, "recording_info")["raw_nwb_path"])
+    assert new.parent.name == "sub-mouse-8" and new.is_file() and not old.exists()
+    assert metadata(second, "recording_info")["removed_outdated_files"].startswith(old.relative_to(workspace.output_root).as_posix())

@@ -1,11 +1,11 @@
 """Outputs are written to a temporary path beside the target and renamed into place.
 
-A reader never sees a half-written output. Temporary names carry the writer's process id
-(``.<stem>.partial-<pid>-<random><suffix>``), so a later run can tell the leftovers of a
-crashed writer (process gone) from a write still under way and remove them
-(:func:`remove_leftovers`). Renamed files get the mode the user's umask gives new files, not
-the 0600 of a temporary file. A full disk or a missing permission is one
-:class:`MiniscopeOutputError` naming the path.
+A reader never sees a half-written output. Temporary names carry the writer's host and process
+id (``.<stem>.partial-<host>-<pid>-<random><suffix>``), so a later run on the same host can
+tell the leftovers of a crashed writer (process gone) from a write still under way and remove
+them (:func:`remove_leftovers`); another host's are left alone. Renamed files get the mode the
+user's umask gives new files, not the 0600 of a temporary file. A full disk or a missing
+permission is one :class:`MiniscopeOutputError` naming the path.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +23,8 @@ from typing import Iterator
 from miniscope_assets.errors import MiniscopeOutputError
 
 PARTIAL_MARK = ".partial-"
-_LEFTOVER = re.compile(r"\.partial-(\d+)-")
+_LEFTOVER = re.compile(r"\.partial-([A-Za-z0-9]+)-(\d+)-")
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname()) or "host"
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -64,7 +66,7 @@ def translated_write_errors(path: Path) -> Iterator[None]:
 
 
 def _partial_name(final_path: Path) -> str:
-    return f".{final_path.stem}{PARTIAL_MARK}{os.getpid()}-"
+    return f".{final_path.stem}{PARTIAL_MARK}{_HOST}-{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -133,19 +135,26 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(folder: str | Path) -> list[Path]:
-    """Remove temporary files and folders in ``folder`` whose writing process is gone."""
+def _is_leftover(entry: Path) -> bool:
+    match = _LEFTOVER.search(entry.name)
+    return (entry.name.startswith(".") and match is not None and match.group(1) == _HOST
+            and not _process_alive(int(match.group(2))))
+
+
+def remove_leftovers(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Remove temporary files and folders in ``folder`` (and below it, ``recursive``) whose
+    writing process on this host is gone."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
-    for entry in folder.iterdir():
-        match = _LEFTOVER.search(entry.name)
-        if not entry.name.startswith(".") or match is None or _process_alive(int(match.group(1))):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed.append(entry)
+    for entry in list(folder.iterdir()):
+        if _is_leftover(entry):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+        elif recursive and entry.is_dir() and not entry.is_symlink():
+            removed += remove_leftovers(entry, recursive=True)
     return removed

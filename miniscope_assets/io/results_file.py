@@ -47,24 +47,29 @@ def save_results(result: ProcessingResult, path: str | Path) -> Path:
             )
             summary = f.create_group("summary")
             for name, image in result.summary.as_dict().items():
-                summary.create_dataset(name, data=np.asarray(image, dtype=np.float32))
+                _compressed(summary, name, np.asarray(image, dtype=np.float32))
             masks = f.create_group("masks")
             masks.create_dataset("ids", data=result.mask_ids.astype(np.int64))
             masks.create_dataset("types", data=result.mask_types.astype(object), dtype=_STRING)
             masks.create_dataset("confidence", data=result.mask_confidence.astype(np.float32))
             footprints = result.footprints.tocsc()
             group = masks.create_group("footprints")
-            group.create_dataset("data", data=footprints.data.astype(np.float32))
-            group.create_dataset("indices", data=footprints.indices.astype(np.int64))
-            group.create_dataset("indptr", data=footprints.indptr.astype(np.int64))
+            _compressed(group, "data", footprints.data.astype(np.float32))
+            _compressed(group, "indices", footprints.indices.astype(np.int64))
+            _compressed(group, "indptr", footprints.indptr.astype(np.int64))
             group.create_dataset("shape", data=np.asarray(footprints.shape, dtype=np.int64))
             traces = f.create_group("traces")
             for name in ProcessingResult.TRACE_FIELDS:
                 trace = getattr(result, name)
                 if trace is not None:
-                    traces.create_dataset(name, data=np.asarray(trace, dtype=np.float32))
+                    _compressed(traces, name, np.asarray(trace, dtype=np.float32))
             _write_motion(f.create_group("motion"), result.motion_rigid, result.motion_piecewise)
     return path
+
+
+def _compressed(group: h5py.Group, name: str, data: np.ndarray) -> None:
+    """A dataset, LZF-compressed (fast, lossless) when it has elements."""
+    group.create_dataset(name, data=data, compression="lzf" if data.size and data.ndim else None)
 
 
 def _write_motion(group: h5py.Group, rigid: RigidMotion | None, piecewise: PiecewiseRigidMotion | None) -> None:
@@ -117,7 +122,7 @@ def load_motion_correction(path: str | Path) -> MotionCorrection:
 def _write_arrays(group: h5py.Group, arrays: dict) -> None:
     for name, value in arrays.items():
         if value is not None:
-            group.create_dataset(name, data=np.asarray(value))
+            _compressed(group, name, np.asarray(value))
 
 
 def _read_arrays(group: h5py.Group) -> dict:

@@ -167,6 +167,9 @@ def _register(workspace: Workspace, folder: str, state: dict, plan: RunPlan) -> 
     except MiniscopeInputError as error:
         state["status"] = f"error: {error}"
         plan.errors.append(f"{folder}: {state['status']}")
+    except Exception as error:  # one unreadable folder must not stop the scan of the others
+        state["status"] = f"error: cannot be read ({type(error).__name__}: {error})"
+        plan.errors.append(f"{folder}: {state['status']}")
 
 
 def _plan_recording(state: dict, paramsets, generation: int, versions: Versions, plan: RunPlan) -> None:

@@ -174,7 +174,6 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
     """Run the method into a fresh folder, then swap it in; return (kind, results path, notes)."""
     files = partition.files
     notes = {}
-    remove_leftovers(files.work_dir)
     with atomic_directory(files.processing_dir) as fresh:
         if partition.paramset.method == "builtin":
             from miniscope_assets.engine import run_engine

@@ -15,10 +15,10 @@ def run(recording: Recording, options: RunOptions) -> StageReport:
     workspace = recording.workspace
     record = workspace.read(recording.folder)
     info = record.info
-    previous = recording.identity
+    previous = recording.record().identity if recording.files.record.is_file() else record.identity
     workspace.register(recording.folder, record.identity)  # refuses an identity another folder owns
     moved = []
-    if previous != record.identity:  # the lab's metadata changed the names: old files are outdated
+    if previous != record.identity:  # the lab's metadata changed the names: the old files are outdated
         for old in workspace.outputs(previous):
             if (workspace.output_root / old).is_file():
                 (workspace.output_root / old).unlink()

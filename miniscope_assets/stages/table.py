@@ -13,6 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+from miniscope_assets.io.atomic import remove_leftovers
 from miniscope_assets.stages.workspace import Progress, StageReport, no_progress
 
 PROCESSING_POOL = "miniscope_processing"
@@ -41,8 +42,11 @@ class Stage:
     forceable: bool = False  # takes run config {force: true}
 
     def run(self, target, options: RunOptions = RunOptions()) -> StageReport:
+        """Run the stage on a Recording or Partition, after removing crashed writers' leftovers
+        from its work folder."""
         module, function = self.runner.split(":")
         stage_function: Callable = getattr(importlib.import_module(module), function)
+        remove_leftovers(target.files.work_dir, recursive=True)
         return stage_function(target, options)
 
 
