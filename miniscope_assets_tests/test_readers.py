@@ -26,7 +26,7 @@ def test_v4_per_device_layout(data_root, v4_recording, v4_frames):
     assert info.files == [f"{v4_recording}/{i}.avi" for i in range(3)]
     assert info.frames_per_file == [50, 50, 20]
     assert info.recording_datetime == datetime(2024, 5, 17, 10, 30, tzinfo=timezone.utc)
-    assert info.start_time_source == "recordingStartTime in mouse-7/2024_05_17/10_30_00/metaData.json"
+    assert info.start_time_source == "recordingStartTime msecSinceEpoch (UTC) in mouse-7/2024_05_17/10_30_00/metaData.json"
     np.testing.assert_array_equal(info.timestamps, np.round(np.arange(120) * 1000 / 30) / 1000)
     assert info.recording_duration == pytest.approx(info.timestamps[-1] + 1 / 30)
     assert info.cross_check["status"] == "ok"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +101,9 @@ _FOLDER_TIME = re.compile(r"H(\d+)_M(\d+)_S(\d+)$")
 _FOLDER_DATE = re.compile(r"(\d+)_(\d+)_(\d{4})$")
 
 
-def start_time_from_folders(folder: Path) -> datetime | None:
-    """The legacy software names folders <M_D_YYYY>/H<h>_M<m>_S<s>; local time."""
+def start_time_from_folders(folder: Path, zone: tzinfo | None = None) -> datetime | None:
+    """The legacy software names folders <M_D_YYYY>/H<h>_M<m>_S<s>: local time, read in
+    ``zone`` (else this machine's time zone)."""
     time_match = _FOLDER_TIME.search(folder.name)
     date_match = _FOLDER_DATE.search(folder.parent.name)
     if not (time_match and date_match):
@@ -110,6 +111,7 @@ def start_time_from_folders(folder: Path) -> datetime | None:
     month, day, year = (int(v) for v in date_match.groups())
     hour, minute, second = (int(v) for v in time_match.groups())
     try:
-        return datetime(year, month, day, hour, minute, second).astimezone()
+        local = datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
+    return local.astimezone() if zone is None else local.replace(tzinfo=zone)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,19 @@ from miniscope_assets.errors import MiniscopeInputError
 METADATA_FILE = "metaData.json"
 TIMESTAMPS_FILE = "timeStamps.csv"
 TIMESTAMP_COLUMNS = ("Frame Number", "Time Stamp (ms)", "Buffer Index")
-# Analog gain of the V4 sensor for the GUI's settings (Miniscope V4 documentation).
-GAIN_SETTINGS = {"low": 1.0, "medium": 2.0, "high": 3.5}
+DAQ_FRAME_COLUMN = "DAQ Frame Number"  # DAQ-QT software v2.0.0 on
+# Analog gain of each gain setting, per deviceType, from the acquisition software's device table
+# (Miniscope-DAQ-QT-Software deviceConfigs/videoDevices.json: controlSettings.gain).
+_V4_GAINS = {"low": 1.0, "medium": 2.0, "high": 3.5}
+GAIN_SETTINGS = {
+    "Miniscope_V4": _V4_GAINS,
+    "Miniscope_V4_BNO": _V4_GAINS,
+    "Miniscope_V4_2C_Manual": _V4_GAINS,
+    "Miniscope_V3": {"low": 1.0, "medium": 2.0, "high": 4.0},
+    "Siminiscope_1024X768": {"1x": 1.0, "8x": 8.0, "16x": 16.0, "32x": 32.0},
+}
 _START_TIME_FIELDS = ("year", "month", "day", "hour", "minute", "second")
+MAX_EPOCH_MS = 253402300800000.0  # 10000-01-01: beyond it no datetime exists
 
 
 def read_json(path: Path) -> dict:
@@ -120,12 +130,19 @@ def parse_frame_rate(path: Path, value) -> float:
     return fps
 
 
-def parse_gain(path: Path, value) -> tuple[float | None, str | None]:
-    """Return (analog gain factor, the setting as written)."""
+def parse_gain(path: Path, value, device_type: str | None) -> tuple[float | None, str | None]:
+    """Return (analog gain factor, the setting as written). A named setting maps through the
+    device type's table; for a device type the table does not know, the factor is unknown (None)."""
     if value is None:
         return None, None
-    if isinstance(value, str) and value.strip().lower() in GAIN_SETTINGS:
-        return GAIN_SETTINGS[value.strip().lower()], value
+    if isinstance(value, str) and not value.strip().replace(".", "", 1).isdigit():
+        table = GAIN_SETTINGS.get(str(device_type or "Miniscope_V4"))
+        if table is None:
+            return None, value
+        if value.strip().lower() not in table:
+            raise MiniscopeInputError(path, f"'gain' {value!r} is not a setting of {device_type} "
+                                      f"({', '.join(k.capitalize() for k in table)})")
+        return table[value.strip().lower()], value
     return _number(path, "gain", value), str(value)
 
 
@@ -137,7 +154,7 @@ def read_device_metadata(path: Path) -> V4Metadata:
     roi = meta.get("ROI") or {}
     if not isinstance(roi, dict):
         raise MiniscopeInputError(path, f"'ROI' should be an object with height/width, got {roi!r}")
-    gain, gain_setting = parse_gain(path, meta.get("gain"))
+    gain, gain_setting = parse_gain(path, meta.get("gain"), meta.get("deviceType"))
     frames_per_file = meta.get("framesPerFile")
     return V4Metadata(
         device_name=str(meta.get("deviceName") or path.parent.name),
@@ -155,35 +172,47 @@ def read_device_metadata(path: Path) -> V4Metadata:
     )
 
 
-def parse_start_time(path: Path, meta: dict) -> datetime | None:
-    """recordingStartTime as a timezone-aware datetime, or None when absent.
+def parse_start_time(path: Path, meta: dict, zone: tzinfo | None = None) -> tuple[datetime, str] | None:
+    """The recording start as a timezone-aware datetime and where it came from, or None.
 
-    ``msecSinceEpoch`` (UTC) is exact and preferred; otherwise the calendar fields are the
-    acquisition computer's local time, interpreted in this machine's local timezone.
+    Layouts: the ``recordingStartTime`` object (current DAQ-QT software) or the same fields at
+    the top level (older DAQ-QT session files). ``msecSinceEpoch`` is UTC and exact, so it is
+    preferred; the calendar fields (``year`` ... ``msec``) are the acquisition PC's local time,
+    read in ``zone`` (session.yaml ``timezone``), else in this machine's time zone.
     """
     start = meta.get("recordingStartTime")
+    where = "recordingStartTime"
     if start is None:
-        return None
+        if "msecSinceEpoch" not in meta and not all(key in meta for key in _START_TIME_FIELDS):
+            return None
+        start, where = meta, "top-level"
     if not isinstance(start, dict):
         raise MiniscopeInputError(path, f"'recordingStartTime' should be an object, got {start!r}")
     if start.get("msecSinceEpoch") is not None:
-        msec = _number(path, "recordingStartTime.msecSinceEpoch", start["msecSinceEpoch"])
-        return datetime.fromtimestamp(0, timezone.utc) + timedelta(milliseconds=msec)
+        msec = _number(path, f"{where} msecSinceEpoch", start["msecSinceEpoch"])
+        if not -MAX_EPOCH_MS < msec < MAX_EPOCH_MS:
+            raise MiniscopeInputError(path, f"'{where} msecSinceEpoch' is out of range: {start['msecSinceEpoch']!r}")
+        moment = datetime.fromtimestamp(0, timezone.utc) + timedelta(milliseconds=msec)
+        return (moment if zone is None else moment.astimezone(zone)), f"{where} msecSinceEpoch (UTC)"
     missing = [key for key in _START_TIME_FIELDS if key not in start]
     if missing:
-        raise MiniscopeInputError(path, f"'recordingStartTime' lacks {', '.join(missing)}")
+        raise MiniscopeInputError(path, f"'{where}' start time lacks {', '.join(missing)}")
     try:
         local = datetime(
             *(int(start[key]) for key in _START_TIME_FIELDS),
             microsecond=int(start.get("msec", 0)) * 1000,
         )
-    except (TypeError, ValueError) as error:
-        raise MiniscopeInputError(path, f"'recordingStartTime' is not a valid date: {error}") from error
-    return local.astimezone()
+    except (TypeError, ValueError, OverflowError) as error:
+        raise MiniscopeInputError(path, f"'{where}' start time is not a valid date: {error}") from error
+    if zone is None:
+        return local.astimezone(), f"{where} calendar fields (acquisition PC local time, read in this machine's zone)"
+    return local.replace(tzinfo=zone), f"{where} calendar fields (local time in {zone})"
 
 
-def read_timestamps(path: Path) -> np.ndarray:
-    """Frame times in seconds from timeStamps.csv (Frame Number, Time Stamp (ms), Buffer Index)."""
+def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frame times in seconds from timeStamps.csv (Frame Number, Time Stamp (ms), Buffer Index)
+    and, from DAQ software v2.0.0 on, the hardware counter ``DAQ Frame Number`` (-1 where the
+    read failed), else None."""
     try:
         handle = path.open(newline="")
     except OSError as error:
@@ -198,13 +227,16 @@ def read_timestamps(path: Path) -> np.ndarray:
             )
         frame_column = header.index(TIMESTAMP_COLUMNS[0])
         time_column = header.index(TIMESTAMP_COLUMNS[1])
-        times_ms = []
+        daq_column = header.index(DAQ_FRAME_COLUMN) if DAQ_FRAME_COLUMN in header else None
+        times_ms, daq_frames = [], []
         for line_number, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):
                 continue
             try:
                 frame = int(row[frame_column])
                 times_ms.append(float(row[time_column]))
+                if daq_column is not None:
+                    daq_frames.append(int(row[daq_column]))
             except (IndexError, ValueError):
                 raise MiniscopeInputError(path, f"line {line_number} is malformed: {row!r}") from None
             if frame != len(times_ms) - 1:
@@ -213,4 +245,5 @@ def read_timestamps(path: Path) -> np.ndarray:
                 )
     if not times_ms:
         raise MiniscopeInputError(path, "no timestamp rows")
-    return np.asarray(times_ms, dtype=np.float64) / 1000.0
+    return (np.asarray(times_ms, dtype=np.float64) / 1000.0,
+            None if daq_column is None else np.asarray(daq_frames, dtype=np.int64))

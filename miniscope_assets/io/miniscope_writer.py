@@ -49,6 +49,7 @@ def write_v4_recording(
     led0: int = 12,
     animal_name: str = "",
     timestamps_ms: np.ndarray | None = None,
+    daq_frame_numbers: np.ndarray | None = None,
 ) -> Path:
     """Write a Miniscope-DAQ-V4 recording; return the folder holding the AVIs.
 
@@ -97,8 +98,12 @@ def write_v4_recording(
     write_text_atomic(device_folder / v4.METADATA_FILE, json.dumps(device_meta, indent=4))
     if timestamps_ms is None:
         timestamps_ms = np.round(np.arange(nframes) * 1000.0 / fps)
-    rows = [",".join(v4.TIMESTAMP_COLUMNS)]
-    rows += [f"{i},{t:g},{i % 8}" for i, t in enumerate(np.asarray(timestamps_ms))]
+    if daq_frame_numbers is None:
+        rows = [",".join(v4.TIMESTAMP_COLUMNS)]
+        rows += [f"{i},{t:g},{i % 8}" for i, t in enumerate(np.asarray(timestamps_ms))]
+    else:  # DAQ-QT v2.0.0 on: the hardware frame counter as a 4th column
+        rows = [",".join((*v4.TIMESTAMP_COLUMNS, v4.DAQ_FRAME_COLUMN))]
+        rows += [f"{i},{t:g},{i % 8},{n}" for i, (t, n) in enumerate(zip(np.asarray(timestamps_ms), daq_frame_numbers))]
     write_text_atomic(device_folder / v4.TIMESTAMPS_FILE, "\n".join(rows) + "\n")
     return device_folder
 

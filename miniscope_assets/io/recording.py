@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,13 @@ class RecordingInfo:
     um_width: float | None = None
     device: dict = field(default_factory=dict)
     session: dict = field(default_factory=dict)
+    dropped_frames: list[dict] = field(default_factory=list)  # gaps: see find_dropped_frames
+
+    @property
+    def measured_fps(self) -> float | None:
+        """Frame rate from the timestamps (frames over the time they span)."""
+        span = float(self.timestamps[-1] - self.timestamps[0]) if self.nframes > 1 else 0.0
+        return (self.nframes - 1 + sum(g["frames_lost"] for g in self.dropped_frames)) / span if span > 0 else None
 
     @property
     def start_time_from_files(self) -> bool:
@@ -103,6 +110,29 @@ class RecordingRecord:
             identity=RecordingIdentity(**record["identity"]),
             fingerprint=record["fingerprint"],
         )
+
+
+GAP_FACTOR = 1.5  # without a DAQ frame counter, a frame interval this many times the median is a gap
+
+
+def find_dropped_frames(times: np.ndarray, daq_frames: np.ndarray | None) -> list[dict]:
+    """Gaps where frames were lost between the DAQ and the PC: from jumps of the hardware frame
+    counter (``DAQ Frame Number``, rows of failed reads, -1, skipped) when the file has it, else
+    from frame intervals longer than ``GAP_FACTOR`` x the median. Each gap: the times of the frames
+    before and after it (s, on the movie's clock), the frames lost, and the evidence."""
+    gaps = []
+    if daq_frames is not None:
+        rows = np.flatnonzero(daq_frames >= 0)
+        lost = np.diff(daq_frames[rows]) - np.diff(rows)  # rows of failed reads are frames too
+        for k in np.flatnonzero(lost > 0):
+            gaps.append((rows[k], rows[k + 1], int(lost[k]), "DAQ Frame Number jump"))
+    elif len(times) > 2:
+        steps = np.diff(times)
+        interval = float(np.median(steps))
+        for k in np.flatnonzero(steps > GAP_FACTOR * interval):
+            gaps.append((k, k + 1, max(1, int(round(steps[k] / interval)) - 1), "timestamp gap"))
+    return [{"start_time": float(times[before]), "stop_time": float(times[after]), "frames_lost": lost,
+             "evidence": evidence} for before, after, lost, evidence in gaps]
 
 
 def _cross_check(avi_frames: int, timestamp_rows: int) -> tuple[int, dict]:
@@ -183,18 +213,19 @@ def device_folders(folder: Path) -> list[Path]:
     return [folder]
 
 
-def read_recording(data_root: str | Path, recording_dir: str | Path) -> RecordingInfo:
+def read_recording(data_root: str | Path, recording_dir: str | Path, zone: tzinfo | None = None) -> RecordingInfo:
     """Read the recording at ``data_root / recording_dir`` (a session folder with one device
-    is read as that device's folder)."""
+    is read as that device's folder). ``zone``: the acquisition PC's time zone, for start times
+    stated as local calendar fields (default: this machine's)."""
     root = Path(data_root)
     folder = root / recording_dir
     software = detect_software(folder)
     if software == V3_SOFTWARE:
-        return _read_v3(root, folder)
-    return _read_v4(root, folder)
+        return _read_v3(root, folder, zone)
+    return _read_v4(root, folder, zone)
 
 
-def _read_v4(root: Path, folder: Path) -> RecordingInfo:
+def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
     meta_path = folder / v4.METADATA_FILE
     session_meta: dict = {}
     session_meta_path = None
@@ -224,9 +255,10 @@ def _read_v4(root: Path, folder: Path) -> RecordingInfo:
     if not avi_paths:
         raise MiniscopeInputError(device_folder, "no numbered AVI files (0.avi, 1.avi, ...)")
     files = _probe_all(avi_paths)
-    times = v4.read_timestamps(timestamps_path)
+    times, daq_frames = v4.read_timestamps(timestamps_path)
     nframes, cross_check = _cross_check(sum(f.nframes for f in files), len(times))
     times = times[:nframes]
+    daq_frames = None if daq_frames is None else daq_frames[:nframes]
     if times[0] < 0:
         # The DAQ software sometimes writes a negative first time; frames are kept, times shifted.
         cross_check["timestamps_shifted_s"] = float(-times[0])
@@ -234,9 +266,10 @@ def _read_v4(root: Path, folder: Path) -> RecordingInfo:
     _check_increasing(timestamps_path, times)
     start = start_source = None
     for source_path, source in ((session_meta_path, session_meta), (device_meta_path, device.raw)):
-        start = None if source_path is None else v4.parse_start_time(source_path, source)
-        if start is not None:
-            start_source = f"recordingStartTime in {_relative(root, source_path)}"
+        found = None if source_path is None else v4.parse_start_time(source_path, source, zone)
+        if found is not None:
+            start, where = found
+            start_source = f"{where} in {_relative(root, source_path)}"
             break
     if start is None:
         start, start_source = _fallback_start_time(device_folder, files)
@@ -258,6 +291,7 @@ def _read_v4(root: Path, folder: Path) -> RecordingInfo:
         timestamps=times,
         recording_datetime=start,
         recording_duration=float(times[-1] - times[0] + 1.0 / device.fps),
+        dropped_frames=find_dropped_frames(times, daq_frames),
         files=[_relative(root, f.path) for f in files],
         frames_per_file=[f.nframes for f in files],
         cross_check=cross_check,
@@ -272,6 +306,7 @@ def _read_v4(root: Path, folder: Path) -> RecordingInfo:
             "led0": device.led_power,
             "ewl": device.ewl,
             "roi": [device.px_height, device.px_width],
+            "metadata": device.raw,
         },
         session={
             "animal_name": session_meta.get("animalName") or None,
@@ -281,7 +316,7 @@ def _read_v4(root: Path, folder: Path) -> RecordingInfo:
     )
 
 
-def _read_v3(root: Path, folder: Path) -> RecordingInfo:
+def _read_v3(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
     timestamps_path = folder / v3.TIMESTAMP_FILE
     if not timestamps_path.is_file():
         raise MiniscopeInputError(timestamps_path, "missing: a Miniscope-DAQ-V3 recording needs it")
@@ -297,9 +332,9 @@ def _read_v3(root: Path, folder: Path) -> RecordingInfo:
         raise MiniscopeInputError(timestamps_path, "fewer than two frames: cannot derive a frame rate")
     fps = float(1.0 / np.median(np.diff(times)))
     settings = v3.read_settings(folder / v3.SETTINGS_FILE)
-    start = v3.start_time_from_folders(folder)
+    start = v3.start_time_from_folders(folder, zone)
     if start is not None:
-        start_source = "folder names <M_D_YYYY>/H<h>_M<m>_S<s>"
+        start_source = "folder names <M_D_YYYY>/H<h>_M<m>_S<s> (local time)"
     else:
         start, start_source = _fallback_start_time(folder, files)
 
@@ -322,6 +357,7 @@ def _read_v3(root: Path, folder: Path) -> RecordingInfo:
         timestamps=times,
         recording_datetime=start,
         recording_duration=float(times[-1] - times[0] + 1.0 / fps),
+        dropped_frames=find_dropped_frames(times, None),
         files=[_relative(root, f.path) for f in files],
         frames_per_file=[f.nframes for f in files],
         cross_check=cross_check,
@@ -334,6 +370,7 @@ def _read_v3(root: Path, folder: Path) -> RecordingInfo:
             "avi_header_fps": files[0].fps,
             "excitation": setting("excitation"),
             "msCamExposure": setting("msCamExposure"),
+            "metadata": settings,
         },
         session={"animal_name": settings.get("animal") or None},
     )

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import yaml
 
 from miniscope_assets.errors import MiniscopeInputError
@@ -26,7 +28,7 @@ SUBJECT_FIELDS = {
 SESSION_FIELDS = {
     "session_id", "session_description", "experimenter", "lab", "institution", "experiment_description",
     "keywords", "location", "indicator", "excitation_lambda", "emission_lambda", "um_per_pixel",
-    "imaging_plane_description",
+    "imaging_plane_description", "timezone",
 }
 
 
@@ -80,12 +82,28 @@ def load_user_metadata(data_root: str | Path, recording_dir: str | Path) -> User
     session = read_yaml_mapping(session_path, SESSION_FIELDS) if session_path else {}
     if subject and "subject_id" not in subject:
         raise MiniscopeInputError(subject_path, "missing 'subject_id'")
+    if "timezone" in session:
+        _zone(session_path, session["timezone"])
     return UserMetadata(
         subject=subject,
         session=session,
         subject_file=os.path.relpath(subject_path, root) if subject_path else None,
         session_file=os.path.relpath(session_path, root) if session_path else None,
     )
+
+
+def _zone(path: Path | None, name) -> ZoneInfo:
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise MiniscopeInputError(path or SESSION_FILE, f"'timezone' {name!r} is not an IANA time zone name "
+                                  "such as America/Los_Angeles") from None
+
+
+def acquisition_zone(user: "UserMetadata") -> ZoneInfo | None:
+    """The acquisition PC's time zone (session.yaml ``timezone``), if the lab states it."""
+    name = user.session.get("timezone")
+    return None if name is None else _zone(Path(user.session_file) if user.session_file else None, name)
 
 
 def results_dir_from_recording(data_root: str | Path, recording_dir: str, paramset_name: str) -> Path | None:

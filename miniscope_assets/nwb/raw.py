@@ -7,6 +7,7 @@ stored (frames, width, height) and images (width, height), i.e. x first.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,6 +17,7 @@ from hdmf.backends.hdf5 import H5DataIO
 from hdmf.data_utils import DataChunkIterator
 from ndx_miniscope import Miniscope
 from pynwb import NWBHDF5IO, NWBFile
+from pynwb.epoch import TimeIntervals
 from pynwb.file import Subject
 from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
 
@@ -110,7 +112,23 @@ def build_nwbfile(record: RecordingRecord, session_id: str, identifier: str, pur
         grid_spacing_unit="micrometers",
     )
     nwbfile.add_imaging_plane(plane)
+    if info.dropped_frames:
+        add_dropped_frames(nwbfile, info.dropped_frames)
     return nwbfile
+
+
+def add_dropped_frames(nwbfile: NWBFile, gaps: list[dict]) -> None:
+    """Gaps in the movie where frames were lost between the DAQ and the PC, as a TimeIntervals
+    table (``intervals/DroppedFrames``); the movie keeps its real per-frame timestamps."""
+    table = TimeIntervals(name="DroppedFrames", description="Intervals in which frames were lost between the "
+                          "Miniscope DAQ and the acquisition PC: start/stop are the times of the frames "
+                          "before and after each gap")
+    table.add_column(name="frames_lost", description="Number of frames lost in the gap")
+    table.add_column(name="evidence", description="'DAQ Frame Number jump' (hardware counter) or 'timestamp "
+                     "gap' (interval longer than 1.5 x the median)")
+    for gap in gaps:
+        table.add_interval(**gap)
+    nwbfile.add_time_intervals(table)
 
 
 def _int_or_none(value) -> int | None:
@@ -120,9 +138,13 @@ def _int_or_none(value) -> int | None:
 def _device(info: RecordingInfo) -> Miniscope:
     fields = info.device
     roi = [v for v in fields.get("roi", []) if v is not None]
+    stated = json.dumps(fields.get("metadata") or {}, sort_keys=True, default=str)
     return Miniscope(
         name=str(fields.get("name") or "Miniscope").replace(" ", ""),
-        description=f"UCLA Miniscope recorded with {info.acquisition_software}",
+        description=f"UCLA Miniscope recorded with {info.acquisition_software}; gain factor "
+        f"{info.gain}; frame rate {info.fps:g} Hz nominal, "
+        f"{info.measured_fps or float('nan'):.3f} Hz measured from the timestamps; "
+        f"the device metadata as written by the acquisition software: {stated}",
         deviceType=fields.get("device_type"),
         compression=fields.get("compression"),
         frameRate=fields.get("frame_rate"),

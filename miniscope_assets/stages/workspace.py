@@ -14,7 +14,13 @@ from miniscope_assets.io.atomic import write_text_atomic
 from miniscope_assets.io import miniscope_v4 as v4
 from miniscope_assets.io.paramsets import ParamSet, find_paramset, load_paramsets
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord, device_folders, read_recording
-from miniscope_assets.io.user_metadata import USER_FILES, UserMetadata, find_upwards, load_user_metadata
+from miniscope_assets.io.user_metadata import (
+    USER_FILES,
+    UserMetadata,
+    acquisition_zone,
+    find_upwards,
+    load_user_metadata,
+)
 from miniscope_assets.layout import PartitionFiles, RecordingFiles, RecordingIdentity
 from miniscope_assets.registry import RecordingRegistry
 
@@ -102,8 +108,8 @@ class Workspace:
     def read(self, recording_dir: str) -> RecordingRecord:
         """Read a recording folder (movie files probed, timestamps parsed) and identify it."""
         fingerprint = recording_fingerprint(self.data_root, recording_dir)
-        info = read_recording(self.data_root, recording_dir)
         user = load_user_metadata(self.data_root, recording_dir)
+        info = read_recording(self.data_root, recording_dir, acquisition_zone(user))
         return RecordingRecord(info, user, recording_identity(info, user), fingerprint)
 
     def outputs(self, identity: RecordingIdentity) -> list[str]:
