@@ -159,3 +159,41 @@ def test_timestamp_gaps_count_as_dropped_frames_without_the_counter(tmp_path):
     (gap,) = find_dropped_frames(times, None)
     assert gap["frames_lost"] == 5 and gap["evidence"] == "timestamp gap"
     assert find_dropped_frames(np.arange(50) * 0.05 + np.tile([0, 0.004], 25), None) == []  # jitter is no gap
+
+
+def test_behaviour_camera_and_head_orientation(workspace, data_root):
+    write_user_metadata(data_root)
+    session = data_root / "C6-J588_Disc5" / "15_03_28"
+    device = session_folder(session, CURRENT_SESSION, CAILAB_DEVICE, timestamps_csv(FRAMES))
+    angle = np.linspace(0, np.pi / 2, FRAMES)  # the head turns 90 degrees about z
+    rows = ["Time Stamp (ms),qw,qx,qy,qz"] + [f"{int(round(i * 33.3))},{np.cos(a / 2)},0,0,{np.sin(a / 2)}"
+                                              for i, a in enumerate(angle)]
+    (device / "headOrientation.csv").write_text("\n".join(rows) + "\n")
+    camera = session / "BehavCam_2"  # the session file lists "BehavCam 2"
+    camera.mkdir()
+    shutil.copy(REAL / "mio" / "stream_daq_test_output_200px.avi", camera / "0.avi")
+    (camera / "metaData.json").write_text(json.dumps({"deviceName": "BehavCam 2", "deviceType": "WebCam-320x240",
+                                                      "frameRate": "30FPS", "compression": "MJPG"}))
+    (camera / "timeStamps.csv").write_text(timestamps_csv(100, interval_ms=33.0))  # 94 frames in the AVI
+    result, recording = materialize_recording(workspace, device.relative_to(data_root).as_posix())
+    meta = metadata(result, "recording_info")
+    assert meta["behaviour_cameras"] == "BehavCam 2" and meta["head_orientation"] is True
+    nwb_path = recording.raw_nwb_path()
+    with NWBHDF5IO(str(nwb_path), "r") as io:
+        nwbfile = io.read()
+        video = nwbfile.acquisition["BehaviorVideoBehavCam2"]
+        (external,) = video.external_file[:]
+        assert (nwb_path.parent / external).resolve() == (camera / "0.avi").resolve() and not Path(external).is_absolute()
+        assert video.rate == pytest.approx(1000 / 33) and video.device.name == "BehavCam2"  # regular: a rate
+        assert "(94 frames in 1 AVI file(s)); 100 timestamp rows, the first 94 used" in video.description
+        behavior = nwbfile.processing["behavior"]
+        np.testing.assert_allclose(behavior["HeadOrientationQuaternion"].data[:, 3], np.sin(angle / 2))
+        yaw = behavior["CompassDirection"]["HeadDirection"].data[:, 0]
+        np.testing.assert_allclose(yaw, angle, atol=1e-9)
+        np.testing.assert_allclose(behavior["CompassDirection"]["HeadDirection"].get_timestamps()[:],
+                                   nwbfile.acquisition["OnePhotonSeries"].get_timestamps()[:], atol=1e-3)
+    check_nwb(nwb_path, device)
+    # a camera file arriving later changes the recording's fingerprint: it is processed again
+    before = workspace.read(device.relative_to(data_root).as_posix()).fingerprint
+    shutil.copy(REAL / "mio" / "stream_daq_test_output_200px.avi", camera / "1.avi")
+    assert workspace.read(device.relative_to(data_root).as_posix()).fingerprint != before

@@ -153,7 +153,7 @@ def test_full_filesystem_under_the_output_root(tmp_path, workspace, record):
     try:
         target = mount / "sub-mouse-7" / "raw.nwb"
         with pytest.raises(MiniscopeOutputError, match=f"{target}: no space left on the device"):
-            write_raw_nwb(target, record, record.info.movie(workspace.data_root))
+            write_raw_nwb(target, record, record.info.movie(workspace.data_root), workspace.data_root)
         assert not [p for p in mount.rglob("*") if p.is_file()]  # no partial file left
     finally:
         subprocess.run(["umount", str(mount)], check=False)

@@ -23,6 +23,8 @@ METADATA_FILE = "metaData.json"
 TIMESTAMPS_FILE = "timeStamps.csv"
 TIMESTAMP_COLUMNS = ("Frame Number", "Time Stamp (ms)", "Buffer Index")
 DAQ_FRAME_COLUMN = "DAQ Frame Number"  # DAQ-QT software v2.0.0 on
+HEAD_ORIENTATION_FILE = "headOrientation.csv"  # BNO055 of a Miniscope_V4_BNO: quaternion per frame
+HEAD_ORIENTATION_COLUMNS = ("Time Stamp (ms)", "qw", "qx", "qy", "qz")
 # Analog gain of each gain setting, per deviceType, from the acquisition software's device table
 # (Miniscope-DAQ-QT-Software deviceConfigs/videoDevices.json: controlSettings.gain).
 _V4_GAINS = {"low": 1.0, "medium": 2.0, "high": 3.5}
@@ -247,3 +249,52 @@ def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise MiniscopeInputError(path, "no timestamp rows")
     return (np.asarray(times_ms, dtype=np.float64) / 1000.0,
             None if daq_column is None else np.asarray(daq_frames, dtype=np.int64))
+
+
+def read_head_orientation(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Times (s, the movie's clock) and unit quaternions (qw, qx, qy, qz) from headOrientation.csv."""
+    try:
+        handle = path.open(newline="")
+    except OSError as error:
+        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from error
+    with handle:
+        reader = csv.reader(handle)
+        header = [column.strip() for column in next(reader, [])]
+        missing = [column for column in HEAD_ORIENTATION_COLUMNS if column not in header]
+        if missing:
+            raise MiniscopeInputError(path, f"malformed header {header!r}: missing column(s) {', '.join(missing)}")
+        columns = [header.index(column) for column in HEAD_ORIENTATION_COLUMNS]
+        rows = []
+        for line_number, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            try:
+                values = [float(row[column]) for column in columns]
+            except (IndexError, ValueError):
+                raise MiniscopeInputError(path, f"line {line_number} is malformed: {row!r}") from None
+            if not np.all(np.isfinite(values)):
+                raise MiniscopeInputError(path, f"line {line_number} has a value that is not a finite number: {row!r}")
+            rows.append(values)
+    if not rows:
+        raise MiniscopeInputError(path, "no head-orientation rows")
+    table = np.asarray(rows)
+    times = table[:, 0] / 1000.0
+    bad = np.flatnonzero(np.diff(times) < 0)
+    if bad.size:
+        raise MiniscopeInputError(path, f"time stamps go back at line {int(bad[0]) + 3}")
+    return times, table[:, 1:]
+
+
+def camera_folders(session_folder: Path) -> list[Path]:
+    """Behaviour-camera device folders of a per-device V4 session (a metaData.json whose
+    deviceType is not a Miniscope, with its timestamps and numbered AVIs)."""
+    cameras = []
+    for sub in sorted(p for p in session_folder.iterdir() if p.is_dir()):
+        meta_path = sub / METADATA_FILE
+        if not (meta_path.is_file() and (sub / TIMESTAMPS_FILE).is_file()):
+            continue
+        if any(p.suffix.lower() == ".avi" and p.stem.isdigit() for p in sub.iterdir()):
+            device_type = str(read_json(meta_path).get("deviceType", ""))
+            if not device_type.lower().startswith("miniscope"):
+                cameras.append(sub)
+    return cameras

@@ -52,6 +52,8 @@ class RecordingInfo:
     device: dict = field(default_factory=dict)
     session: dict = field(default_factory=dict)
     dropped_frames: list[dict] = field(default_factory=list)  # gaps: see find_dropped_frames
+    head_orientation: str | None = None  # headOrientation.csv, relative to the data root
+    behaviour_cameras: list[dict] = field(default_factory=list)  # see _read_camera
 
     @property
     def measured_fps(self) -> float | None:
@@ -292,6 +294,9 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
         recording_datetime=start,
         recording_duration=float(times[-1] - times[0] + 1.0 / device.fps),
         dropped_frames=find_dropped_frames(times, daq_frames),
+        head_orientation=_relative(root, head) if (head := device_folder / v4.HEAD_ORIENTATION_FILE).is_file() else None,
+        behaviour_cameras=[] if session_meta_path is None else [
+            _read_camera(root, camera) for camera in v4.camera_folders(session_meta_path.parent)],
         files=[_relative(root, f.path) for f in files],
         frames_per_file=[f.nframes for f in files],
         cross_check=cross_check,
@@ -314,6 +319,20 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
             "researcher_name": session_meta.get("researcherName") or None,
         },
     )
+
+
+def _read_camera(root: Path, folder: Path) -> dict:
+    """A behaviour camera of the session: name, metadata, movie files (relative to the data
+    root) with their frame counts, and its timestamps file."""
+    files = _probe_all([p for p in folder.glob("*.avi") if p.stem.isdigit()])
+    meta = v4.read_json(folder / v4.METADATA_FILE)
+    return {
+        "name": str(meta.get("deviceName") or folder.name),
+        "metadata": meta,
+        "files": [_relative(root, f.path) for f in files],
+        "frames_per_file": [f.nframes for f in files],
+        "timestamps_file": _relative(root, folder / v4.TIMESTAMPS_FILE),
+    }
 
 
 def _read_v3(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:

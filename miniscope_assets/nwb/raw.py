@@ -8,6 +8,7 @@ stored (frames, width, height) and images (width, height), i.e. x first.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,7 +17,10 @@ import numpy as np
 from hdmf.backends.hdf5 import H5DataIO
 from hdmf.data_utils import DataChunkIterator
 from ndx_miniscope import Miniscope
-from pynwb import NWBHDF5IO, NWBFile
+from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+from pynwb.behavior import CompassDirection, SpatialSeries
+from pynwb.device import Device
+from pynwb.image import ImageSeries
 from pynwb.epoch import TimeIntervals
 from pynwb.file import Subject
 from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
@@ -25,6 +29,7 @@ import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.io.atomic import atomic_path
 from miniscope_assets.io.prefetch import prefetch
+from miniscope_assets.io.miniscope_v4 import read_head_orientation, read_timestamps
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
 
 RAW_SERIES = "OnePhotonSeries"
@@ -191,16 +196,79 @@ def write_raw_nwb(
     path: str | Path,
     record: RecordingRecord,
     movie: MovieSource,
+    data_root: str | Path,
     progress: Callable[[float], None] | None = None,
 ) -> Path:
-    """Write the recording's raw NWB file atomically (temporary file renamed into place)."""
-    identity = record.identity
+    """Write the recording's raw NWB file atomically (temporary file renamed into place): the
+    movie, and the session's behaviour cameras and head orientation where recorded."""
+    identity, info, root = record.identity, record.info, Path(data_root)
     nwbfile = build_nwbfile(
-        record, identity.raw_session_id, file_identifier(record.info.recording_dir, record.fingerprint),
+        record, identity.raw_session_id, file_identifier(info.recording_dir, record.fingerprint),
         "Raw recording; processed results are in the files of the same session with a paramset suffix",
     )
-    nwbfile.add_acquisition(raw_series(nwbfile, record.info, movie_data_io(movie, progress)))
+    nwbfile.add_acquisition(raw_series(nwbfile, info, movie_data_io(movie, progress)))
+    shift = _clock_shift(info)
+    for camera in info.behaviour_cameras:
+        add_behaviour_camera(nwbfile, camera, root, Path(path).parent, shift)
+    if info.head_orientation is not None:
+        times, quaternions = read_head_orientation(root / info.head_orientation)
+        add_head_orientation(nwbfile, times + shift, quaternions)
     return write_nwbfile(path, nwbfile)
+
+
+def _clock_shift(info: RecordingInfo) -> float:
+    """Seconds added to the DAQ clock to put it on the movie's time axis (see RecordingInfo)."""
+    return float(info.cross_check.get("timestamps_shifted_s", 0.0))
+
+
+def add_behaviour_camera(nwbfile: NWBFile, camera: dict, data_root: Path, nwb_folder: Path, shift: float) -> None:
+    """A behaviour camera as an ImageSeries referencing its AVI files (relative to the NWB file,
+    DANDI's convention for behaviour video), with its own timestamps and device."""
+    times, _ = read_timestamps(data_root / camera["timestamps_file"])
+    frames = sum(camera["frames_per_file"])
+    used = min(frames, len(times))
+    name = camera["name"].replace(" ", "")
+    device = Device(name=name, description="Behaviour camera recorded with Miniscope-DAQ-V4; its metadata as "
+                    f"written: {json.dumps(camera['metadata'], sort_keys=True, default=str)}")
+    nwbfile.add_device(device)
+    nwbfile.add_acquisition(ImageSeries(
+        name=f"BehaviorVideo{name}",
+        description=f"Behaviour video of {camera['name']} ({frames} frames in {len(camera['files'])} AVI file(s)); "
+        f"{len(times)} timestamp rows, the first {used} used",
+        external_file=[os.path.relpath(data_root / f, nwb_folder) for f in camera["files"]],
+        starting_frame=np.concatenate([[0], np.cumsum(camera["frames_per_file"])[:-1]]).astype(int).tolist(),
+        format="external",
+        device=device,
+        unit="n.a.",
+        num_samples=used,
+        **timing(times[:used] + shift),
+    ))
+
+
+def quaternion_to_euler(quaternions: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in radians, Z-Y-X convention, of unit quaternions (w, x, y, z)."""
+    w, x, y, z = np.asarray(quaternions, dtype=np.float64).T
+    roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return np.stack([yaw, pitch, roll], axis=1)
+
+
+def add_head_orientation(nwbfile: NWBFile, times: np.ndarray, quaternions: np.ndarray) -> None:
+    """headOrientation.csv in ``processing/behavior``: the quaternions as recorded, and the head
+    direction as Euler angles in a CompassDirection."""
+    module = nwbfile.create_processing_module("behavior", "Head orientation from the Miniscope's BNO055 sensor")
+    module.add(TimeSeries(
+        name="HeadOrientationQuaternion", data=np.asarray(quaternions, dtype=np.float64), unit="n.a.",
+        description="Orientation of the head-mounted Miniscope (BNO055) as unit quaternions, columns qw, qx, qy, qz",
+        **timing(times),
+    ))
+    module.add(CompassDirection(spatial_series=SpatialSeries(
+        name="HeadDirection", data=quaternion_to_euler(quaternions), unit="radians",
+        reference_frame="BNO055 sensor axes; columns yaw (about z), pitch (about y), roll (about x), Z-Y-X order",
+        description="Head direction of the Miniscope's BNO055 sensor as Euler angles from its quaternions",
+        **timing(times),
+    )))
 
 
 def write_nwbfile(path: str | Path, nwbfile: NWBFile) -> Path:

@@ -26,7 +26,7 @@ def run(recording: Recording, options: RunOptions) -> StageReport:
     nwb_path = recording.raw_nwb_path()
     remove_leftovers(nwb_path.parent)
     write_raw_nwb(
-        nwb_path, record, info.movie(workspace.data_root),
+        nwb_path, record, info.movie(workspace.data_root), workspace.data_root,
         progress=lambda fraction: options.progress("raw movie to NWB", fraction),
     )
     recording.save_record(record)
@@ -54,6 +54,8 @@ def run(recording: Recording, options: RunOptions) -> StageReport:
             "frames_in_avi": info.cross_check["avi_frames"],
             "timestamp_rows": info.cross_check["timestamp_rows"],
             "gain": info.gain,
+            "behaviour_cameras": ", ".join(camera["name"] for camera in info.behaviour_cameras) or "none",
+            "head_orientation": info.head_orientation is not None,
             "led_power": info.led_power,
             "subject_file": record.user.subject_file,
             "recording_fingerprint": record.fingerprint,

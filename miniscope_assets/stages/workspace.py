@@ -60,10 +60,16 @@ def _stat_entry(path: Path, label: str) -> list:
 
 def recording_fingerprint(data_root: Path, recording_dir: str) -> str:
     """Content fingerprint of a recording: names, sizes and modification times of its files
-    (hidden ones too: a copy in progress), the session metaData.json above a device folder and
-    the subject/session YAML files that apply. It is the recording's Dagster data version."""
+    (hidden ones too: a copy in progress), of the session's behaviour-camera files, the session
+    metaData.json above a device folder and the subject/session YAML files that apply. It is the
+    recording's Dagster data version."""
     folder = data_root / recording_dir
     entries = [_stat_entry(p, p.name) for p in sorted(folder.iterdir()) if p.is_file()]
+    if (folder.parent / v4.METADATA_FILE).is_file() and folder.resolve() != data_root.resolve():
+        for sibling in sorted(folder.parent.iterdir()):  # the session's other devices (behaviour cameras)
+            if sibling != folder and (sibling / v4.METADATA_FILE).is_file():
+                entries += [_stat_entry(p, f"../{sibling.name}/{p.name}") for p in sorted(sibling.iterdir())
+                            if p.is_file()]
     extra = [folder.parent / v4.METADATA_FILE] + [find_upwards(data_root, folder, name) for name in USER_FILES]
     for path in extra:
         if path is not None and path.is_file():
