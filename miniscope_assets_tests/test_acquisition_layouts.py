@@ -197,3 +197,32 @@ def test_behaviour_camera_and_head_orientation(workspace, data_root):
     before = workspace.read(device.relative_to(data_root).as_posix()).fingerprint
     shutil.copy(REAL / "mio" / "stream_daq_test_output_200px.avi", camera / "1.avi")
     assert workspace.read(device.relative_to(data_root).as_posix()).fingerprint != before
+
+
+def test_user_config_file_names_the_levels_and_two_miniscopes_are_two_recordings(workspace, data_root):
+    config = {"directoryStructure": ["researcherName", "experimentName", "animalName", "date", "time"],
+              "devices": {"miniscopes": {"HPC miniscope1": {}, "ACC miniscope2": {}}, "cameras": {"BehavCam 2": {}}}}
+    (data_root / "UserConfigFile.json").write_text(json.dumps(config))
+    session = data_root / "jane" / "fear" / "mouse_A" / "2021_10_07" / "15_03_28"
+    devices = []
+    for name in ("HPC_miniscope1", "ACC_miniscope2"):
+        device = session / name
+        device.mkdir(parents=True)
+        (device / "metaData.json").write_text(json.dumps({**json.loads(CAILAB_DEVICE.read_text()),
+                                                          "deviceName": name.replace("_", " ")}))
+        for index in range(COPIES):
+            shutil.copy(AVI, device / f"{index}.avi")
+        (device / "timeStamps.csv").write_text(timestamps_csv(FRAMES))
+        devices.append(device.relative_to(data_root).as_posix())
+    session_meta = {**json.loads(CURRENT_SESSION.read_text()), "miniscopes": ["HPC miniscope1", "ACC miniscope2"]}
+    (session / "metaData.json").write_text(json.dumps(session_meta))
+    assert workspace.recording_dirs(session.relative_to(data_root)) == sorted(devices)
+    records = [workspace.read(d) for d in devices]
+    assert [r.identity.subject for r in records] == ["mouse-A", "mouse-A"]  # the animalName level
+    assert [r.identity.device for r in records] == ["HPC-miniscope1", "ACC-miniscope2"]
+    assert records[0].info.session["experiment_name"] == "fear" and records[0].info.session["researcher_name"] == "jane"
+    keys = [workspace.register(d, r.identity) for d, r in zip(devices, records)]
+    assert len(set(keys)) == 2 and records[0].identity.raw_nwb() != records[1].identity.raw_nwb()
+    (data_root / "UserConfigFile.json").write_text(json.dumps({**config, "directoryStructure": ["date", "time"]}))
+    with pytest.raises(MiniscopeInputError, match="'directoryStructure' has 2 levels"):
+        workspace.read(devices[0])

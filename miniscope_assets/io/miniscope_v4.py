@@ -23,6 +23,7 @@ METADATA_FILE = "metaData.json"
 TIMESTAMPS_FILE = "timeStamps.csv"
 TIMESTAMP_COLUMNS = ("Frame Number", "Time Stamp (ms)", "Buffer Index")
 DAQ_FRAME_COLUMN = "DAQ Frame Number"  # DAQ-QT software v2.0.0 on
+USER_CONFIG_FILE = "UserConfigFile.json"  # the DAQ-QT user configuration, at the top of the data directory
 HEAD_ORIENTATION_FILE = "headOrientation.csv"  # BNO055 of a Miniscope_V4_BNO: quaternion per frame
 HEAD_ORIENTATION_COLUMNS = ("Time Stamp (ms)", "qw", "qx", "qy", "qz")
 # Analog gain of each gain setting, per deviceType, from the acquisition software's device table
@@ -298,3 +299,18 @@ def camera_folders(session_folder: Path) -> list[Path]:
             if not device_type.lower().startswith("miniscope"):
                 cameras.append(sub)
     return cameras
+
+
+def directory_levels(config_path: Path, session_folder: Path) -> dict[str, str]:
+    """What each folder between a UserConfigFile.json and a session folder stands for, from the
+    config's ``directoryStructure`` (e.g. researcherName/experimentName/animalName/date/time)."""
+    config = read_json(config_path)
+    levels = config.get("directoryStructure")
+    if not isinstance(levels, list) or not all(isinstance(level, str) for level in levels):
+        raise MiniscopeInputError(config_path, f"'directoryStructure' should be a list of names, got {levels!r}")
+    parts = session_folder.resolve().relative_to(config_path.parent.resolve()).parts
+    if len(parts) != len(levels):
+        raise MiniscopeInputError(
+            config_path, f"'directoryStructure' has {len(levels)} levels ({'/'.join(levels)}) but the session "
+            f"folder {'/'.join(parts)} has {len(parts)}")
+    return dict(zip(levels, parts))

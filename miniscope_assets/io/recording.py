@@ -18,7 +18,7 @@ from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io import miniscope_v3 as v3
 from miniscope_assets.io import miniscope_v4 as v4
 from miniscope_assets.io.avi import AviInfo, AviMovie, natural_key, probe_avi
-from miniscope_assets.io.user_metadata import UserMetadata
+from miniscope_assets.io.user_metadata import UserMetadata, find_upwards
 from miniscope_assets.layout import RecordingIdentity
 
 V4_SOFTWARE = "Miniscope-DAQ-V4"
@@ -266,6 +266,8 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
         cross_check["timestamps_shifted_s"] = float(-times[0])
         times = times - times[0]
     _check_increasing(timestamps_path, times)
+    config = find_upwards(root, device_folder.parent, v4.USER_CONFIG_FILE) if session_meta_path else None
+    levels = {} if config is None else v4.directory_levels(config, session_meta_path.parent)
     start = start_source = None
     for source_path, source in ((session_meta_path, session_meta), (device_meta_path, device.raw)):
         found = None if source_path is None else v4.parse_start_time(source_path, source, zone)
@@ -314,9 +316,10 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
             "metadata": device.raw,
         },
         session={
-            "animal_name": session_meta.get("animalName") or None,
-            "experiment_name": session_meta.get("experimentName") or None,
-            "researcher_name": session_meta.get("researcherName") or None,
+            "animal_name": session_meta.get("animalName") or levels.get("animalName") or None,
+            "experiment_name": session_meta.get("experimentName") or levels.get("experimentName") or None,
+            "researcher_name": session_meta.get("researcherName") or levels.get("researcherName") or None,
+            "directory_levels": levels,
         },
     )
 
