@@ -63,20 +63,20 @@ def session_folder(root: Path, session_meta: Path, device_meta: Path | dict, tim
     return device
 
 
-def read_movie(device: Path) -> np.ndarray:
+def read_movie(device: Path, name: str = "{}.avi", first: int = 0) -> np.ndarray:
     from miniscope_assets.io.avi import AviMovie
 
-    files = [probe_avi(device / f"{index}.avi") for index in range(COPIES)]
+    files = [probe_avi(device / name.format(first + index)) for index in range(COPIES)]
     return np.concatenate([frames for _, frames in AviMovie(files).iter_chunks(30)])
 
 
-def check_nwb(nwb_path: Path, device: Path) -> None:
+def check_nwb(nwb_path: Path, device: Path, name: str = "{}.avi", first: int = 0) -> None:
     """nwbinspector (DANDI) clean, and roiextractors reads the movie equal to the AVI frames."""
     roiextractors = pytest.importorskip("roiextractors")
     outcome = inspect_nwb(nwb_path)
     assert outcome.passed, outcome.metadata["messages"]
     frames = roiextractors.NwbImagingExtractor(nwb_path, optical_series_name="OnePhotonSeries").get_series()
-    np.testing.assert_array_equal(frames, read_movie(device))
+    np.testing.assert_array_equal(frames, read_movie(device, name, first))
 
 
 def test_older_flat_session_file_gives_the_start_time(workspace, data_root):
@@ -216,13 +216,40 @@ def test_user_config_file_names_the_levels_and_two_miniscopes_are_two_recordings
         devices.append(device.relative_to(data_root).as_posix())
     session_meta = {**json.loads(CURRENT_SESSION.read_text()), "miniscopes": ["HPC miniscope1", "ACC miniscope2"]}
     (session / "metaData.json").write_text(json.dumps(session_meta))
+    camera = session / "BehavCam_2"
+    camera.mkdir()
+    shutil.copy(REAL / "mio" / "stream_daq_test_output_200px.avi", camera / "0.avi")
+    (camera / "metaData.json").write_text(json.dumps({"deviceName": "BehavCam 2", "deviceType": "WebCam-320x240"}))
+    (camera / "timeStamps.csv").write_text(timestamps_csv(94))
     assert workspace.recording_dirs(session.relative_to(data_root)) == sorted(devices)
     records = [workspace.read(d) for d in devices]
     assert [r.identity.subject for r in records] == ["mouse-A", "mouse-A"]  # the animalName level
     assert [r.identity.device for r in records] == ["HPC-miniscope1", "ACC-miniscope2"]
     assert records[0].info.session["experiment_name"] == "fear" and records[0].info.session["researcher_name"] == "jane"
+    assert [[c["name"] for c in r.info.behaviour_cameras] for r in records] == [["BehavCam 2"], ["BehavCam 2"]]
     keys = [workspace.register(d, r.identity) for d, r in zip(devices, records)]
     assert len(set(keys)) == 2 and records[0].identity.raw_nwb() != records[1].identity.raw_nwb()
     (data_root / "UserConfigFile.json").write_text(json.dumps({**config, "directoryStructure": ["date", "time"]}))
     with pytest.raises(MiniscopeInputError, match="'directoryStructure' has 2 levels"):
         workspace.read(devices[0])
+
+
+def test_v3_folder_from_the_real_movie(workspace, data_root):
+    """Miniscope-DAQ-V3 (which neuroconv refuses): msCam*.avi, timestamp.dat with a behaviour
+    camera's rows interleaved, settings_and_notes.dat; start time from the folder names."""
+    write_user_metadata(data_root)
+    folder = data_root / "6_10_2020" / "H13_M41_S35"
+    folder.mkdir(parents=True)
+    for index in range(COPIES):
+        shutil.copy(AVI, folder / f"msCam{index + 1}.avi")
+    rows = [(7 + round(i * 1000 / 20), 1, i + 1) for i in range(FRAMES)]
+    rows += [(3 + round(i * 1000 / 30), 0, i + 1) for i in range(FRAMES + 100)]
+    lines = ["camNum\tframeNum\tsysClock\tbuffer"] + [f"{cam}\t{frame}\t{clock}\t0" for clock, cam, frame in sorted(rows)]
+    (folder / "timestamp.dat").write_text("\n".join(lines) + "\n")
+    (folder / "settings_and_notes.dat").write_text("animal\texcitation\tmsCamExposure\trecordLength\nm1\t30\t255\t0\n")
+    result, recording = materialize_recording(workspace, "6_10_2020/H13_M41_S35")
+    meta = metadata(result, "recording_info")
+    assert meta["acquisition_software"] == "Miniscope-DAQ-V3" and meta["nframes"] == FRAMES
+    assert meta["start_time_source"] == "folder names <M_D_YYYY>/H<h>_M<m>_S<s> (local time)"
+    assert meta["dropped_frames"] == 0 and meta["fps"] == pytest.approx(20.0, rel=0.01)
+    check_nwb(recording.raw_nwb_path(), folder, "msCam{}.avi", first=1)

@@ -110,7 +110,7 @@ def build_nwbfile(record: RecordingRecord, session_id: str, identifier: str, pur
         or f"Field of view of {device.name}, {info.px_height}x{info.px_width} px",
         device=device,
         excitation_lambda=float(session.get("excitation_lambda", DEFAULT_EXCITATION_NM)),
-        imaging_rate=float(info.fps),
+        imaging_rate=float(info.measured_fps or info.fps),
         indicator=str(session.get("indicator", "unknown")),
         location=str(session.get("location", "unknown")),
         grid_spacing=None if um_per_pixel is None else [float(um_per_pixel)] * 2,
