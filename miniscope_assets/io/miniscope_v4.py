@@ -9,6 +9,7 @@ Layouts handled:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
@@ -212,10 +213,9 @@ def parse_start_time(path: Path, meta: dict, zone: tzinfo | None = None) -> tupl
     return local.replace(tzinfo=zone), f"{where} calendar fields (local time in {zone})"
 
 
-def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Frame times in seconds from timeStamps.csv (Frame Number, Time Stamp (ms), Buffer Index)
-    and, from DAQ software v2.0.0 on, the hardware counter ``DAQ Frame Number`` (-1 where the
-    read failed), else None."""
+@contextlib.contextmanager
+def _csv_rows(path: Path, required: tuple[str, ...]):
+    """(header, iterator of (line number, non-empty row)) of a CSV file whose header has ``required``."""
     try:
         handle = path.open(newline="")
     except OSError as error:
@@ -223,18 +223,25 @@ def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     with handle:
         reader = csv.reader(handle)
         header = [column.strip() for column in next(reader, [])]
-        missing = [column for column in TIMESTAMP_COLUMNS[:2] if column not in header]
+        missing = [column for column in required if column not in header]
         if missing:
             raise MiniscopeInputError(
                 path, f"malformed header {header!r}: missing column(s) {', '.join(repr(m) for m in missing)}"
             )
+        yield header, ((number, row) for number, row in enumerate(reader, start=2)
+                       if row and any(cell.strip() for cell in row))
+
+
+def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frame times in seconds from timeStamps.csv (Frame Number, Time Stamp (ms), Buffer Index)
+    and, from DAQ software v2.0.0 on, the hardware counter ``DAQ Frame Number`` (-1 where the
+    read failed), else None."""
+    with _csv_rows(path, TIMESTAMP_COLUMNS[:2]) as (header, rows):
         frame_column = header.index(TIMESTAMP_COLUMNS[0])
         time_column = header.index(TIMESTAMP_COLUMNS[1])
         daq_column = header.index(DAQ_FRAME_COLUMN) if DAQ_FRAME_COLUMN in header else None
         times_ms, daq_frames = [], []
-        for line_number, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
+        for line_number, row in rows:
             try:
                 frame = int(row[frame_column])
                 times_ms.append(float(row[time_column]))
@@ -254,31 +261,19 @@ def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def read_head_orientation(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Times (s, the movie's clock) and unit quaternions (qw, qx, qy, qz) from headOrientation.csv."""
-    try:
-        handle = path.open(newline="")
-    except OSError as error:
-        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from error
-    with handle:
-        reader = csv.reader(handle)
-        header = [column.strip() for column in next(reader, [])]
-        missing = [column for column in HEAD_ORIENTATION_COLUMNS if column not in header]
-        if missing:
-            raise MiniscopeInputError(path, f"malformed header {header!r}: missing column(s) {', '.join(missing)}")
+    with _csv_rows(path, HEAD_ORIENTATION_COLUMNS) as (header, rows):
         columns = [header.index(column) for column in HEAD_ORIENTATION_COLUMNS]
-        rows = []
-        for line_number, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
+        values = []
+        for line_number, row in rows:
             try:
-                values = [float(row[column]) for column in columns]
+                values.append([float(row[column]) for column in columns])
             except (IndexError, ValueError):
                 raise MiniscopeInputError(path, f"line {line_number} is malformed: {row!r}") from None
-            if not np.all(np.isfinite(values)):
+            if not np.all(np.isfinite(values[-1])):
                 raise MiniscopeInputError(path, f"line {line_number} has a value that is not a finite number: {row!r}")
-            rows.append(values)
-    if not rows:
+    if not values:
         raise MiniscopeInputError(path, "no head-orientation rows")
-    table = np.asarray(rows)
+    table = np.asarray(values)
     times = table[:, 0] / 1000.0
     bad = np.flatnonzero(np.diff(times) < 0)
     if bad.size:
