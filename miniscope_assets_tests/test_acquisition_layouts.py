@@ -229,6 +229,11 @@ def test_user_config_file_names_the_levels_and_two_miniscopes_are_two_recordings
     assert [[c["name"] for c in r.info.behaviour_cameras] for r in records] == [["BehavCam 2"], ["BehavCam 2"]]
     keys = [workspace.register(d, r.identity) for d, r in zip(devices, records)]
     assert len(set(keys)) == 2 and records[0].identity.raw_nwb() != records[1].identity.raw_nwb()
+    write_user_metadata(data_root / "jane" / "fear" / "mouse_A", subject={**SUBJECT, "subject_id": "mouse_A"})
+    for device in devices:  # each Miniscope its own raw file, with the session's behaviour camera
+        _, recording = materialize_recording(workspace, device)
+        assert recording.raw_nwb_path().parent.name == "sub-mouse-A"
+        check_nwb(recording.raw_nwb_path(), data_root / device)
     (data_root / "UserConfigFile.json").write_text(json.dumps({**config, "directoryStructure": ["date", "time"]}))
     with pytest.raises(MiniscopeInputError, match="'directoryStructure' has 2 levels"):
         workspace.read(devices[0])
