@@ -8,6 +8,7 @@ stage's when they are already there (nwb/update.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import Counter
 from typing import Callable
@@ -26,6 +27,7 @@ from miniscope_assets.stages.curation import current_curation, load_curated_resu
 from miniscope_assets.stages.processing import corrected_movie_of
 from miniscope_assets.stages.table import RunOptions, containers_from
 from miniscope_assets.stages.workspace import Partition, StageReport
+
 
 def trace_snr(traces: np.ndarray) -> np.ndarray:
     """Peak (99th percentile above the median) over noise (robust std of all frame differences)."""
@@ -83,12 +85,9 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
     )
     keep_movie = paramset.keep_corrected_movie and result.corrected_movie is not None
     existed = nwb_path.is_file()
-    if keep_movie:
-        with corrected_movie_of(partition, result, options.progress) as corrected:
-            ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected)
-            write_nwbfile(nwb_path, nwbfile)
-    else:
-        ophys.add_motion_correction(nwbfile, result, record.info.timestamps, None)
+    movie = corrected_movie_of(partition, result, options.progress) if keep_movie else contextlib.nullcontext()
+    with movie as corrected:
+        ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected)
         write_nwbfile(nwb_path, nwbfile)
     metadata = _common_metadata(partition, ["whole file"] if existed else [])
     rigid = result.motion_rigid
