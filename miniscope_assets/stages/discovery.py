@@ -125,7 +125,12 @@ def plan_runs(workspace: Workspace, cursor: dict | None, versions: Versions, now
     live = registry.live()
     folders: dict[str, dict] = {}
     for folder in find_recordings(workspace.data_root, exclude=(workspace.output_root, workspace.work_root)):
-        fingerprint = recording_fingerprint(workspace.data_root, folder)
+        try:
+            fingerprint = recording_fingerprint(workspace.data_root, folder)
+        except OSError as error:  # a file vanished or is unreadable mid-scan: look again next tick
+            plan.waiting.append(f"{folder}: cannot be listed ({error.strerror}: {error.filename})")
+            folders[folder] = previous.get(folder, {"fingerprint": "", "since": now})
+            continue
         state = previous.get(folder)
         if state is None or state["fingerprint"] != fingerprint:
             folders[folder] = {"fingerprint": fingerprint, "since": now}
