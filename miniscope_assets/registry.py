@@ -74,10 +74,6 @@ class RecordingRegistry:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def entries(self) -> dict[str, dict]:
-        """Every key with its entry (folder, identity, outputs, retired, generation)."""
-        return self._read()
-
     def live(self) -> dict[str, str]:
         """Live keys and their folders."""
         return {key: entry["folder"] for key, entry in self._read().items() if not entry.get("retired")}

@@ -119,12 +119,6 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         temporary.write_text(text)
 
 
-def copy_atomic(source: str | Path, target: str | Path) -> None:
-    """Copy ``source`` to ``target`` through a temporary file."""
-    with atomic_path(target) as temporary:
-        shutil.copyfile(source, temporary)
-
-
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -172,13 +172,6 @@ def timing(timestamps: np.ndarray) -> dict:
     return {"timestamps": timestamps}
 
 
-def timing_of(series) -> dict:
-    """Timing arguments that make a new series share ``series``' frame times."""
-    if series.timestamps is not None:
-        return {"timestamps": series}
-    return {"starting_time": series.starting_time, "rate": series.rate}
-
-
 def raw_series(nwbfile: NWBFile, info: RecordingInfo, data: H5DataIO) -> OnePhotonSeries:
     """The raw movie series with the recording's real per-frame timestamps."""
     return OnePhotonSeries(

@@ -2,7 +2,8 @@
 
 ``raw_recording`` is the recording folder itself, an external asset partitioned by recording:
 the sensor (and the CLI) observe it with the folder's content fingerprint as its data
-version, so the UI shows everything derived from a recording as stale when its files change.
+version, so the UI shows ``recording_info`` as stale when the files change (and the later assets
+once ``recording_info`` has run again).
 ``recording_info`` (by recording) writes the raw NWB file; every later stage is partitioned by
 recording x paramset and depends on its recording through a partition mapping. Each asset runs
 its stage and reports the stage's metadata, checks and runtime; the stages write the NWB files

@@ -41,7 +41,6 @@ from miniscope_assets.stages.workspace import Partition, Progress, StageReport
 
 BUILTIN_RESULTS = "results.h5"
 MOTION_RECORD = "motion.h5"
-ROOTS = ("work", "data")  # what a stored results path is relative to
 
 
 def validate_paramset(paramset: ParamSet) -> dict:
@@ -94,6 +93,7 @@ def _load(kind: str, path: Path) -> ProcessingResult:
 
 
 def _root(partition: Partition, name: str) -> Path:
+    """The folder a stored results path is relative to: the work root ("work") or the data root."""
     workspace = partition.workspace
     return workspace.work_root if name == "work" else workspace.data_root
 
@@ -170,10 +170,11 @@ def corrected_movie_of(partition: Partition, result: ProcessingResult, progress:
         yield open_corrected_movie(corrected)
 
 
-def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: Progress) -> tuple[str, Path, dict]:
-    """Run the method into a fresh folder, then swap it in; return (kind, results path, notes)."""
+def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: Progress) -> tuple[str, Path, bool]:
+    """Run the method into a fresh folder, then swap it in; return (kind, results path, whether
+    an earlier motion correction was reused)."""
     files = partition.files
-    notes = {}
+    motion_shared = False
     with atomic_directory(files.processing_dir) as fresh:
         if partition.paramset.method == "builtin":
             from miniscope_assets.engine import run_engine
@@ -181,8 +182,7 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
             movie = info.movie(partition.workspace.data_root)
             folder = motion_folder(partition, params)
             with shared_motion(folder, lambda: movie, params, progress,
-                               keep=partition.paramset.keep_corrected_movie) as (motion, corrected, reused):
-                notes["motion_reused"] = reused
+                               keep=partition.paramset.keep_corrected_movie) as (motion, corrected, motion_shared):
                 result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected))
             save_results(result, fresh / BUILTIN_RESULTS)
             kind, name = "builtin", BUILTIN_RESULTS
@@ -192,7 +192,7 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
             avi_paths = [partition.workspace.data_root / f for f in info.files]
             run_caiman(avi_paths, params, info.fps, fresh)
             kind, name = "caiman", ""
-    return kind, files.processing_dir / name if name else files.processing_dir, notes
+    return kind, files.processing_dir / name if name else files.processing_dir, motion_shared
 
 
 def run(partition: Partition, options: RunOptions) -> StageReport:
@@ -203,8 +203,7 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
     files = partition.files
     workspace = partition.workspace
     started = time.perf_counter()
-    reused = False
-    notes: dict = {}
+    reused = motion_shared = False
     previous = json.loads(files.processing_record.read_text()) if files.processing_record.is_file() else {}
     if paramset.task_mode == "load":
         results_dir = results_dir_for_load(partition)
@@ -224,7 +223,7 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
         if reusable and not options.force:
             kind, path, reused = previous["results_kind"], previous_path, True
         else:
-            kind, path, notes = _trigger(partition, info, params, options.progress)
+            kind, path, motion_shared = _trigger(partition, info, params, options.progress)
     result = _load(kind, path)
     if result.nframes != info.nframes or result.frame_shape != (info.px_height, info.px_width):
         raise MiniscopeInputError(
@@ -257,7 +256,7 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
             "compute_runtime_s": round(record["runtime_s"], 2),
             "input_hash": digest,
             "reused_existing_results": reused,
-            "motion_correction_shared": bool(notes.get("motion_reused")),
+            "motion_correction_shared": motion_shared,
             "n_masks": result.n_masks,
             "results_path": path,
         }

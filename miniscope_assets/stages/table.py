@@ -105,10 +105,6 @@ STAGE_NAMES = [stage.name for stage in STAGES]
 FINAL_STAGE = STAGES[-1].name
 
 
-def stage(name: str) -> Stage:
-    return STAGES[STAGE_NAMES.index(name)]
-
-
 def containers_from(name: str) -> list[tuple[str, ...]]:
     """Containers replaced when stage ``name`` is rewritten: its own and every later stage's."""
     start = STAGE_NAMES.index(name)
