@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from miniscope_assets import settings as settings_module
-from miniscope_assets.errors import MiniscopeError, MiniscopeInputError, ParameterError
+from miniscope_assets.errors import MiniscopeError, ParameterError
 
 DAGSTER_YAML = """\
 # Written by miniscope-assets. Local SQLite storage (the default) under this folder.
@@ -24,7 +24,7 @@ concurrency:
   runs:
     max_concurrent_runs: 2
 """
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO", "show_errors": False}}}}
 
 
 def prepare_instance(current: settings_module.Settings):
@@ -110,7 +110,20 @@ def _execute(job, key, instance, run_config: dict, selection) -> None:
         raise_on_error=False,
     )
     if not result.success:
-        raise SystemExit(f"error: {_failure_message(result)}")
+        log = _write_failure_log(result, Path(instance.root_directory) / "logs")
+        raise SystemExit(f"error: {_failure_message(result)} (full log: {log})")
+
+
+def _write_failure_log(result, folder: Path) -> Path:
+    """Every event of a failed run, with the failures' stack traces, in <folder>/<run id>.log."""
+    from miniscope_assets.io.atomic import write_text_atomic
+
+    lines = []
+    for event in result.all_events:
+        lines.append(f"{event.event_type_value} {event.step_key or ''} {event.message or ''}".rstrip())
+        if event.is_step_failure:
+            lines.append(event.step_failure_data.error.to_string())
+    return write_text_atomic(folder / f"{result.run_id}.log", "\n".join(lines) + "\n")
 
 
 def print_catalog(current) -> None:
@@ -136,7 +149,7 @@ def command_run(args, current) -> None:
 
 
 def command_curate(args, current) -> None:
-    from miniscope_assets.stages.curation import CurationRequest, write_curation_file
+    from miniscope_assets.stages.curation import CurationRequest, check_curation, write_curation_file
 
     workspace = _workspace(current)
     (recording_dir,) = workspace.recording_dirs(args.recording)
@@ -145,7 +158,9 @@ def command_curate(args, current) -> None:
         accept=args.accept, reject=args.reject or [], merge=[list(group) for group in args.merge or []],
         note=args.note or "",
     )
-    path = write_curation_file(workspace.partition(key, args.paramset).files.curation_input, request)
+    partition = workspace.partition(key, args.paramset)
+    check_curation(partition, request)
+    path = write_curation_file(partition.files.curation_input, request)
     print(f"curation file: {path}", file=sys.stderr)
     for nwb_path in run_recordings(current, recording_dir, [args.paramset], from_stage="curation"):
         print(f"NWB file: {nwb_path}")
@@ -156,22 +171,13 @@ def command_catalog(args, current) -> None:
 
 
 def command_paramsets(args, current) -> None:
-    from miniscope_assets.stages.processing import validate_paramset
-
     workspace = _workspace(current)
     source = current.paramsets_file if current.paramsets_file.is_file() else "built-in default"
-    print(f"paramsets from {source}")
-    failures = 0
-    for paramset in workspace.paramsets():
-        try:
-            validate_paramset(paramset)
-            status = "ok"
-        except (ParameterError, MiniscopeInputError) as error:
-            status, failures = f"INVALID: {error}", failures + 1
+    paramsets = workspace.paramsets()  # checked as they load: the first problem is the error
+    print(f"paramsets from {source}: all valid")
+    for paramset in paramsets:
         print(f"- {paramset.name}: method={paramset.method} task_mode={paramset.task_mode} "
-              f"hash={paramset.param_hash} [{status}]\n  {paramset.description}")
-    if failures:
-        raise SystemExit(1)
+              f"hash={paramset.param_hash}\n  {paramset.description}")
 
 
 def _ids(text: str) -> list[int]:
@@ -209,9 +215,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    current = settings_module.from_env()
     try:
-        args.handler(args, current)
+        args.handler(args, settings_module.from_env())
     except (MiniscopeError, ParameterError) as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.io.text import finite_number
+
 WORK_FOLDER_ENV = "MINISCOPE_WORK_FOLDER"
 DEFAULT_WORK_FOLDER = "miniscope_work"
 
@@ -26,10 +29,18 @@ def from_env(environ: dict | None = None) -> Settings:
     env = os.environ if environ is None else environ
     base = Path(env.get(WORK_FOLDER_ENV, DEFAULT_WORK_FOLDER)).absolute()
     data_root = Path(env.get("MINISCOPE_DATA_ROOT", base / "data")).absolute()
+    paramsets_file = Path(env.get("MINISCOPE_PARAMSETS", data_root / "paramsets.yaml")).absolute()
+    if "MINISCOPE_PARAMSETS" in env and not paramsets_file.is_file():
+        raise MiniscopeInputError(paramsets_file, "named by MINISCOPE_PARAMSETS but is not a file")
     return Settings(
         data_root=data_root,
         output_root=Path(env.get("MINISCOPE_OUTPUT_ROOT", base / "nwb")).absolute(),
         work_root=Path(env.get("MINISCOPE_WORK_ROOT", base / "processing")).absolute(),
-        paramsets_file=Path(env.get("MINISCOPE_PARAMSETS", data_root / "paramsets.yaml")).absolute(),
+        paramsets_file=paramsets_file,
         dagster_home=Path(env.get("DAGSTER_HOME", base / "dagster_home")).absolute(),
     )
+
+
+def seconds_from_env(name: str, default: float, low: float) -> float:
+    """A duration in seconds from environment variable ``name`` (``default`` when unset)."""
+    return finite_number(Path(f"${name}"), name, os.environ.get(name, default), low=low)

@@ -53,10 +53,10 @@ def session_folder(root: Path, session_meta: Path, device_meta: Path | dict, tim
     device = root / "Miniscope"
     device.mkdir(parents=True)
     shutil.copy(session_meta, root / "metaData.json")
-    if isinstance(device_meta, dict):
-        (device / "metaData.json").write_text(json.dumps(device_meta))
-    else:
-        shutil.copy(device_meta, device / "metaData.json")
+    meta = device_meta if isinstance(device_meta, dict) else json.loads(device_meta.read_text())
+    if "framesPerFile" in meta:  # the copies of the 60-frame AVI stand in for full-length files
+        meta = {**meta, "framesPerFile": FRAMES // COPIES}
+    (device / "metaData.json").write_text(json.dumps(meta))
     for index in range(COPIES):
         shutil.copy(AVI, device / f"{index}.avi")
     (device / "timeStamps.csv").write_text(timestamps)
@@ -209,7 +209,8 @@ def test_user_config_file_names_the_levels_and_two_miniscopes_are_two_recordings
         device = session / name
         device.mkdir(parents=True)
         (device / "metaData.json").write_text(json.dumps({**json.loads(CAILAB_DEVICE.read_text()),
-                                                          "deviceName": name.replace("_", " ")}))
+                                                          "deviceName": name.replace("_", " "),
+                                                          "framesPerFile": FRAMES // COPIES}))
         for index in range(COPIES):
             shutil.copy(AVI, device / f"{index}.avi")
         (device / "timeStamps.csv").write_text(timestamps_csv(FRAMES))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -27,16 +29,17 @@ def work_folder(tmp_path, monkeypatch):
 def test_paramsets_lists_validates_and_hashes(work_folder, capsys):
     main(["paramsets"])
     out = capsys.readouterr().out
-    assert "paramsets from built-in default" in out and "- default: method=builtin" in out and "[ok]" in out
+    assert "paramsets from built-in default: all valid" in out and "- default: method=builtin" in out
 
 
 def test_invalid_paramset_message_names_the_key(work_folder, capsys):
     (work_folder / "data" / "paramsets.yaml").write_text(yaml.safe_dump({"paramsets": [
         {"name": "typo", "method": "builtin", "params": {"gsig": 3}},
     ]}))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["paramsets"])
-    assert "gsig" in capsys.readouterr().out
+    assert str(exit_info.value.code) == (f"error: {work_folder / 'data' / 'paramsets.yaml'}: paramset 'typo': "
+                                         "unknown engine parameter(s): gsig")
 
 
 def test_run_bad_folder_gives_one_clear_error(work_folder):
@@ -79,19 +82,52 @@ def test_truncated_avi_is_reported_before_anything_is_written(work_folder):
     (folder / "1.avi").write_bytes(data[: len(data) // 2])
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "rec"])
-    assert str(exit_info.value.code) == (
-        f"error: {folder / '1.avi'}: truncated or corrupt AVI: header declares 50 frames but frame 49 cannot be decoded"
-    )
+    message = str(exit_info.value.code)
+    assert message.startswith(f"error: {folder / '1.avi'}: truncated or corrupt AVI: header declares 50 frames "
+                              "but frame ") and "cannot be decoded" in message and "\n" not in message
     assert not list(work_folder.rglob("*.nwb"))
 
 
-def test_run_error_inside_the_job_is_one_line(work_folder):
+def test_run_error_inside_the_job_is_one_line(work_folder, capfd):
+    from dagster import DagsterInstance, DagsterRunStatus
+
     from miniscope_assets_tests.conftest import movie
 
     write_v4_recording(work_folder / "data" / "rec", list(movie()), frames_per_file=50)
     (work_folder / "data" / "paramsets.yaml").write_text(yaml.safe_dump({"paramsets": [
-        {"name": "typo", "method": "builtin", "params": {"gsig": 3}},
+        {"name": "old", "method": "caiman", "task_mode": "load", "results_dir": "nowhere"},
     ]}))
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "rec"])
-    assert str(exit_info.value.code) == "error: processing failed: unknown engine parameter(s): gsig"
+    message = str(exit_info.value.code)
+    assert message.startswith(f"error: processing failed: {work_folder / 'data' / 'nowhere'}: CaImAn results "
+                              "folder does not exist (full log: ")
+    log = Path(message.rsplit("(full log: ", 1)[1].rstrip(")"))
+    assert "Stack Trace" in log.read_text() and "STEP_FAILURE processing" in log.read_text()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Stack Trace" not in err and " ERROR " not in err
+    with DagsterInstance.from_config(str(work_folder / "dagster_home")) as instance:
+        statuses = [run.status for run in instance.get_runs()]
+    assert DagsterRunStatus.FAILURE in statuses and DagsterRunStatus.STARTED not in statuses
+
+
+def test_bad_engine_parameters_are_refused_before_any_output(work_folder):
+    from miniscope_assets_tests.conftest import movie
+
+    write_v4_recording(work_folder / "data" / "rec", list(movie()), frames_per_file=50)
+    paramsets = work_folder / "data" / "paramsets.yaml"
+    paramsets.write_text(yaml.safe_dump({"paramsets": [
+        {"name": "typo", "method": "builtin", "params": {"chunk_frames": 1e300}},
+    ]}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "rec"])
+    assert str(exit_info.value.code) == f"error: {paramsets}: paramset 'typo': chunk_frames must be <= 10000, got 1e+300"
+    assert not list(work_folder.rglob("*.nwb")) and not (work_folder / "processing").exists()
+
+
+def test_misspelt_paramsets_variable_is_an_error(work_folder, monkeypatch):
+    monkeypatch.setenv("MINISCOPE_PARAMSETS", str(work_folder / "data" / "paramset.yml"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["paramsets"])
+    assert str(exit_info.value.code) == (f"error: {work_folder / 'data' / 'paramset.yml'}: named by "
+                                         "MINISCOPE_PARAMSETS but is not a file")

@@ -20,11 +20,11 @@ def test_missing_file_gives_the_builtin_default(tmp_path):
 
 def test_yaml_and_json_parse_the_same(tmp_path):
     entry = {"name": "fast", "method": "builtin", "task_mode": "trigger", "description": "d",
-             "params": {"gSig": 4, "pw_rigid": False}}
+             "params": {"neuron_diameter": 12, "pw_rigid": False}}
     from_yaml = load_paramsets(write(tmp_path / "p.yaml", [entry]))
     (tmp_path / "p.json").write_text('{"paramsets": [' + __import__("json").dumps(entry) + "]}")
     assert from_yaml == load_paramsets(tmp_path / "p.json")
-    assert from_yaml[0].params == {"gSig": 4, "pw_rigid": False}
+    assert from_yaml[0].params == {"neuron_diameter": 12, "pw_rigid": False}
 
 
 def test_hash_ignores_key_order_but_not_values():
@@ -35,8 +35,8 @@ def test_hash_ignores_key_order_but_not_values():
 
 def test_same_params_under_two_names_is_an_error_naming_both(tmp_path):
     path = write(tmp_path / "p.yaml", [
-        {"name": "first", "method": "builtin", "params": {"gSig": 4}},
-        {"name": "second", "method": "builtin", "params": {"gSig": 4}},
+        {"name": "first", "method": "builtin", "params": {"min_snr": 4}},
+        {"name": "second", "method": "builtin", "params": {"min_snr": 4}},
     ])
     with pytest.raises(MiniscopeInputError, match="'first' and 'second' have the same method and params"):
         load_paramsets(path)
@@ -69,7 +69,7 @@ def test_names_giving_the_same_file_name_part(tmp_path):
 
 def test_duplicate_names(tmp_path):
     path = write(tmp_path / "p.yaml", [{"name": "x", "method": "builtin"},
-                                       {"name": "x", "method": "builtin", "params": {"gSig": 3}}])
+                                       {"name": "x", "method": "builtin", "params": {"min_snr": 3}}])
     with pytest.raises(MiniscopeInputError, match="'x' is used twice"):
         load_paramsets(path)
 

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from miniscope_assets.io.avi import natural_key
+from miniscope_assets.io import miniscope_v3 as v3, miniscope_v4 as v4
 from miniscope_assets.io.miniscope_writer import write_v3_recording, write_v4_recording
-from miniscope_assets.io.recording import RecordingInfo, read_recording
+from miniscope_assets.io.recording import RecordingInfo, numbered_movies, read_recording
 from miniscope_assets_tests.conftest import movie
 
 
@@ -52,9 +52,12 @@ def test_v4_flat_layout_with_numeric_frame_rate_and_gain_names(data_root):
     np.testing.assert_array_equal(read_all(info, data_root, chunk=5), frames)
 
 
-def test_natural_key_orders_numbers_numerically():
-    names = ["10.avi", "9.avi", "1.avi", "msCam10.avi", "msCam2.avi"]
-    assert sorted(names, key=natural_key) == ["1.avi", "9.avi", "10.avi", "msCam2.avi", "msCam10.avi"]
+def test_movie_files_are_ordered_by_number(tmp_path):
+    for name in ["10.avi", "9.avi", "1.avi", "0.avi", "2.avi", "3.avi", "4.avi", "5.avi", "6.avi", "7.avi", "8.avi",
+                 "msCam2.avi", "msCam1.avi", "notes.txt"]:
+        (tmp_path / name).touch()
+    assert [p.name for p in numbered_movies(tmp_path, v4.MOVIE_PATTERN, 0)] == [f"{i}.avi" for i in range(11)]
+    assert [p.name for p in numbered_movies(tmp_path, v3.MOVIE_PATTERN, 1)] == ["msCam1.avi", "msCam2.avi"]
 
 
 def test_chunks_can_start_anywhere(data_root, v4_recording, v4_frames):

@@ -22,29 +22,29 @@ class ParamSpec:
 
 PARAM_SPECS: dict[str, ParamSpec] = {
     # streaming
-    "chunk_frames": ParamSpec(100, "int", 1, None, "frames read from a movie at a time (bounds memory)"),
+    "chunk_frames": ParamSpec(100, "int", 1, 10_000, "frames read from a movie at a time (bounds memory)"),
     # motion correction
     "motion_correction": ParamSpec(True, "bool", doc="register frames; if false, shifts are zero"),
     "pw_rigid": ParamSpec(False, "bool", doc="corrected movie uses piecewise-rigid (non-rigid) shifts"),
-    "max_shift": ParamSpec(20, "int", 1, None, "largest rigid shift searched, px"),
-    "strides": ParamSpec([48, 48], "int_pair", 8, None, "piecewise-rigid block stride (rows, columns), px"),
-    "overlaps": ParamSpec([24, 24], "int_pair", 0, None, "extra block size beyond the stride (rows, columns), px"),
-    "max_deviation_rigid": ParamSpec(3, "int", 0, None, "largest block shift deviation from the rigid shift, px"),
-    "motion_lowpass_sigma": ParamSpec(1.0, "float", 0, None, "Gaussian noise smoothing before registration, px"),
-    "motion_highpass_sigma": ParamSpec(8.0, "float", 1, None, "Gaussian background scale removed before registration, px"),
-    "template_frames": ParamSpec(200, "int", 1, None, "first frames averaged into the template"),
+    "max_shift": ParamSpec(20, "int", 1, 1000, "largest rigid shift searched, px"),
+    "strides": ParamSpec([48, 48], "int_pair", 8, 4096, "piecewise-rigid block stride (rows, columns), px"),
+    "overlaps": ParamSpec([24, 24], "int_pair", 0, 4096, "extra block size beyond the stride (rows, columns), px"),
+    "max_deviation_rigid": ParamSpec(3, "int", 0, 1000, "largest block shift deviation from the rigid shift, px"),
+    "motion_lowpass_sigma": ParamSpec(1.0, "float", 0, 50, "Gaussian noise smoothing before registration, px"),
+    "motion_highpass_sigma": ParamSpec(8.0, "float", 1, 200, "Gaussian background scale removed before registration, px"),
+    "template_frames": ParamSpec(200, "int", 1, 100_000, "first frames averaged into the template"),
     "template_iterations": ParamSpec(3, "int", 1, 20, "register-and-average rounds refining the template"),
     "upsample_factor": ParamSpec(20, "int", 1, 100, "sub-pixel precision of shifts is 1/upsample_factor px"),
     "outlier_threshold": ParamSpec(3.0, "float", 0, None, "shift deviation from the running median flagging an outlier frame, px"),
-    "outlier_window": ParamSpec(9, "int", 3, None, "running-median window for outlier detection, frames"),
+    "outlier_window": ParamSpec(9, "int", 3, 10_000, "running-median window for outlier detection, frames"),
     # source extraction
     "neuron_diameter": ParamSpec(10.0, "float", 3, 100, "expected soma diameter, px"),
     "min_corr": ParamSpec(0.8, "float", 0, 1, "seed threshold on the local correlation image"),
     "min_pnr": ParamSpec(8.0, "float", 0, None, "seed threshold on the peak-to-noise ratio image"),
     "ring_radius_factor": ParamSpec(1.2, "float", 0.5, 5, "background ring inner radius, in neuron diameters"),
-    "patch_size": ParamSpec(64, "int", 16, None, "core size of the square patches used to find sources, px"),
-    "patch_overlap": ParamSpec(24, "int", 0, None, "margin added around every patch core, px"),
-    "max_init_frames": ParamSpec(1000, "int", 50, None, "frames of the temporally binned movie used to find sources"),
+    "patch_size": ParamSpec(64, "int", 16, 4096, "core size of the square patches used to find sources, px"),
+    "patch_overlap": ParamSpec(24, "int", 0, 4096, "margin added around every patch core, px"),
+    "max_init_frames": ParamSpec(1000, "int", 50, 1_000_000, "frames of the temporally binned movie used to find sources"),
     "refine_iterations": ParamSpec(2, "int", 0, 20, "spatial/temporal/background refinement rounds per patch"),
     "merge_threshold": ParamSpec(0.8, "float", 0, 1, "trace correlation above which overlapping sources merge"),
     "min_snr": ParamSpec(3.0, "float", 0, None, "sources whose trace SNR is below this are rejected"),
@@ -52,9 +52,9 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "soma_area_range": ParamSpec([0.3, 3.0], "float_pair", 0, None, "soma area range, in expected soma areas"),
     "max_soma_elongation": ParamSpec(2.0, "float", 1, None, "largest major/minor axis ratio of a soma"),
     # traces
-    "dff_window": ParamSpec(30.0, "float", 0.1, None, "running-baseline window for dF/F, s"),
+    "dff_window": ParamSpec(30.0, "float", 0.1, 86_400, "running-baseline window for dF/F, s"),
     "dff_percentile": ParamSpec(8.0, "float", 0, 100, "running-baseline percentile for dF/F"),
-    "decay_time": ParamSpec(None, "optional_float", 0.01, None, "calcium decay time for deconvolution, s (null: estimate per trace)"),
+    "decay_time": ParamSpec(None, "optional_float", 0.01, 100, "calcium decay time for deconvolution, s (null: estimate per trace)"),
 }
 
 ENGINE_DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in PARAM_SPECS.items()}
@@ -102,16 +102,12 @@ def _check_number(name: str, value: Any, kind: str, spec: ParamSpec) -> int | fl
     """A finite int or float within the spec's range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParameterError(f"{name} must be a number, got {value!r}")
-    if kind == "int":
-        if isinstance(value, float) and not value.is_integer():
-            raise ParameterError(f"{name} must be an integer, got {value!r}")
-        value = int(value)
-    else:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ParameterError(f"{name} must be finite, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(f"{name} must be finite, got {value!r}")
+    if kind == "int" and isinstance(value, float) and not value.is_integer():
+        raise ParameterError(f"{name} must be an integer, got {value!r}")
     if spec.minimum is not None and value < spec.minimum:
         raise ParameterError(f"{name} must be >= {spec.minimum}, got {value!r}")
     if spec.maximum is not None and value > spec.maximum:
         raise ParameterError(f"{name} must be <= {spec.maximum}, got {value!r}")
-    return value
+    return int(value) if kind == "int" else float(value)

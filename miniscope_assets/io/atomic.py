@@ -58,7 +58,7 @@ def translated_write_errors(path: Path) -> Iterator[None]:
     """Turn a full disk or a permission problem while writing ``path`` into one clear error."""
     try:
         yield
-    except OSError as error:
+    except (OSError, RuntimeError) as error:  # HDF5 reports a failed write as RuntimeError too
         clear = output_error(path, error)
         if clear is None:
             raise
@@ -95,6 +95,33 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_hdf5(final_path: str | Path, copy_of: str | Path | None = None) -> Iterator:
+    """An HDF5 file built in memory (starting as a copy of ``copy_of``), then written to
+    ``final_path`` atomically by plain file writes. A full disk is then one clear error: the HDF5
+    library never meets a failed write, after which it can crash the process when it exits.
+    Yields the open h5py.File; whoever closes it (pynwb does), its bytes are kept."""
+    import h5py
+
+    class MemoryFile(h5py.File):
+        image = None
+
+        def close(self):
+            if self.id.valid:
+                self.flush()
+                self.image = self.id.get_file_image()
+            super().close()
+
+    name, mode = (str(copy_of), "a") if copy_of is not None else (f"{final_path}.in-memory", "w")
+    handle = MemoryFile(name, mode, driver="core", backing_store=False)
+    try:
+        yield handle
+    finally:
+        handle.close()
+    with atomic_path(final_path) as temporary:
+        temporary.write_bytes(handle.image)
+
+
+@contextlib.contextmanager
 def atomic_directory(final_dir: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``final_dir``; it replaces ``final_dir`` on success."""
     final_dir = Path(final_dir)
@@ -113,10 +140,11 @@ def atomic_directory(final_dir: str | Path) -> Iterator[Path]:
             shutil.rmtree(fresh)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a small text file atomically."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a small text file atomically; return its path."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+    return Path(path)
 
 
 def _process_alive(pid: int) -> bool:

@@ -1,23 +1,24 @@
-"""AVI movies through OpenCV: probing, chunked reading across files, and writing."""
+"""AVI movies: probing, chunked reading across files (PyAV), and writing (OpenCV).
+
+Frames are decoded to their true 8-bit grey values whatever the codec: grey pixel formats
+are taken as stored; RGB and palettised formats (raw DIB, HFYU, FFV1 colour) go through BGR
+to grey with ITU-R BT.601 luma weights, which is exact when R = G = B; YUV formats (MJPG,
+XVID, HFYU 4:2:2) give their luma, rescaled from limited range where the stream says so.
+Formats with more than 8 bits per sample are refused.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+import av
 import cv2
 import numpy as np
 
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.atomic import atomic_path
-
-
-def natural_key(path: str | Path) -> tuple:
-    """Sort key that orders embedded numbers numerically: 2.avi < 10.avi, msCam2 < msCam10."""
-    name = Path(path).name
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,73 @@ class AviInfo:
     width: int
     fps: float
     fourcc: str
+    pixel_format: str = "gray"
 
 
-def _open(path: Path) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise MiniscopeInputError(path, "cannot be opened as a video (unreadable or not an AVI)")
-    capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
-    return capture
+def _grey_converter(path: Path, pixel_format: av.VideoFormat) -> Callable[[av.VideoFrame], np.ndarray]:
+    """How frames of ``pixel_format`` become (height, width) uint8 grey values."""
+    if any(component.bits > 8 for component in pixel_format.components):
+        raise MiniscopeInputError(path, f"pixel format {pixel_format.name} has samples of more than 8 bits; "
+                                  "only 8-bit movies are supported")
+    if pixel_format.name == "gray":
+        return lambda frame: frame.to_ndarray()
+    if pixel_format.is_rgb or pixel_format.has_palette:
+        return lambda frame: cv2.cvtColor(frame.to_ndarray(format="bgr24"), cv2.COLOR_BGR2GRAY)
+    return lambda frame: frame.to_ndarray(format="gray")
 
 
-def _as_gray(frame: np.ndarray) -> np.ndarray:
-    """Miniscope movies are monochrome; colour-converted decodes carry it in every channel."""
-    return frame[:, :, 0] if frame.ndim == 3 else frame
+class _Decoder:
+    """One AVI file open for decoding: its video stream, frame count and grey conversion."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.container = av.open(str(path))
+        except (av.FFmpegError, UnicodeDecodeError) as error:
+            raise MiniscopeInputError(path, f"cannot be opened as a video (unreadable or not an AVI: {error})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise MiniscopeInputError(path, "holds no video stream")
+        self.stream = self.container.streams.video[0]
+        context = self.stream.codec_context
+        if context.pix_fmt is None or context.width <= 0 or context.height <= 0:
+            self.container.close()
+            raise MiniscopeInputError(path, f"video stream has no usable frame size or pixel format ({context.name})")
+        self.pixel_format = context.pix_fmt
+        try:
+            self.to_grey = _grey_converter(path, av.VideoFormat(context.pix_fmt))
+        except MiniscopeInputError:
+            self.container.close()
+            raise
+        self.nframes = int(self.stream.frames)
+        self.fourcc = (context.codec_tag or "").strip("\x00 ") or "raw"
+        self.fps = float(self.stream.average_rate or 0.0)
+
+    def frames(self, first: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """(frame index, grey frame) from frame ``first`` to the end of the file."""
+        index = -1
+        try:
+            if first:
+                self.container.seek(first, backward=True, any_frame=False, stream=self.stream)
+            for frame in self.container.decode(self.stream):
+                if frame.pts is not None:
+                    index = int(frame.pts)
+                elif first:
+                    raise MiniscopeInputError(self.path, "frames carry no time stamps, so frame "
+                                              f"{first} cannot be found")
+                else:
+                    index += 1
+                if index >= first:
+                    yield index, self.to_grey(frame)
+        except av.FFmpegError as error:
+            raise self.undecodable(index + 1, error.strerror or str(error)) from None
+
+    def undecodable(self, index: int, detail: str = "") -> MiniscopeInputError:
+        return MiniscopeInputError(self.path, f"truncated or corrupt AVI: header declares {self.nframes} frames "
+                                   f"but frame {index} cannot be decoded" + (f" ({detail})" if detail else ""))
+
+    def close(self) -> None:
+        self.container.close()
 
 
 def probe_avi(path: str | Path) -> AviInfo:
@@ -56,30 +110,20 @@ def probe_avi(path: str | Path) -> AviInfo:
         raise MiniscopeInputError(path, "AVI file does not exist")
     if path.stat().st_size == 0:
         raise MiniscopeInputError(path, "AVI file is empty (0 bytes)")
-    capture = _open(path)
+    decoder = _Decoder(path)
     try:
-        nframes = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        fourcc_code = int(capture.get(cv2.CAP_PROP_FOURCC))
-        fourcc = fourcc_code.to_bytes(4, "little").decode("latin-1").strip("\x00 ") or "raw"
-        if nframes <= 0:
+        if decoder.nframes <= 0:
             raise MiniscopeInputError(path, "AVI declares no frames")
-        ok, first = capture.read()
-        if not ok:
+        _, first = next(decoder.frames(), (None, None))
+        if first is None:
             raise MiniscopeInputError(path, "first frame cannot be decoded (corrupt AVI)")
-        if nframes > 1:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, nframes - 1)
-            ok, _ = capture.read()
-            if not ok:
-                raise MiniscopeInputError(
-                    path,
-                    f"truncated or corrupt AVI: header declares {nframes} frames "
-                    f"but frame {nframes - 1} cannot be decoded",
-                )
+        last = decoder.nframes - 1
+        if last > 0 and not any(index == last for index, _ in decoder.frames(last)):
+            raise decoder.undecodable(last)
     finally:
-        capture.release()
-    height, width = _as_gray(first).shape
-    return AviInfo(path, nframes, height, width, fps, fourcc)
+        decoder.close()
+    height, width = first.shape
+    return AviInfo(path, decoder.nframes, height, width, decoder.fps, decoder.fourcc, decoder.pixel_format)
 
 
 class AviMovie:
@@ -101,15 +145,7 @@ class AviMovie:
         self._starts = np.cumsum([0] + [f.nframes for f in files])
         total = int(self._starts[-1])
         self.nframes = total if nframes is None else min(nframes, total)
-        self.dtype = self._first_frame_dtype()
-
-    def _first_frame_dtype(self) -> np.dtype:
-        capture = _open(self.files[0].path)
-        try:
-            _, frame = capture.read()
-        finally:
-            capture.release()
-        return frame.dtype
+        self.dtype = np.dtype(np.uint8)
 
     def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         """Yield frames start..stop one at a time, opening each file once."""
@@ -120,27 +156,24 @@ class AviMovie:
             info = self.files[file_number]
             local = index - int(self._starts[file_number])
             last_local = min(info.nframes, stop - int(self._starts[file_number]))
-            capture = _open(info.path)
+            decoder = _Decoder(info.path)
             try:
-                if local:
-                    capture.set(cv2.CAP_PROP_POS_FRAMES, local)
-                for position in range(local, last_local):
-                    ok, frame = capture.read()
-                    if not ok:
-                        raise MiniscopeInputError(
-                            info.path,
-                            f"frame {position} of {info.nframes} cannot be decoded "
-                            "(truncated or corrupt AVI)",
-                        )
-                    frame = _as_gray(frame)
+                for position, frame in decoder.frames(local):
+                    if position >= last_local:
+                        break
+                    if position != local:
+                        raise MiniscopeInputError(info.path, f"frame {local} is missing (the next decoded is {position})")
                     if frame.shape != self.frame_shape:
                         raise MiniscopeInputError(
                             info.path, f"frame {position} has shape {frame.shape}, expected {self.frame_shape}"
                         )
                     yield frame
+                    local += 1
                     index += 1
+                if local < last_local:
+                    raise decoder.undecodable(local)
             finally:
-                capture.release()
+                decoder.close()
 
     def iter_chunks(
         self, chunk_frames: int, start: int = 0, stop: int | None = None

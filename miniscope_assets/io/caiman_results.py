@@ -92,10 +92,20 @@ def _is_sparse_group(node: Any) -> bool:
 
 
 def _read_sparse(group: h5py.Group) -> scipy.sparse.csc_matrix:
-    shape = tuple(int(v) for v in np.asarray(group["shape"][()]).ravel())
-    return scipy.sparse.csc_matrix(
-        (group["data"][()], group["indices"][()], group["indptr"][()]), shape=shape
-    )
+    """A CSC matrix from its four arrays, checked (integer indices in range, finite values)."""
+    try:
+        shape = tuple(np.asarray(group["shape"][()]).ravel().astype(np.int64, casting="safe"))
+        if len(shape) != 2 or min(shape) < 0:
+            raise ValueError(f"shape {shape} is not two sizes")
+        data = np.asarray(group["data"][()]).astype(np.float64, casting="same_kind")
+        if not np.all(np.isfinite(data)):
+            raise ValueError("data holds values that are not finite")
+        indices, indptr = (np.asarray(group[name][()]).astype(np.int64, casting="safe") for name in ("indices", "indptr"))
+        matrix = scipy.sparse.csc_matrix((data, indices, indptr), shape=shape)
+        matrix.check_format(full_check=True)
+    except (ValueError, TypeError) as error:
+        raise MiniscopeInputError(group.file.filename, f"{group.name} is not a valid sparse matrix ({error})") from None
+    return matrix
 
 
 def _read_node(node: Any) -> Any:
@@ -727,12 +737,23 @@ def load_caiman_results(results_dir: str | Path) -> ProcessingResult:
     with a :class:`CaimanResultsWarning` and listed in ``result.notes["warnings"]``.
     """
     files = locate_caiman_files(results_dir)
+    try:
+        return _load(files)
+    except MiniscopeInputError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OSError) as error:  # data of the wrong kind or shape
+        raise MiniscopeInputError(files.cnmf_file, f"malformed CaImAn result ({type(error).__name__}: {error})") from None
+
+
+def _load(files: CaimanResultFiles) -> ProcessingResult:
     loader = _Loader(files)
     try:
         handle = h5py.File(files.cnmf_file, "r")
     except OSError as error:
         raise MiniscopeInputError(files.cnmf_file, f"not a readable HDF5 file ({error})") from error
     with handle as f:
+        if not isinstance(f.get("estimates"), h5py.Group):
+            raise loader.fail("no 'estimates' group: not a CNMF result file")
         estimates = f["estimates"]
         frame_shape = loader.frame_shape(f, estimates)
         a_fortran = loader.footprints(estimates, frame_shape)

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.io.text import read_text
 
 TIMESTAMP_FILE = "timestamp.dat"
 SETTINGS_FILE = "settings_and_notes.dat"
 TIMESTAMP_COLUMNS = ("camNum", "frameNum", "sysClock", "buffer")
-MOVIE_PATTERN = re.compile(r"^msCam\d+\.avi$", re.IGNORECASE)
+MOVIE_PATTERN = re.compile(r"^msCam(\d+)\.avi$", re.IGNORECASE)  # group: the file number
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,7 @@ class CameraTimestamps:
 
 def read_timestamp_dat(path: Path) -> CameraTimestamps:
     """Parse the tab-separated timestamp.dat (camNum, frameNum, sysClock, buffer)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as error:
-        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from error
+    lines = read_text(path).splitlines()
     if not lines:
         raise MiniscopeInputError(path, "file is empty")
     header = [column.strip() for column in lines[0].split("\t")]
@@ -47,6 +45,8 @@ def read_timestamp_dat(path: Path) -> CameraTimestamps:
             clock = float(cells[clock_col])
         except (IndexError, ValueError):
             raise MiniscopeInputError(path, f"line {line_number} is malformed: {line!r}") from None
+        if not np.isfinite(clock):
+            raise MiniscopeInputError(path, f"line {line_number}: sysClock {cells[clock_col]!r} is not a finite number")
         by_camera.setdefault(camera, []).append(clock)
     if not by_camera:
         raise MiniscopeInputError(path, "no timestamp rows")
@@ -86,10 +86,16 @@ def clock_to_seconds(clock_ms: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def read_settings(path: Path) -> dict:
-    """First data row of settings_and_notes.dat as a dict (empty if the file is absent)."""
+    """First data row of settings_and_notes.dat as a dict (empty if the file is absent). The file
+    holds free-text notes typed on the acquisition PC, often not UTF-8: bytes that are not UTF-8
+    are replaced by U+FFFD rather than refused (documented fallback)."""
     if not path.is_file():
         return {}
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as error:
+        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) < 2:
         return {}
     header = [c.strip() for c in lines[0].split("\t")]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -19,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.io.text import finite_number, read_text
 
 METADATA_FILE = "metaData.json"
 TIMESTAMPS_FILE = "timeStamps.csv"
+MOVIE_PATTERN = re.compile(r"^(\d+)\.avi$", re.IGNORECASE)  # group: the file number
 TIMESTAMP_COLUMNS = ("Frame Number", "Time Stamp (ms)", "Buffer Index")
 DAQ_FRAME_COLUMN = "DAQ Frame Number"  # DAQ-QT software v2.0.0 on
 USER_CONFIG_FILE = "UserConfigFile.json"  # the DAQ-QT user configuration, at the top of the data directory
@@ -39,18 +43,18 @@ GAIN_SETTINGS = {
 }
 _START_TIME_FIELDS = ("year", "month", "day", "hour", "minute", "second")
 MAX_EPOCH_MS = 253402300800000.0  # 10000-01-01: beyond it no datetime exists
+FPS_RANGE = (0.1, 1000.0)  # frame rates outside it are typing errors, not cameras
+MAX_FRAME_SIDE = 16384  # px
 
 
 def read_json(path: Path) -> dict:
     """Parse a JSON object, naming the file on any problem."""
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from error
-    try:
-        value = json.loads(text)
+        value = json.loads(read_text(path))
     except json.JSONDecodeError as error:
-        raise MiniscopeInputError(path, f"invalid JSON at line {error.lineno}: {error.msg}") from error
+        raise MiniscopeInputError(path, f"invalid JSON at line {error.lineno}: {error.msg}") from None
+    except RecursionError:
+        raise MiniscopeInputError(path, "JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise MiniscopeInputError(path, "expected a JSON object at the top level")
     return value
@@ -113,25 +117,18 @@ class V4Metadata:
     raw: dict
 
 
-def _number(path: Path, key: str, value) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise MiniscopeInputError(path, f"'{key}' should be a number, got {value!r}") from None
+def _number(path: Path, key: str, value, low: float | None = None, integer: bool = False) -> float | None:
+    return None if value is None else finite_number(path, key, value, low=low, integer=integer)
 
 
 def parse_frame_rate(path: Path, value) -> float:
     """frameRate is written as "30FPS" by the DAQ software; plain numbers are accepted too."""
-    text = str(value).strip().upper().removesuffix("FPS").strip()
-    try:
-        fps = float(text)
-    except ValueError:
-        raise MiniscopeInputError(path, f"'frameRate' is not a frame rate: {value!r}") from None
-    if fps <= 0:
-        raise MiniscopeInputError(path, f"'frameRate' must be positive, got {value!r}")
-    return fps
+    text = value if isinstance(value, (int, float)) else str(value).strip().upper().removesuffix("FPS").strip()
+    return finite_number(path, "frameRate", text, *FPS_RANGE)
+
+
+def _side(path: Path, key: str, value) -> int | None:
+    return None if value is None else finite_number(path, key, value, 1, MAX_FRAME_SIDE, integer=True)
 
 
 def parse_gain(path: Path, value, device_type: str | None) -> tuple[float | None, str | None]:
@@ -147,7 +144,7 @@ def parse_gain(path: Path, value, device_type: str | None) -> tuple[float | None
             raise MiniscopeInputError(path, f"'gain' {value!r} is not a setting of {device_type} "
                                       f"({', '.join(k.capitalize() for k in table)})")
         return table[value.strip().lower()], value
-    return _number(path, "gain", value), str(value)
+    return _number(path, "gain", value, low=0), str(value)
 
 
 def read_device_metadata(path: Path) -> V4Metadata:
@@ -159,21 +156,38 @@ def read_device_metadata(path: Path) -> V4Metadata:
     if not isinstance(roi, dict):
         raise MiniscopeInputError(path, f"'ROI' should be an object with height/width, got {roi!r}")
     gain, gain_setting = parse_gain(path, meta.get("gain"), meta.get("deviceType"))
-    frames_per_file = meta.get("framesPerFile")
     return V4Metadata(
-        device_name=str(meta.get("deviceName") or path.parent.name),
-        device_type=meta.get("deviceType"),
-        px_height=None if roi.get("height") is None else int(_number(path, "ROI.height", roi["height"])),
-        px_width=None if roi.get("width") is None else int(_number(path, "ROI.width", roi["width"])),
+        device_name=device_name(path, meta),
+        device_type=_text(path, "deviceType", meta.get("deviceType")),
+        px_height=_side(path, "ROI.height", roi.get("height")),
+        px_width=_side(path, "ROI.width", roi.get("width")),
         fps=parse_frame_rate(path, meta["frameRate"]),
         gain=gain,
         gain_setting=gain_setting,
-        led_power=_number(path, "led0", meta.get("led0")),
+        led_power=_number(path, "led0", meta.get("led0"), low=0),
         ewl=_number(path, "ewl", meta.get("ewl")),
-        compression=meta.get("compression"),
-        frames_per_file=None if frames_per_file is None else int(_number(path, "framesPerFile", frames_per_file)),
+        compression=_text(path, "compression", meta.get("compression")),
+        frames_per_file=_number(path, "framesPerFile", meta.get("framesPerFile"), low=1, integer=True),
         raw=meta,
     )
+
+
+def _text(path: Path, key: str, value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise MiniscopeInputError(path, f"'{key}' should be text, got {value!r}")
+
+
+def device_name(path: Path, meta: dict) -> str:
+    """The device's name (``deviceName``, else its folder's name): it names the device in file
+    names and NWB objects, so it must not hold a path separator or control characters."""
+    name = _text(path, "deviceName", meta.get("deviceName")) or path.parent.name
+    if any(char in name for char in "/\\") or not name.isprintable() or not name.strip():
+        raise MiniscopeInputError(path, f"'deviceName' {name!r} is not usable as a name (no '/', '\\' "
+                                  "or control characters)")
+    return name.strip()
 
 
 def parse_start_time(path: Path, meta: dict, zone: tzinfo | None = None) -> tuple[datetime, str] | None:
@@ -216,11 +230,7 @@ def parse_start_time(path: Path, meta: dict, zone: tzinfo | None = None) -> tupl
 @contextlib.contextmanager
 def _csv_rows(path: Path, required: tuple[str, ...]):
     """(header, iterator of (line number, non-empty row)) of a CSV file whose header has ``required``."""
-    try:
-        handle = path.open(newline="")
-    except OSError as error:
-        raise MiniscopeInputError(path, f"cannot be read ({error.strerror})") from error
-    with handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.reader(handle)
         header = [column.strip() for column in next(reader, [])]
         missing = [column for column in required if column not in header]
@@ -249,6 +259,9 @@ def read_timestamps(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                     daq_frames.append(int(row[daq_column]))
             except (IndexError, ValueError):
                 raise MiniscopeInputError(path, f"line {line_number} is malformed: {row!r}") from None
+            if not np.isfinite(times_ms[-1]):
+                raise MiniscopeInputError(path, f"line {line_number}: time stamp {row[time_column]!r} is not a "
+                                          "finite number")
             if frame != len(times_ms) - 1:
                 raise MiniscopeInputError(
                     path, f"line {line_number}: frame number {frame}, expected {len(times_ms) - 1}"
@@ -289,7 +302,7 @@ def camera_folders(session_folder: Path) -> list[Path]:
         meta_path = sub / METADATA_FILE
         if not (meta_path.is_file() and (sub / TIMESTAMPS_FILE).is_file()):
             continue
-        if any(p.suffix.lower() == ".avi" and p.stem.isdigit() for p in sub.iterdir()):
+        if any(MOVIE_PATTERN.match(p.name) for p in sub.iterdir()):
             device_type = str(read_json(meta_path).get("deviceType", ""))
             if not device_type.lower().startswith("miniscope"):
                 cameras.append(sub)

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import string
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.engine.params import validate_params
+from miniscope_assets.errors import MiniscopeInputError, ParameterError
+from miniscope_assets.io.text import load_yaml, read_text
 from miniscope_assets.layout import dandi_label
 
 METHODS = ("builtin", "caiman")
@@ -70,14 +72,52 @@ def paramset_hash(method: str, params: dict) -> str:
     return str(uuid.UUID(bytes=hashlib.sha256(canonical.encode()).digest()[:16]))
 
 
+MAX_PARAMS_DEPTH = 8
+
+
 def _parse_text(path: Path) -> object:
-    text = path.read_text()
+    if path.suffix.lower() != ".json":
+        return load_yaml(path)
     try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise MiniscopeInputError(path, f"cannot be parsed: {error}") from error
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise MiniscopeInputError(path, f"invalid JSON at line {error.lineno}: {error.msg}") from None
+    except RecursionError:
+        raise MiniscopeInputError(path, "JSON nested too deeply") from None
+
+
+def _check_plain(path: Path, where: str, value: object, depth: int = 0) -> None:
+    """Method parameters are plain data (text, finite numbers, booleans, null, lists, mappings
+    with text keys), so they hash, store and pass to a method the same way everywhere."""
+    if depth > MAX_PARAMS_DEPTH:
+        raise MiniscopeInputError(path, f"{where} is nested more than {MAX_PARAMS_DEPTH} levels deep")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MiniscopeInputError(path, f"{where}: key {key!r} should be text")
+            _check_plain(path, f"{where}.{key}", item, depth + 1)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            _check_plain(path, f"{where}[{position}]", item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise MiniscopeInputError(path, f"{where} should be a finite number, got {value!r}")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise MiniscopeInputError(path, f"{where} should be text, a number, true/false or null, "
+                                  f"got {value!r} ({type(value).__name__}); quote it to keep it as text")
+
+
+def _check_results_dir(path: Path, name: str, results_dir: str) -> None:
+    """results_dir may hold one placeholder, ``{recording}``."""
+    try:
+        fields = [(field_name, spec, conversion) for _, field_name, spec, conversion
+                  in string.Formatter().parse(results_dir) if field_name is not None]
+    except ValueError as error:
+        raise MiniscopeInputError(path, f"paramset {name!r}: results_dir {results_dir!r} is malformed ({error}); "
+                                  "write braces as {{ and }}") from None
+    for field_name, spec, conversion in fields:
+        if field_name != "recording" or spec or conversion:
+            raise MiniscopeInputError(path, f"paramset {name!r}: results_dir {results_dir!r} holds a placeholder "
+                                      f"other than {{recording}}")
 
 
 def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
@@ -101,9 +141,17 @@ def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
     params = entry.get("params") or {}
     if not isinstance(params, dict):
         raise MiniscopeInputError(path, f"paramset {name!r}: params should be a mapping")
+    _check_plain(path, f"paramset {name!r}: params", params)
+    if method == "builtin":
+        try:
+            validate_params(params)
+        except ParameterError as error:
+            raise MiniscopeInputError(path, f"paramset {name!r}: {error}") from None
     results_dir = entry.get("results_dir")
     if results_dir is not None and not isinstance(results_dir, str):
         raise MiniscopeInputError(path, f"paramset {name!r}: results_dir should be a string")
+    if results_dir is not None:
+        _check_results_dir(path, name, results_dir)
     keep_movie = entry.get("keep_corrected_movie", False)
     if not isinstance(keep_movie, bool):
         raise MiniscopeInputError(path, f"paramset {name!r}: keep_corrected_movie should be true or false")
@@ -112,10 +160,16 @@ def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
         name=name,
         method=method,
         task_mode=task_mode,
-        description=str(entry.get("description") or ""),
+        description=_description(path, name, entry.get("description")),
         params=params,
         results_dir=results_dir,
     )
+
+
+def _description(path: Path, name: str, value: object) -> str:
+    if value is not None and not isinstance(value, str):
+        raise MiniscopeInputError(path, f"paramset {name!r}: description should be text, got {value!r}")
+    return value or ""
 
 
 def load_paramsets(path: str | Path | None) -> list[ParamSet]:

@@ -8,6 +8,8 @@ frames; whatever is beyond that on the longer side is dropped and reported in
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
@@ -17,7 +19,8 @@ import numpy as np
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io import miniscope_v3 as v3
 from miniscope_assets.io import miniscope_v4 as v4
-from miniscope_assets.io.avi import AviInfo, AviMovie, natural_key, probe_avi
+from miniscope_assets.io.avi import AviInfo, AviMovie, probe_avi
+from miniscope_assets.io.text import finite_number
 from miniscope_assets.io.user_metadata import UserMetadata, find_upwards
 from miniscope_assets.layout import RecordingIdentity
 
@@ -163,8 +166,47 @@ def _check_increasing(path: Path, times: np.ndarray) -> None:
         )
 
 
+def numbered_movies(folder: Path, pattern: re.Pattern, first: int) -> list[Path]:
+    """The movie files of ``folder`` whose names match ``pattern`` (one group: the file number),
+    in number order. Numbers must run from ``first`` without a gap or a repeat: frames after a
+    missing file cannot be placed in time."""
+    by_number: dict[int, list[Path]] = {}
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            by_number.setdefault(int(match.group(1)), []).append(path)
+    for number, paths in sorted(by_number.items()):
+        if len(paths) > 1:
+            names = ", ".join(sorted(p.name for p in paths))
+            raise MiniscopeInputError(folder, f"movie file number {number} is used by several files ({names})")
+    numbers = sorted(by_number)
+    missing = sorted(set(range(first, first + len(numbers))) - set(numbers))
+    if missing or (numbers and numbers[0] != first):
+        expected = missing[0] if missing else first
+        found = ", ".join(by_number[n][0].name for n in numbers[:6]) + (", ..." if len(numbers) > 6 else "")
+        example = by_number[numbers[0]][0].name.replace(str(numbers[0]), str(expected), 1)
+        raise MiniscopeInputError(
+            folder, f"movie file numbering has a gap: {example} is missing (found {found}); the frames after "
+            "it cannot be placed in time"
+        )
+    return [by_number[n][0] for n in numbers]
+
+
 def _probe_all(paths: list[Path]) -> list[AviInfo]:
-    return [probe_avi(p) for p in sorted(paths, key=natural_key)]
+    return [probe_avi(p) for p in paths]
+
+
+def _check_file_lengths(meta_path: Path, files: list[AviInfo], frames_per_file: int | None) -> None:
+    """With ``framesPerFile`` stated, every file but the last holds exactly that many frames:
+    a shorter one would shift the timestamps of every later frame."""
+    if frames_per_file is None:
+        return
+    for info in files[:-1]:
+        if info.nframes != frames_per_file:
+            raise MiniscopeInputError(
+                info.path, f"holds {info.nframes} frames but {meta_path.name} states framesPerFile "
+                f"{frames_per_file} and a later file follows: the later frames cannot be placed in time"
+            )
 
 
 def _fallback_start_time(folder: Path, files: list[AviInfo]) -> tuple[datetime, str]:
@@ -173,7 +215,8 @@ def _fallback_start_time(folder: Path, files: list[AviInfo]) -> tuple[datetime, 
 
 
 def _relative(root: Path, path: Path) -> str:
-    return path.resolve().relative_to(root.resolve()).as_posix()
+    """``path`` relative to the data root, by name (a symlink inside the root stays inside it)."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
 
 
 def detect_software(folder: Path) -> str:
@@ -186,7 +229,7 @@ def detect_software(folder: Path) -> str:
     names = {p.name for p in entries}
     if any(v3.MOVIE_PATTERN.match(name) for name in names):
         return V3_SOFTWARE
-    numbered_avis = any(p.suffix.lower() == ".avi" and p.stem.isdigit() for p in entries)
+    numbered_avis = any(v4.MOVIE_PATTERN.match(p.name) for p in entries)
     has_subfolder_metadata = any((p / v4.METADATA_FILE).is_file() for p in entries if p.is_dir())
     if v4.METADATA_FILE in names or v4.TIMESTAMPS_FILE in names or numbered_avis:
         if v4.METADATA_FILE not in names:
@@ -253,10 +296,11 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
     timestamps_path = device_folder / v4.TIMESTAMPS_FILE
     if not timestamps_path.is_file():
         raise MiniscopeInputError(timestamps_path, "missing: a Miniscope-DAQ-V4 recording needs it")
-    avi_paths = [p for p in device_folder.glob("*.avi") if p.stem.isdigit()]
+    avi_paths = numbered_movies(device_folder, v4.MOVIE_PATTERN, 0)
     if not avi_paths:
         raise MiniscopeInputError(device_folder, "no numbered AVI files (0.avi, 1.avi, ...)")
     files = _probe_all(avi_paths)
+    _check_file_lengths(device_meta_path, files, device.frames_per_file)
     times, daq_frames = v4.read_timestamps(timestamps_path)
     nframes, cross_check = _cross_check(sum(f.nframes for f in files), len(times))
     times = times[:nframes]
@@ -327,10 +371,10 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
 def _read_camera(root: Path, folder: Path) -> dict:
     """A behaviour camera of the session: name, metadata, movie files (relative to the data
     root) with their frame counts, and its timestamps file."""
-    files = _probe_all([p for p in folder.glob("*.avi") if p.stem.isdigit()])
+    files = _probe_all(numbered_movies(folder, v4.MOVIE_PATTERN, 0))
     meta = v4.read_json(folder / v4.METADATA_FILE)
     return {
-        "name": str(meta.get("deviceName") or folder.name),
+        "name": v4.device_name(folder / v4.METADATA_FILE, meta),
         "metadata": meta,
         "files": [_relative(root, f.path) for f in files],
         "frames_per_file": [f.nframes for f in files],
@@ -342,7 +386,7 @@ def _read_v3(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
     timestamps_path = folder / v3.TIMESTAMP_FILE
     if not timestamps_path.is_file():
         raise MiniscopeInputError(timestamps_path, "missing: a Miniscope-DAQ-V3 recording needs it")
-    files = _probe_all([p for p in folder.iterdir() if v3.MOVIE_PATTERN.match(p.name)])
+    files = _probe_all(numbered_movies(folder, v3.MOVIE_PATTERN, 1))
     movie_frames = sum(f.nframes for f in files)
     stamps = v3.read_timestamp_dat(timestamps_path)
     camera, camera_reason = v3.pick_imaging_camera(timestamps_path, stamps, movie_frames)
@@ -361,10 +405,8 @@ def _read_v3(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
         start, start_source = _fallback_start_time(folder, files)
 
     def setting(name):
-        try:
-            return float(settings[name])
-        except (KeyError, ValueError):
-            return None
+        value = settings.get(name)
+        return None if value in (None, "") else finite_number(folder / v3.SETTINGS_FILE, name, value)
 
     return RecordingInfo(
         recording_dir=_relative(root, folder),

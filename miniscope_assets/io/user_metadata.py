@@ -8,47 +8,106 @@ recording folder overrides it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.io.text import finite_number, load_yaml
 
 SUBJECT_FILE = "subject.yaml"
 SESSION_FILE = "session.yaml"
 PROCESSING_RESULTS_FILE = "processing_results.yaml"
 USER_FILES = (SUBJECT_FILE, SESSION_FILE)
 
-SUBJECT_FIELDS = {
-    "subject_id", "species", "sex", "age", "date_of_birth", "genotype", "strain", "description", "weight",
+
+
+def _text(path: Path, key: str, value) -> str:
+    """Text; numbers are accepted as written (``subject_id: 25``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise MiniscopeInputError(path, f"'{key}' should be text, got {value!r}")
+    text = str(value).strip()
+    if not text or not text.isprintable():
+        raise MiniscopeInputError(path, f"'{key}' should be printable, non-empty text, got {value!r}")
+    return text
+
+
+def _texts(path: Path, key: str, value) -> list[str]:
+    """One text or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    return [_text(path, key, item) for item in items]
+
+
+def _positive(path: Path, key: str, value) -> float:
+    return finite_number(path, key, value, low=1e-9)
+
+
+def _date(path: Path, key: str, value) -> str:
+    """A date or date-time (YAML's own, or ISO 8601 text) as ISO text; a date without a time is
+    midnight UTC, a time without a zone is UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise MiniscopeInputError(path, f"'{key}' {value!r} is not an ISO 8601 date such as 2024-01-31") from None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    else:
+        raise MiniscopeInputError(path, f"'{key}' should be a date such as 2024-01-31, got {value!r}")
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
+_WEIGHT = re.compile(r"^\s*[0-9.]+(e[-+]?\d+)?\s*[a-zA-Z]+\s*$")
+
+
+def _weight(path: Path, key: str, value) -> str:
+    """A weight with its unit ("25 g"): NWB stores it as text, and a bare number would be read
+    as kilograms."""
+    if not isinstance(value, str) or not _WEIGHT.match(value):
+        raise MiniscopeInputError(path, f"'{key}' {value!r} should be a number with a unit, such as '25 g'")
+    return value.strip()
+
+
+def _zone_name(path: Path, key: str, value) -> str:
+    _zone(path, value)
+    return str(value)
+
+
+Field = Callable[[Path, str, object], object]
+SUBJECT_FIELDS: dict[str, Field] = {
+    "subject_id": _text, "species": _text, "sex": _text, "age": _text, "date_of_birth": _date,
+    "genotype": _text, "strain": _text, "description": _text, "weight": _weight,
 }
-SESSION_FIELDS = {
-    "session_id", "session_description", "experimenter", "lab", "institution", "experiment_description",
-    "keywords", "location", "indicator", "excitation_lambda", "emission_lambda", "um_per_pixel",
-    "imaging_plane_description", "timezone",
+SESSION_FIELDS: dict[str, Field] = {
+    "session_id": _text, "session_description": _text, "experimenter": _texts, "lab": _text,
+    "institution": _text, "experiment_description": _text, "keywords": _texts, "location": _text,
+    "indicator": _text, "excitation_lambda": _positive, "emission_lambda": _positive,
+    "um_per_pixel": _positive, "imaging_plane_description": _text, "timezone": _zone_name,
 }
 
 
-def read_yaml_mapping(path: Path, allowed: set[str] | None = None) -> dict:
-    """A YAML file holding one mapping; unknown keys are an error naming them."""
-    try:
-        value = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise MiniscopeInputError(path, f"cannot be parsed: {error}") from error
+def read_yaml_mapping(path: Path, fields: dict[str, Field] | None = None) -> dict:
+    """A YAML file holding one mapping. With ``fields``, unknown keys are an error naming them and
+    each value is checked and normalised by its field's converter (null values are left out)."""
+    value = load_yaml(path)
     if value is None:
         value = {}
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise MiniscopeInputError(path, "expected a mapping of field: value")
-    if allowed is not None:
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise MiniscopeInputError(
-                path, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-            )
-    return value
+    if fields is None:
+        return value
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise MiniscopeInputError(
+            path, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+        )
+    return {key: fields[key](path, key, item) for key, item in value.items() if item is not None}
 
 
 def find_upwards(data_root: Path, recording_folder: Path, name: str) -> Path | None:
@@ -82,8 +141,6 @@ def load_user_metadata(data_root: str | Path, recording_dir: str | Path) -> User
     session = read_yaml_mapping(session_path, SESSION_FIELDS) if session_path else {}
     if subject and "subject_id" not in subject:
         raise MiniscopeInputError(subject_path, "missing 'subject_id'")
-    if "timezone" in session:
-        _zone(session_path, session["timezone"])
     return UserMetadata(
         subject=subject,
         session=session,
@@ -116,4 +173,4 @@ def results_dir_from_recording(data_root: str | Path, recording_dir: str, params
     mapping = read_yaml_mapping(path)
     if paramset_name not in mapping:
         return None
-    return folder / str(mapping[paramset_name])
+    return folder / _text(path, paramset_name, mapping[paramset_name])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,10 +28,10 @@ from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
 
 import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.io.atomic import atomic_path
 from miniscope_assets.io.prefetch import prefetch
 from miniscope_assets.io.miniscope_v4 import read_head_orientation, read_timestamps
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
+from miniscope_assets.nwb.update import new_hdf5
 
 RAW_SERIES = "OnePhotonSeries"
 IMAGING_PLANE = "ImagingPlane"
@@ -94,7 +95,10 @@ def build_nwbfile(record: RecordingRecord, session_id: str, identifier: str, pur
         source_script_file_name="miniscope_assets",
     )
     subject_id = user.subject.get("subject_id") or info.session.get("animal_name") or record.identity.subject
-    nwbfile.subject = Subject(**{**user.subject, "subject_id": str(subject_id)})
+    subject = {**user.subject, "subject_id": str(subject_id)}
+    if "date_of_birth" in subject:
+        subject["date_of_birth"] = datetime.fromisoformat(subject["date_of_birth"])
+    nwbfile.subject = Subject(**subject)
     device = _device(info)
     nwbfile.add_device(device)
     um_per_pixel = session.get("um_per_pixel")
@@ -264,10 +268,9 @@ def add_head_orientation(nwbfile: NWBFile, times: np.ndarray, quaternions: np.nd
     )))
 
 
-def write_nwbfile(path: str | Path, nwbfile: NWBFile) -> Path:
-    """Write a new NWB file atomically."""
+def write_nwbfile(path: str | Path, nwbfile: NWBFile, in_memory: bool = False) -> Path:
+    """Write a new NWB file atomically; ``in_memory`` for small files (see nwb.update.new_hdf5)."""
     path = Path(path)
-    with atomic_path(path) as temporary:
-        with NWBHDF5IO(str(temporary), mode="w") as io:
-            io.write(nwbfile)
+    with new_hdf5(path, in_memory) as target, NWBHDF5IO(**target, mode="w") as io:
+        io.write(nwbfile)
     return path

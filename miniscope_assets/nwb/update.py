@@ -1,7 +1,8 @@
 """Put a stage's containers into the processed NWB file, never leaving it half-written.
 
-The processed file is small (no raw movie), and every change goes through a temporary copy
-that is renamed over it:
+The processed file is small (no raw movie): every change is made to a copy in memory that is
+then written beside the file and renamed over it (a file holding the kept corrected movie is
+copied on disk instead):
 
 - a stage whose containers (and every later stage's) are absent is *appended*: the file is
   copied, the copy opened in append mode, the containers added, and the copy renamed into place;
@@ -12,15 +13,18 @@ that is renamed over it:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.base import ProcessingModule
 
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.io.atomic import atomic_path
+from miniscope_assets.io.atomic import atomic_hdf5, atomic_path
+
+IN_MEMORY_LIMIT = 1 << 30  # bytes: processed files up to this size are rewritten in memory
 
 OPHYS = "ophys"
 ContainerPath = tuple[str, ...]  # (data interface,) or (data interface, series inside it)
@@ -63,20 +67,42 @@ def update_stage(nwb_path: str | Path, replaced: list[ContainerPath], add: Calla
     nwb_path = Path(nwb_path)
     if not nwb_path.is_file():
         raise MiniscopeInputError(nwb_path, "processed NWB file is missing: materialize motion_correction first")
+    in_memory = nwb_path.stat().st_size <= IN_MEMORY_LIMIT
     with NWBHDF5IO(str(nwb_path), mode="r") as reader:
         nwbfile = reader.read()
         if any(present(nwbfile, path) for path in replaced):
             removed = remove_containers(nwbfile, replaced)
             add(nwbfile)
-            with atomic_path(nwb_path) as temporary:
-                with NWBHDF5IO(str(temporary), mode="w") as writer:
-                    writer.export(src_io=reader, nwbfile=nwbfile)
+            with new_hdf5(nwb_path, in_memory) as target, NWBHDF5IO(**target, mode="w") as writer:
+                writer.export(src_io=reader, nwbfile=nwbfile)
             return removed
-    with atomic_path(nwb_path) as temporary:
-        shutil.copyfile(nwb_path, temporary)
-        with NWBHDF5IO(str(temporary), mode="a") as io:
-            nwbfile = io.read()
-            add(nwbfile)
-            io.write(nwbfile)
+    with copied_hdf5(nwb_path, in_memory) as target, NWBHDF5IO(**target, mode="a") as io:
+        nwbfile = io.read()
+        add(nwbfile)
+        io.write(nwbfile)
     return []
+
+
+@contextlib.contextmanager
+def new_hdf5(final_path: Path, in_memory: bool = True) -> Iterator[dict]:
+    """NWBHDF5IO arguments for a new file replacing ``final_path`` atomically, built in memory
+    (a full disk is then a clean error) or, for files too large for that, on disk."""
+    if in_memory:
+        with atomic_hdf5(final_path) as handle:
+            yield {"file": handle}
+    else:
+        with atomic_path(final_path) as temporary:
+            yield {"path": str(temporary)}
+
+
+@contextlib.contextmanager
+def copied_hdf5(path: Path, in_memory: bool) -> Iterator[dict]:
+    """NWBHDF5IO arguments for a copy of ``path`` that replaces it atomically when done."""
+    if in_memory:
+        with atomic_hdf5(path, copy_of=path) as handle:
+            yield {"file": handle}
+    else:
+        with atomic_path(path) as temporary:
+            shutil.copyfile(path, temporary)
+            yield {"path": str(temporary)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from miniscope_assets.orchestration.assets import PARTITION_ASSETS, RECORDING_ASSETS, STAGE_ASSETS, raw_recording
+from miniscope_assets.orchestration.console import console
 from miniscope_assets.orchestration.partitions import recording_partitions, recording_x_paramset
 from miniscope_assets.orchestration.resources import MiniscopeStorage
 from miniscope_assets.orchestration.sensors import build_recording_sensor
@@ -33,6 +34,7 @@ def build_definitions(storage: MiniscopeStorage) -> Definitions:
         jobs=[raw_job, processing_job],
         sensors=[build_recording_sensor(raw_job, processing_job)],
         resources={"storage": storage},
+        loggers={"console": console},
     )
 
 

@@ -2,7 +2,6 @@
 gone ones are retired (see miniscope_assets.stages.discovery for the rules)."""
 
 import json
-import os
 import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
@@ -17,9 +16,10 @@ from miniscope_assets.orchestration.partitions import (
     recording_partitions,
 )
 from miniscope_assets.orchestration.resources import MiniscopeStorage
+from miniscope_assets.settings import seconds_from_env
 from miniscope_assets.stages.discovery import plan_runs, quiet_period_from_env
 
-SENSOR_INTERVAL_S = int(os.environ.get("MINISCOPE_SENSOR_INTERVAL_S", "30"))
+SENSOR_INTERVAL_S = int(seconds_from_env("MINISCOPE_SENSOR_INTERVAL_S", 30, low=1))
 
 
 def build_recording_sensor(raw_job, processing_job):

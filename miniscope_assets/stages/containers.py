@@ -88,7 +88,7 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
     movie = corrected_movie_of(partition, result, options.progress) if keep_movie else contextlib.nullcontext()
     with movie as corrected:
         ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected)
-        write_nwbfile(nwb_path, nwbfile)
+        write_nwbfile(nwb_path, nwbfile, in_memory=not keep_movie)
     metadata = _common_metadata(partition, ["whole file"] if existed else [])
     rigid = result.motion_rigid
     if rigid is not None and rigid.x_shifts.size:

@@ -32,6 +32,7 @@ import yaml
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.atomic import write_text_atomic
 from miniscope_assets.io.results_file import load_results, save_results
+from miniscope_assets.io.text import load_yaml
 from miniscope_assets.results import ProcessingResult
 from miniscope_assets.stages.processing import load_processing_result
 from miniscope_assets.stages.table import RunOptions
@@ -60,10 +61,7 @@ def _id_list(path: Path, name: str, value) -> list[int]:
 
 def read_curation_file(path: Path) -> CurationRequest:
     """Parse and check a curation file."""
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise MiniscopeInputError(path, f"cannot be parsed: {error}") from error
+    document = load_yaml(path) or {}
     if not isinstance(document, dict):
         raise MiniscopeInputError(path, "expected a mapping with reject / accept / merge / note")
     unknown = sorted(set(document) - _FIELDS)
@@ -81,6 +79,12 @@ def read_curation_file(path: Path) -> CurationRequest:
     )
 
 
+def check_curation(partition: Partition, request: CurationRequest) -> None:
+    """Refuse a request that does not fit the partition's processing result (before it is saved)."""
+    result = load_processing_result(partition)
+    _check_ids(partition.files.curation_input, request, {int(i) for i in result.mask_ids})
+
+
 def write_curation_file(path: Path, request: CurationRequest) -> Path:
     """Write a curation file (atomically)."""
     document = {"reject": request.reject, "merge": request.merge, "note": request.note}
@@ -94,7 +98,8 @@ def _check_ids(path: Path, request: CurationRequest, known: set[int]) -> None:
     mentioned = set(request.reject) | set(request.accept or []) | {i for g in request.merge for i in g}
     missing = sorted(mentioned - known)
     if missing:
-        raise MiniscopeInputError(path, f"unknown mask id(s) {missing}; the result has ids {min(known)}..{max(known)}")
+        has = f"ids {min(known)}..{max(known)}" if known else "no masks"
+        raise MiniscopeInputError(path, f"unknown mask id(s) {missing}; the result has {has}")
     seen: set[int] = set()
     for group in request.merge:
         if len(group) < 2:

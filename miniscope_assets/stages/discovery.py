@@ -32,6 +32,7 @@ from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io import miniscope_v3 as v3
 from miniscope_assets.io import miniscope_v4 as v4
 from miniscope_assets.io.recording import RecordingInfo
+from miniscope_assets.settings import seconds_from_env
 from miniscope_assets.stages.workspace import Workspace, recording_fingerprint
 
 QUIET_PERIOD_ENV = "MINISCOPE_QUIET_PERIOD_S"
@@ -40,14 +41,7 @@ MAX_FRAME_MISMATCH = 2
 
 
 def quiet_period_from_env() -> float:
-    text = os.environ.get(QUIET_PERIOD_ENV, str(DEFAULT_QUIET_PERIOD_S))
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise MiniscopeInputError(QUIET_PERIOD_ENV, f"should be a number of seconds >= 0, got {text!r}")
-    return value
+    return seconds_from_env(QUIET_PERIOD_ENV, DEFAULT_QUIET_PERIOD_S, low=0)
 
 
 def _is_v4_device_folder(folder: Path, names: set[str]) -> bool:
