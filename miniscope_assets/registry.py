@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.io.atomic import write_text_atomic
+from miniscope_assets.io.atomic import translated_write_errors, write_text_atomic
 from miniscope_assets.layout import RecordingIdentity
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -66,8 +66,10 @@ class RecordingRegistry:
 
     @contextlib.contextmanager
     def _locked(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
+        with translated_write_errors(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.with_suffix(".lock"), "w")
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import contextlib
+import os
+import subprocess
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -107,3 +110,17 @@ def v3_recording(data_root) -> str:
                        behavior_frames=200)
     write_user_metadata(data_root / "6_10_2020")
     return "6_10_2020/H13_M41_S35"
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``mount`` (e.g. ``size=400k`` or ``ro``) for the block; the test is
+    skipped where this machine does not allow mounting (needs root and mount permission)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -138,3 +138,26 @@ def test_two_separate_motion_files_are_ambiguous(tmp_path):
         fx.write_motion_group(f, s)
     with pytest.raises(MiniscopeInputError, match="several separate files hold one: motion_correction.hdf5, other_motion.h5"):
         load_caiman_results(tmp_path)
+
+
+def _rewrite(path, name, value):
+    with h5py.File(path, "a") as f:
+        del f[name]
+        f[name] = value
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("estimates/A/indices", np.array([b"a", b"b"]), "/estimates/A is not a valid sparse matrix"),
+    ("estimates/A/indptr", np.array([0.5, 1.5]), "/estimates/A is not a valid sparse matrix"),
+    ("estimates/A/indptr", np.array([0, 10**9]), "/estimates/A is not a valid sparse matrix"),
+    ("estimates/A/shape", np.array([3]), "/estimates/A is not a valid sparse matrix"),
+    ("estimates/A/data", np.array([np.nan] * 5), "/estimates/A is not a valid sparse matrix"),
+    ("estimates/C", np.array([b"not", b"numbers"]), "malformed CaImAn result (ValueError"),
+    ("estimates/dims", np.array([b"x", b"y"]), "malformed CaImAn result"),
+])
+def test_malformed_sparse_or_string_data_is_one_clear_error(tmp_path, name, value, fragment):
+    result_file = fx.write_caiman_folder(tmp_path, fx.make_scenario())
+    _rewrite(result_file, name, value)
+    with pytest.raises(MiniscopeInputError) as caught:
+        load_caiman_results(tmp_path)
+    assert caught.value.path == result_file and fragment in str(caught.value)

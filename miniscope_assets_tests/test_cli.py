@@ -11,7 +11,7 @@ from miniscope_assets.cli import main
 from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v4_recording
 from miniscope_assets.simulation import Simulation, SimulationConfig
-from miniscope_assets_tests.conftest import write_user_metadata
+from miniscope_assets_tests.conftest import tmpfs, write_user_metadata
 
 
 @pytest.fixture
@@ -131,3 +131,90 @@ def test_misspelt_paramsets_variable_is_an_error(work_folder, monkeypatch):
         main(["paramsets"])
     assert str(exit_info.value.code) == (f"error: {work_folder / 'data' / 'paramset.yml'}: named by "
                                          "MINISCOPE_PARAMSETS but is not a file")
+
+def _materialized(work_folder: Path, asset: str, partition: str) -> dict:
+    from dagster import DagsterInstance
+
+    from miniscope_assets.orchestration.instance import latest_materialization
+
+    with DagsterInstance.from_config(str(work_folder / "dagster_home")) as instance:
+        event = latest_materialization(instance, asset, partition)
+    return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
+
+
+def _noise(nframes: int) -> list:
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    return list(rng.normal(100, 5, (nframes, 48, 48)).clip(0, 255).astype("uint8"))
+
+
+@pytest.mark.parametrize("nframes", [120, 1])
+def test_a_recording_without_cells_gives_valid_empty_outputs(work_folder, nframes):
+    """A noise-only (bench) movie, and a one-frame recording: zero sources is an answer."""
+    from pynwb import NWBHDF5IO
+
+    from miniscope_assets.stages.checks import inspect_nwb
+
+    write_v4_recording(work_folder / "data" / "rec", _noise(nframes), frames_per_file=50)
+    write_user_metadata(work_folder / "data" / "rec")
+    main(["run", "rec"])
+    (nwb_path,) = (work_folder / "nwb").rglob("*-default_ophys.nwb")
+    with NWBHDF5IO(str(nwb_path), "r") as io:
+        ophys = io.read().processing["ophys"]
+        assert len(ophys["ImageSegmentation"]["PlaneSegmentation"]) == 0
+        assert ophys["Fluorescence"]["RoiResponseSeries"].data.shape == (nframes, 0)
+    assert inspect_nwb(nwb_path).passed, inspect_nwb(nwb_path).description
+    assert _materialized(work_folder, "segmentation", "default|rec")["n_masks"] == 0
+    assert _materialized(work_folder, "fluorescence", "default|rec")["n_traces"] == 0
+
+
+def test_curation_that_accepts_nothing_gives_empty_outputs_and_a_bad_request_leaves_no_file(work_folder, capsys):
+    from pynwb import NWBHDF5IO
+
+    frames = simulated_frames(Simulation(SimulationConfig(height=64, width=64, nframes=300, n_neurons=6, seed=2)))
+    write_v4_recording(work_folder / "data" / "rec", frames, frames_per_file=100)
+    main(["run", "rec"])
+    curation = work_folder / "processing" / "rec" / "default" / "curation.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["curate", "rec", "--paramset", "default", "--reject", "999"])
+    assert "unknown mask id(s) [999]" in str(exit_info.value.code) and not curation.exists()
+    main(["curate", "rec", "--paramset", "default", "--accept", ""])
+    assert curation.is_file()
+    (nwb_path,) = (work_folder / "nwb").rglob("*-default_ophys.nwb")
+    with NWBHDF5IO(str(nwb_path), "r") as io:
+        assert len(io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]) == 0
+    assert _materialized(work_folder, "curation", "default|rec")["n_masks_after"] == 0
+
+
+def test_a_full_output_disk_is_one_error_line_and_a_failed_run(work_folder, tmp_path):
+    """The output root on a 400 KiB tmpfs: the raw file fits, the processed one does not. A separate
+    process, so a crash (HDF5 after a failed write can take the interpreter down) is seen."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    with tmpfs(tmp_path / "small", "size=400k") as mount:
+        write_v4_recording(work_folder / "data" / "rec", _noise(120), frames_per_file=50)
+        env = {**os.environ, "MINISCOPE_WORK_FOLDER": str(work_folder), "MINISCOPE_OUTPUT_ROOT": str(mount)}
+        run = subprocess.run([sys.executable, "-m", "miniscope_assets.cli", "run", "rec"], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 1, run.stderr[-2000:]
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "no space left on the device; free space and run again" in errors[0]
+        assert "Traceback" not in run.stderr
+        assert not [p for p in mount.rglob("*") if ".partial-" in p.name]
+        with DagsterInstance.from_config(str(work_folder / "dagster_home")) as instance:
+            statuses = [r.status for r in instance.get_runs()]
+        assert DagsterRunStatus.FAILURE in statuses and DagsterRunStatus.STARTED not in statuses
+
+
+def test_a_read_only_work_root_is_one_clear_error(work_folder, tmp_path, monkeypatch):
+    with tmpfs(tmp_path / "readonly", "ro") as mount:
+        write_v4_recording(work_folder / "data" / "rec", _noise(30), frames_per_file=50)
+        monkeypatch.setenv("MINISCOPE_WORK_ROOT", str(mount))
+        with pytest.raises(SystemExit) as exit_info:
+            main(["run", "rec"])
+        assert str(exit_info.value.code) == f"error: {mount}: cannot be written (Read-only file system)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -21,7 +20,7 @@ from miniscope_assets.nwb.raw import build_nwbfile, write_nwbfile, write_raw_nwb
 from miniscope_assets.nwb.update import update_stage
 from miniscope_assets.stages.checks import inspect_nwb
 from miniscope_assets.stages.table import containers_from
-from miniscope_assets_tests.conftest import H, T, W, movie, small_result, write_user_metadata
+from miniscope_assets_tests.conftest import H, T, W, movie, small_result, tmpfs, write_user_metadata
 
 STAGES = [("segmentation", ophys.add_segmentation, False), ("mask_classification", ophys.add_mask_classification, False),
           ("fluorescence", ophys.add_fluorescence, True), ("activity", ophys.add_activity, True)]
@@ -145,18 +144,11 @@ def test_full_disk_is_one_clear_error(tmp_path):
 
 
 def test_full_filesystem_under_the_output_root(tmp_path, workspace, record):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a size-limited tmpfs here (needs root and mount permission)")
-    try:
+    with tmpfs(tmp_path / "small", "size=256k") as mount:
         target = mount / "sub-mouse-7" / "raw.nwb"
         with pytest.raises(MiniscopeOutputError, match=f"{target}: no space left on the device"):
             write_raw_nwb(target, record, record.info.movie(workspace.data_root), workspace.data_root)
         assert not [p for p in mount.rglob("*") if p.is_file()]  # no partial file left
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_crash_while_writing_leaves_no_output(tmp_path):

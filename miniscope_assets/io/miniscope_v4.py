@@ -123,7 +123,7 @@ def _number(path: Path, key: str, value, low: float | None = None, integer: bool
 
 def parse_frame_rate(path: Path, value) -> float:
     """frameRate is written as "30FPS" by the DAQ software; plain numbers are accepted too."""
-    text = value if isinstance(value, (int, float)) else str(value).strip().upper().removesuffix("FPS").strip()
+    text = value if isinstance(value, (int, float)) else re.sub(r"\s*fps\s*$", "", str(value).strip(), flags=re.I)
     return finite_number(path, "frameRate", text, *FPS_RANGE)
 
 

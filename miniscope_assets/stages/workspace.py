@@ -25,6 +25,7 @@ from miniscope_assets.layout import PartitionFiles, RecordingFiles, RecordingIde
 from miniscope_assets.registry import RecordingRegistry
 
 Progress = Callable[[str, float], None]
+MAX_NAME_BYTES = 200  # file systems allow 255; temporary names add up to ~50
 
 
 def no_progress(stage: str, fraction: float) -> None:
@@ -124,7 +125,14 @@ class Workspace:
 
     def register(self, recording_dir: str, identity: RecordingIdentity) -> str:
         """Register a recording as the owner of its outputs; return its partition key."""
-        return self.registry.register(recording_dir, identity, self.outputs(identity))
+        outputs = self.outputs(identity)
+        for part in {part for output in outputs for part in Path(output).parts}:
+            if len(part.encode()) > MAX_NAME_BYTES:
+                raise MiniscopeInputError(
+                    self.data_root / recording_dir, f"output name {part[:60]!r}... is {len(part.encode())} bytes, "
+                    f"more than the {MAX_NAME_BYTES} file systems leave room for: shorten the subject id, "
+                    "session id or device name")
+        return self.registry.register(recording_dir, identity, outputs)
 
     def recording(self, key: str) -> "Recording":
         return Recording(self, key, self.registry.folder(key), RecordingFiles.for_recording(self.work_root, key))
