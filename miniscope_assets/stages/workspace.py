@@ -126,12 +126,12 @@ class Workspace:
     def register(self, recording_dir: str, identity: RecordingIdentity) -> str:
         """Register a recording as the owner of its outputs; return its partition key."""
         outputs = self.outputs(identity)
-        for part in {part for output in outputs for part in Path(output).parts}:
-            if len(part.encode()) > MAX_NAME_BYTES:
-                raise MiniscopeInputError(
-                    self.data_root / recording_dir, f"output name {part[:60]!r}... is {len(part.encode())} bytes, "
-                    f"more than the {MAX_NAME_BYTES} file systems leave room for: shorten the subject id, "
-                    "session id or device name")
+        part = max((part for output in outputs for part in Path(output).parts), key=lambda p: len(p.encode()))
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise MiniscopeInputError(
+                self.data_root / recording_dir, f"output name '{part[:40]}...{part[-24:]}' is {len(part.encode())} bytes, "
+                f"more than the {MAX_NAME_BYTES} file systems leave room for: shorten the subject id, "
+                "session id or device name")
         return self.registry.register(recording_dir, identity, outputs)
 
     def recording(self, key: str) -> "Recording":
