@@ -235,3 +235,10 @@ def test_a_symlinked_movie_outside_the_data_root_is_read_under_its_own_name(data
     (v4 / "1.avi").symlink_to(elsewhere / "1.avi")
     info = read_recording(data_root, "rec")
     assert info.files == ["rec/0.avi", "rec/1.avi", "rec/2.avi"] and info.nframes == 60
+
+
+def test_files_of_different_frame_sizes_are_an_error(data_root, v4):
+    from miniscope_assets.io.avi import write_avi
+
+    write_avi(v4 / "1.avi", list(movie(nframes=25, height=30, width=40)), fps=30)
+    expect_error(data_root, "rec", v4, "AVI files differ in frame size", "1.avi: 30x40")

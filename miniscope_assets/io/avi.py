@@ -126,6 +126,13 @@ def probe_avi(path: str | Path) -> AviInfo:
     return AviInfo(path, decoder.nframes, height, width, decoder.fps, decoder.fourcc, decoder.pixel_format)
 
 
+def check_frame_sizes(files: Sequence[AviInfo]) -> None:
+    """The files of one movie share one frame size."""
+    if len({(f.height, f.width) for f in files}) > 1:
+        detail = ", ".join(f"{f.path.name}: {f.height}x{f.width}" for f in files)
+        raise MiniscopeInputError(files[0].path.parent, f"AVI files differ in frame size ({detail})")
+
+
 class AviMovie:
     """Several AVI files read as one (frames, height, width) movie, chunk by chunk.
 
@@ -136,10 +143,7 @@ class AviMovie:
     def __init__(self, files: Sequence[AviInfo], nframes: int | None = None):
         if not files:
             raise ValueError("AviMovie needs at least one file")
-        shapes = {(f.height, f.width) for f in files}
-        if len(shapes) > 1:
-            detail = ", ".join(f"{f.path.name}: {f.height}x{f.width}" for f in files)
-            raise MiniscopeInputError(files[0].path.parent, f"AVI files differ in frame size ({detail})")
+        check_frame_sizes(files)
         self.files = list(files)
         self.frame_shape = (files[0].height, files[0].width)
         self._starts = np.cumsum([0] + [f.nframes for f in files])

@@ -19,7 +19,7 @@ import numpy as np
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io import miniscope_v3 as v3
 from miniscope_assets.io import miniscope_v4 as v4
-from miniscope_assets.io.avi import AviInfo, AviMovie, probe_avi
+from miniscope_assets.io.avi import AviInfo, AviMovie, check_frame_sizes, probe_avi
 from miniscope_assets.io.text import finite_number
 from miniscope_assets.io.user_metadata import UserMetadata, find_upwards
 from miniscope_assets.layout import RecordingIdentity
@@ -193,7 +193,10 @@ def numbered_movies(folder: Path, pattern: re.Pattern, first: int) -> list[Path]
 
 
 def _probe_all(paths: list[Path]) -> list[AviInfo]:
-    return [probe_avi(p) for p in paths]
+    files = [probe_avi(p) for p in paths]
+    if files:
+        check_frame_sizes(files)
+    return files
 
 
 def _check_file_lengths(meta_path: Path, files: list[AviInfo], frames_per_file: int | None) -> None:

@@ -25,13 +25,12 @@ PROCESSING_RESULTS_FILE = "processing_results.yaml"
 USER_FILES = (SUBJECT_FILE, SESSION_FILE)
 
 
-
 def _text(path: Path, key: str, value) -> str:
-    """Text; numbers are accepted as written (``subject_id: 25``)."""
+    """Text (lines of it); numbers are accepted as written (``subject_id: 25``)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise MiniscopeInputError(path, f"'{key}' should be text, got {value!r}")
     text = str(value).strip()
-    if not text or not text.isprintable():
+    if not text or not all(char.isprintable() or char in "\n\t" for char in text):
         raise MiniscopeInputError(path, f"'{key}' should be printable, non-empty text, got {value!r}")
     return text
 
