@@ -133,3 +133,16 @@ def test_an_avi_without_video_is_refused(tmp_path):
         container.mux(stream.encode())
     with pytest.raises(MiniscopeInputError, match="holds no video stream"):
         probe_avi(path)
+
+
+def test_a_header_without_the_frame_count_is_counted(tmp_path):
+    """Some writers leave dwTotalFrames and dwLength at 0; the frames are counted from the packets."""
+    frames = frames_with_every_level()
+    path = write_dib_avi(tmp_path / "0.avi", frames)
+    data = bytearray(path.read_bytes())
+    for chunk, offset in ((b"avih", 16), (b"strh", 32)):
+        start = data.find(chunk) + 8 + offset
+        data[start:start + 4] = bytes(4)
+    path.write_bytes(bytes(data))
+    assert probe_avi(path).nframes == len(frames)
+    np.testing.assert_array_equal(decode(path), frames)

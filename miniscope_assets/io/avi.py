@@ -69,9 +69,17 @@ class _Decoder:
         except MiniscopeInputError:
             self.container.close()
             raise
-        self.nframes = int(self.stream.frames)
+        self.nframes = int(self.stream.frames) or self._count_packets()
         self.fourcc = (context.codec_tag or "").strip("\x00 ") or "raw"
         self.fps = float(self.stream.average_rate or 0.0)
+
+    def _count_packets(self) -> int:
+        """Frames of a file whose header leaves the count out: its video packets, not decoded."""
+        try:
+            with av.open(str(self.path)) as container:
+                return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+        except av.FFmpegError:
+            return 0
 
     def frames(self, first: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """(frame index, grey frame) from frame ``first`` to the end of the file."""
