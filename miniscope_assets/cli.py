@@ -1,4 +1,4 @@
-"""Command line: `miniscope-assets demo | run | curate | catalog | paramsets`.
+"""Command line: `miniscope-assets demo | run | curate | catalog | paramsets | cells`.
 
 Runs go through the Dagster job in-process against the local instance in $DAGSTER_HOME
 (default ./miniscope_work/dagster_home, SQLite), so they show up in `dagster dev` too.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from miniscope_assets import settings as settings_module
-from miniscope_assets.errors import MiniscopeError, ParameterError
+from miniscope_assets.errors import MiniscopeError, MiniscopeInputError, ParameterError
 
 DAGSTER_YAML = """\
 # Written by miniscope-assets. Local SQLite storage (the default) under this folder.
@@ -82,7 +82,7 @@ def run_recordings(current, folder: str, paramsets: list[str] | None, force: boo
     if force:
         run_config["ops"] = {"processing": {"config": {"force": True}}}
     selection = None if from_stage is None else [AssetKey(s.name) for s in stages_from(from_stage)]
-    nwb_paths = []
+    nwb_paths, subjects = [], set()
     for recording_dir in workspace.recording_dirs(folder):
         record = workspace.read(recording_dir)  # a clear error before anything starts
         key = workspace.register(recording_dir, record.identity)
@@ -101,7 +101,26 @@ def run_recordings(current, folder: str, paramsets: list[str] | None, force: boo
             _execute(definitions.resolve_job_def(PROCESSING_JOB), partition_key(key, name), instance,
                      run_config, selection)
             nwb_paths.append(workspace.partition(key, name).nwb_path())
+        subjects.add(record.identity.subject)
+    for subject, name in sorted((subject, name) for subject in subjects for name in names):
+        nwb_paths += _register_subject(definitions, instance, workspace, subject, name)
     return nwb_paths
+
+
+def _register_subject(definitions, instance, workspace, subject: str, paramset: str) -> list[Path]:
+    """Cross-session registration of ``subject`` x ``paramset`` when it has two or more processed
+    sessions; returns its NWB file (or nothing)."""
+    from miniscope_assets.orchestration.definitions import REGISTRATION_JOB
+    from miniscope_assets.orchestration.partitions import SUBJECT, subject_key
+
+    target = workspace.subject(subject, paramset)
+    if len(target.sessions()) < 2:
+        return []
+    if not instance.has_dynamic_partition(SUBJECT, subject):
+        instance.add_dynamic_partitions(SUBJECT, [subject])
+    print(f"== subject {subject} x {paramset}: cross-session registration", file=sys.stderr)
+    _execute(definitions.resolve_job_def(REGISTRATION_JOB), subject_key(subject, paramset), instance, QUIET_LOGS, None)
+    return [target.nwb_path()]
 
 
 def _execute(job, key, instance, run_config: dict, selection) -> None:
@@ -180,6 +199,27 @@ def command_paramsets(args, current) -> None:
               f"hash={paramset.param_hash}\n  {paramset.description}")
 
 
+def command_cells(args, current) -> None:
+    """The subject's cross-session table: one row per cell, one column per session (ROI ids)."""
+    import json
+
+    from miniscope_assets.orchestration.catalog import format_table
+
+    target = _workspace(current).subject(args.subject, args.paramset)
+    if not target.files.state.is_file():
+        raise MiniscopeInputError(target.files.work_dir, f"subject {target.subject!r} x paramset "
+                                  f"{args.paramset!r} is not registered yet (it needs two processed sessions)")
+    state = json.loads(target.files.state.read_text())
+    sessions = state["sessions"]
+    rows = [{"cell": number, "sessions": len(cell),
+             **{name: (str(cell[name][0]) if name in cell else "-") for name in sessions},
+             "min P(same)": min((p for _, p in cell.values() if p == p), default=None)}
+            for number, cell in enumerate(state["cells"])]
+    print(f"subject {target.subject}, paramset {args.paramset}: {len(rows)} cells in {len(sessions)} sessions "
+          f"(columns: recording keys; values: ROI ids)")
+    print(format_table(rows))
+
+
 def _ids(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -206,6 +246,10 @@ def parser() -> argparse.ArgumentParser:
     curate.add_argument("--merge", type=_ids, action="append", help="mask ids to merge, e.g. 4,5 (repeatable)")
     curate.add_argument("--note", help="free-text curation note")
     curate.set_defaults(handler=command_curate)
+    cells = commands.add_parser("cells", help="print a subject's cells across sessions (cross-session registration)")
+    cells.add_argument("subject")
+    cells.add_argument("--paramset", default="default")
+    cells.set_defaults(handler=command_cells)
     catalog = commands.add_parser("catalog", help="partitions and their key metadata from the Dagster instance")
     catalog.set_defaults(handler=command_catalog)
     paramsets = commands.add_parser("paramsets", help="list, validate and hash the paramsets")

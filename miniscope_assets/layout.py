@@ -14,9 +14,13 @@ NWB files (DANDI layout, under the output root), exactly as ``dandi organize`` n
 ``desc-`` entity for NWB files), so each file carries its own session_id: the device and the
 paramset are part of it. Labels are sanitised with DANDI's own rule.
 
+- cross-session registration, one per subject x paramset:
+  ``sub-<subject>/sub-<subject>_ses-cross-session-<paramset>_ophys.nwb``
+
 Intermediate files (under the work root): ``<work>/<recording key>/`` holds the recording's
 record and the shared motion-correction cache; ``<work>/<recording key>/<paramset>/`` one
-partition's results, curation files and figures.
+partition's results, curation files and figures; ``<work>/@subjects/<subject>/<paramset>/`` a
+subject's registration state and figure (``@`` never occurs in a recording key).
 """
 
 from __future__ import annotations
@@ -63,7 +67,35 @@ class RecordingIdentity:
         return self._nwb(self.processed_session_id(paramset))
 
     def _nwb(self, session_id: str) -> Path:
-        return Path(f"sub-{self.subject}") / f"sub-{self.subject}_ses-{session_id}_{MODALITY}.nwb"
+        return nwb_file(self.subject, session_id)
+
+
+def nwb_file(subject: str, session_id: str) -> Path:
+    """An NWB file relative to the output root, named as ``dandi organize`` names it."""
+    return Path(f"sub-{subject}") / f"sub-{subject}_ses-{session_id}_{MODALITY}.nwb"
+
+
+def cross_session_id(paramset: str) -> str:
+    return f"cross-session-{dandi_label(paramset)}"
+
+
+@dataclass(frozen=True)
+class SubjectFiles:
+    """Intermediate files of one subject x paramset registration."""
+
+    work_dir: Path
+
+    @classmethod
+    def for_subject(cls, work_root: str | Path, subject: str, paramset: str) -> "SubjectFiles":
+        return cls(Path(work_root) / "@subjects" / dandi_label(subject) / paramset)
+
+    @property
+    def state(self) -> Path:
+        return self.work_dir / "registration.json"
+
+    @property
+    def figure(self) -> Path:
+        return self.work_dir / "figures" / "registered_cells.png"
 
     def describe(self) -> str:
         return f"subject {self.subject}, session {self.session}, device {self.device}"

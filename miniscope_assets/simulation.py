@@ -25,10 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import scipy.sparse
+
+if TYPE_CHECKING:
+    from miniscope_assets.engine.cross_session import Registration, SessionCells
 
 _SMOOTH_FIELD_SCALE = 8  # smooth components are rendered at 1/8 resolution and upsampled
 
@@ -408,3 +412,108 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, np.float64) - np.mean(b)
     denominator = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / denominator) if denominator > 0 else 0.0
+
+
+@dataclass
+class SimulatedSession:
+    """One session of a simulated population: what registration sees (``cells``) and the truth:
+    the population index of each ROI and the transform from population to session pixels."""
+
+    cells: "SessionCells"
+    population_ids: np.ndarray
+    transform: np.ndarray  # 2x3: population (x, y) -> session (x, y)
+
+
+def simulate_sessions(n_sessions: int, n_cells: int = 300, size: int = 256, max_shift: float = 20.0,
+                      max_rotation: float = 5.0, presence: float = 0.85, cell_radius: float = 4.0,
+                      seed: int = 0) -> list[SimulatedSession]:
+    """Sessions of one population of cells seen through a field of view that moves between
+    sessions (shift up to ``max_shift`` px, rotation up to ``max_rotation`` degrees; the first
+    session is the population's own frame). Each cell is active (found) in a session with
+    probability ``presence``; footprints vary a little in shape, position and size between
+    sessions; summary images carry the cells over a vessel-like background and noise."""
+    from miniscope_assets.engine.cross_session import SessionCells
+
+    rng = np.random.default_rng(seed)
+    margin = max_shift + 2 * cell_radius
+    positions = _spaced_points(rng, n_cells, size, margin, 2.2 * cell_radius)
+    background = _smooth_field(rng, (size, size), 12.0) + 0.6 * _smooth_field(rng, (size, size), 3.0)
+    centre = ((size - 1) / 2, (size - 1) / 2)
+    sessions = []
+    for index in range(n_sessions):
+        angle = 0.0 if index == 0 else rng.uniform(-max_rotation, max_rotation)
+        shift = (0.0, 0.0) if index == 0 else rng.uniform(-max_shift, max_shift, 2)
+        transform = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        transform[:, 2] += shift
+        seen = transform @ np.vstack([positions.T, np.ones(len(positions))])
+        present = (rng.random(len(positions)) < presence) & np.all((seen > 3 * cell_radius)
+                                                                   & (seen < size - 3 * cell_radius), axis=0)
+        ids = np.flatnonzero(present)
+        columns = [_blob(rng, seen[:, k] + rng.normal(0, 0.3, 2), cell_radius, size) for k in ids]
+        footprints = scipy.sparse.hstack(columns).tocsc() if columns else scipy.sparse.csc_matrix((size * size, 0))
+        brightness = rng.uniform(0.5, 1.0, len(ids))
+        cells_image = (footprints @ brightness).reshape(size, size) if len(ids) else np.zeros((size, size))
+        seen_background = cv2.warpAffine(background, cv2.invertAffineTransform(transform), (size, size),
+                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        image = cells_image + 0.3 * seen_background + rng.normal(0, 0.05, (size, size))
+        sessions.append(SimulatedSession(
+            SessionCells(f"session-{index}", image.astype(np.float32), footprints, np.arange(len(ids))),
+            ids, transform))
+    return sessions
+
+
+def registration_accuracy(sessions: list[SimulatedSession], registration: "Registration") -> tuple[float, float]:
+    """Precision and recall of the matched ROI pairs over every pair of sessions; the truth is
+    every cell active (found) in both sessions of a pair."""
+    truth = {s.cells.name: s for s in sessions}
+    correct = predicted = actual = 0
+    names = registration.sessions
+    for n, a in enumerate(names):
+        for b in names[n + 1:]:
+            pairs = [(cell[a][0], cell[b][0]) for cell in registration.cells if a in cell and b in cell]
+            hits = sum(truth[a].population_ids[i] == truth[b].population_ids[j] for i, j in pairs)
+            correct, predicted = correct + hits, predicted + len(pairs)
+            actual += len(set(truth[a].population_ids) & set(truth[b].population_ids))
+    return correct / max(predicted, 1), correct / max(actual, 1)
+
+
+def alignment_error_px(sessions: list[SimulatedSession], registration: "Registration") -> float:
+    """Largest distance between where the registration puts a session's view of a grid of
+    population points and where the first session sees them."""
+    size = sessions[0].cells.image.shape[0]
+    grid = np.stack(np.meshgrid(np.linspace(0.2, 0.8, 5) * size, np.linspace(0.2, 0.8, 5) * size), -1).reshape(-1, 2)
+    points = np.vstack([grid.T, np.ones(len(grid))])
+    reference = sessions[0].transform @ points
+    return max((float(np.hypot(*(registration.alignments[s.cells.name].matrix
+                                  @ np.vstack([s.transform @ points, np.ones(len(grid))]) - reference)).max())
+                for s in sessions[1:]), default=0.0)
+
+
+def _spaced_points(rng, n: int, size: int, margin: float, spacing: float) -> np.ndarray:
+    points = []
+    while len(points) < n:
+        candidate = rng.uniform(margin, size - margin, 2)
+        if all(np.hypot(*(candidate - p)) >= spacing for p in points[-400:]) or len(points) > 50 * n:
+            points.append(candidate)
+    return np.asarray(points)
+
+
+def _smooth_field(rng, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    field = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma)
+    return field / (field.std() + 1e-9)
+
+
+def _blob(rng, centre: np.ndarray, radius: float, size: int) -> scipy.sparse.csc_matrix:
+    """A footprint (size*size, 1) row-major: an elongated Gaussian, cut below 10 % of its peak."""
+    sigma = radius / 2 * rng.uniform(0.85, 1.15)
+    elongation, angle = rng.uniform(1.0, 1.4), rng.uniform(0, np.pi)
+    reach = int(np.ceil(3 * sigma * elongation))
+    x0, y0 = (int(round(c)) for c in centre)
+    yy, xx = np.mgrid[max(y0 - reach, 0):min(y0 + reach + 1, size), max(x0 - reach, 0):min(x0 + reach + 1, size)]
+    dx, dy = xx - centre[0], yy - centre[1]
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    blob = np.exp(-(u**2 / (elongation * sigma) ** 2 + v**2 * elongation / sigma**2) / 2)
+    keep = blob >= 0.1
+    rows = (yy[keep] * size + xx[keep]).ravel()
+    return scipy.sparse.csc_matrix((blob[keep], (rows, np.zeros(rows.size, int))), shape=(size * size, 1))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dagster import DagsterInstance, materialize
 
-from miniscope_assets.orchestration.assets import STAGE_ASSETS, raw_recording
+from miniscope_assets.orchestration.assets import STAGE_ASSETS, cross_session_registration, raw_recording
 from miniscope_assets.orchestration.partitions import PARAMSET, RECORDING, partition_key
 from miniscope_assets.orchestration.resources import MiniscopeStorage
 from miniscope_assets.stages.table import STAGES
 from miniscope_assets.stages.workspace import Workspace
 
-ALL_ASSETS = [raw_recording, *STAGE_ASSETS]
+ALL_ASSETS = [raw_recording, *STAGE_ASSETS, cross_session_registration]
 PARTITION_STAGES = [stage.name for stage in STAGES if stage.per_paramset]
 
 

@@ -218,3 +218,21 @@ def test_a_read_only_work_root_is_one_clear_error(work_folder, tmp_path, monkeyp
         with pytest.raises(SystemExit) as exit_info:
             main(["run", "rec"])
         assert str(exit_info.value.code) == f"error: {mount}: cannot be written (Read-only file system)"
+
+
+def test_run_registers_a_subjects_sessions_and_cells_prints_them(work_folder, capsys):
+    frames = list(simulated_frames(Simulation(SimulationConfig(height=64, width=64, nframes=300, n_neurons=6, seed=2))))
+    write_user_metadata(work_folder / "data" / "mouse")
+    for day in ("day1", "day2"):
+        folder = write_v4_recording(work_folder / "data" / "mouse" / day, frames, frames_per_file=100)
+        (folder / "session.yaml").write_text(f"session_id: {day}\n")
+    main(["run", "mouse/day1"])
+    assert "cross-session" not in capsys.readouterr().out  # one session: nothing to register
+    main(["run", "mouse/day2"])
+    assert "sub-mouse-7_ses-cross-session-default_ophys.nwb" in capsys.readouterr().out
+    main(["cells", "mouse-7"])
+    out = capsys.readouterr().out
+    assert out.startswith("subject mouse-7, paramset default: ") and "mouse--day1" in out and "mouse--day2" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cells", "mouse-8"])
+    assert "subject 'mouse-8' x paramset 'default' is not registered yet" in str(exit_info.value.code)

@@ -14,13 +14,15 @@ from dagster._core.definitions.dynamic_partitions_request import DeleteDynamicPa
 
 from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v3_recording, write_v4_recording
-from miniscope_assets.orchestration.definitions import processing_job, raw_job
+from miniscope_assets.orchestration.definitions import processing_job, raw_job, registration_job
 from miniscope_assets.orchestration.sensors import build_recording_sensor
 from miniscope_assets.simulation import Simulation, SimulationConfig
-from miniscope_assets_tests.conftest import movie, write_user_metadata
+from miniscope_assets_tests.conftest import SESSION, movie, write_user_metadata
 from miniscope_assets_tests.dagster_helpers import PARTITION_STAGES, materialize_stages, storage_for
 
-sensor = build_recording_sensor(raw_job, processing_job)
+sensor = build_recording_sensor(raw_job, processing_job, registration_job)
+JOB_STAGES = {raw_job.name: ["recording_info"], processing_job.name: PARTITION_STAGES,
+              registration_job.name: ["cross_session_registration"]}
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +38,7 @@ class Ticker:
         self.workspace = workspace
         self.instance = DagsterInstance.ephemeral()
         self.cursor = None
+        self.run_keys = set()  # the daemon skips a run request whose run key it has seen
 
     def tick(self):
         with build_sensor_context(instance=self.instance, cursor=self.cursor,
@@ -56,8 +59,10 @@ class Ticker:
         """Run every requested run in-process; return what ran as (job, partition) pairs."""
         ran = []
         for request in result.run_requests:
-            stages = ["recording_info"] if request.job_name == raw_job.name else PARTITION_STAGES
-            materialize_stages(self.workspace, request.partition_key, stages, self.instance)
+            if request.run_key in self.run_keys:
+                continue
+            self.run_keys.add(request.run_key)
+            materialize_stages(self.workspace, request.partition_key, JOB_STAGES[request.job_name], self.instance)
             ran.append((request.job_name, str(request.partition_key)))
         return ran
 
@@ -221,3 +226,37 @@ def test_broken_paramset_file_skips_with_the_reason(workspace, data_root):
                               resources={"storage": storage_for(workspace)}) as context:
         result = sensor(context)
     assert "method 'nope'" in result.skip_message and str(workspace.paramsets_file) in result.skip_message
+
+
+def test_two_sessions_of_a_subject_are_registered_across_sessions(workspace, data_root):
+    """Two sessions of one mouse processed from the sensor, then their registration: one
+    subject-level NWB file whose table gives every cell of day 1 its ROI on day 2."""
+    from pynwb import NWBHDF5IO
+
+    from miniscope_assets.stages.checks import inspect_nwb
+
+    write_user_metadata(data_root / "mouse")
+    frames = list(simulated_frames(Simulation(SimulationConfig(height=64, width=64, nframes=300, n_neurons=6, seed=2))))
+    for day in ("day1", "day2"):
+        folder = write_v4_recording(data_root / "mouse" / day, frames, frames_per_file=100)
+        (folder / "session.yaml").write_text(yaml.safe_dump({**SESSION, "session_id": day}))
+    ticker = Ticker(workspace)
+    ran = ticker.settle()
+    registrations = [partition for job, partition in ran if job == registration_job.name]
+    assert registrations == ["default|mouse-7"]
+    assert not ticker.execute(ticker.tick())  # nothing changed: nothing runs again
+    subject = workspace.subject("mouse-7", "default")
+    with NWBHDF5IO(str(subject.nwb_path()), "r") as io:
+        nwbfile = io.read()
+        cells = nwbfile.processing["ophys"]["CrossSessionCells"].to_dataframe()
+        alignment = nwbfile.processing["ophys"]["SessionAlignment"].to_dataframe()
+        assert set(nwbfile.processing["ophys"]["AlignedSummaryImages"].images) == set(alignment.session_id)
+    assert list(alignment.session_id) == ["day1-Miniscope-default", "day2-Miniscope-default"]
+    assert abs(alignment.x_shift_px).max() < 0.5 and abs(alignment.rotation_degrees).max() < 0.5
+    per_session = cells.groupby("session_id").size()
+    assert len(per_session) == 2 and per_session.iloc[0] == per_session.iloc[1] >= 4
+    assert (cells.groupby("global_cell_id").size() == 2).all()  # the same movie twice: every cell in both
+    assert (cells.groupby("global_cell_id").roi_id.nunique() == 1).all()
+    assert ticker.materializations("cross_session_registration", "default|mouse-7") == 1
+    outcome = inspect_nwb(subject.nwb_path())
+    assert outcome.passed, outcome.description

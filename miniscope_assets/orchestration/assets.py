@@ -8,12 +8,16 @@ once ``recording_info`` has run again).
 recording x paramset and depends on its recording through a partition mapping. Each asset runs
 its stage and reports the stage's metadata, checks and runtime; the stages write the NWB files
 themselves (nothing passes through IO managers).
+``cross_session_registration`` (by subject x paramset) registers every processed session of a
+subject; it depends on ``activity`` of all partitions (the edge the UI shows), and the sensor
+requests it whenever the set of a subject's processed sessions, or one of them, changes.
 """
 
 
 import time
 
 from dagster import (
+    AllPartitionMapping,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
@@ -27,11 +31,13 @@ from miniscope_assets.orchestration.partitions import (
     recording_partitions,
     recording_x_paramset,
     split_partition_key,
+    split_subject_key,
+    subject_x_paramset,
     to_recording,
 )
 from miniscope_assets.orchestration.reporting import ProgressLogger, to_materialize_result
 from miniscope_assets.orchestration.resources import MiniscopeStorage
-from miniscope_assets.stages.table import STAGES, RunOptions, Stage
+from miniscope_assets.stages.table import CROSS_SESSION, STAGES, RunOptions, Stage
 
 GROUP = "miniscope"
 
@@ -51,7 +57,9 @@ def _materialize(stage: Stage, context: AssetExecutionContext, storage: Miniscop
                  force: bool = False) -> MaterializeResult:
     """Run ``stage`` on the context's partition and report it, with its wall time."""
     workspace = storage.workspace()
-    if stage.per_paramset:
+    if stage is CROSS_SESSION:
+        target = workspace.subject(*split_subject_key(context.partition_key))
+    elif stage.per_paramset:
         target = workspace.partition(*split_partition_key(context.partition_key))
     else:
         target = workspace.recording(context.partition_key)
@@ -63,7 +71,9 @@ def _materialize(stage: Stage, context: AssetExecutionContext, storage: Miniscop
 
 def build_asset(stage: Stage, upstream):
     """The Dagster asset of one stage row."""
-    if stage.per_paramset:
+    if stage is CROSS_SESSION:
+        partitions_def, deps = subject_x_paramset, [AssetDep(upstream, partition_mapping=AllPartitionMapping())]
+    elif stage.per_paramset:
         partitions_def = recording_x_paramset
         mapping = to_recording if upstream.key.path[-1] == "recording_info" else None
         deps = [AssetDep(upstream, partition_mapping=mapping)]
@@ -103,3 +113,4 @@ def build_assets() -> list:
 STAGE_ASSETS = build_assets()
 RECORDING_ASSETS = [a for a, s in zip(STAGE_ASSETS, STAGES) if not s.per_paramset]
 PARTITION_ASSETS = [a for a, s in zip(STAGE_ASSETS, STAGES) if s.per_paramset]
+cross_session_registration = build_asset(CROSS_SESSION, STAGE_ASSETS[-1])

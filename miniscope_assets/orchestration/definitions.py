@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from miniscope_assets.orchestration.assets import PARTITION_ASSETS, RECORDING_ASSETS, STAGE_ASSETS, raw_recording
+from miniscope_assets.orchestration.assets import (
+    PARTITION_ASSETS,
+    RECORDING_ASSETS,
+    STAGE_ASSETS,
+    cross_session_registration,
+    raw_recording,
+)
 from miniscope_assets.orchestration.console import console
-from miniscope_assets.orchestration.partitions import recording_partitions, recording_x_paramset
+from miniscope_assets.orchestration.partitions import recording_partitions, recording_x_paramset, subject_x_paramset
 from miniscope_assets.orchestration.resources import MiniscopeStorage
 from miniscope_assets.orchestration.sensors import build_recording_sensor
 
 RAW_JOB = "miniscope_raw_job"
 PROCESSING_JOB = "miniscope_processing_job"
+REGISTRATION_JOB = "miniscope_registration_job"
 
 raw_job = define_asset_job(
     RAW_JOB,
@@ -25,14 +32,20 @@ processing_job = define_asset_job(
     partitions_def=recording_x_paramset,
     description="Processing to Activity for one recording x paramset",
 )
+registration_job = define_asset_job(
+    REGISTRATION_JOB,
+    selection=AssetSelection.assets(cross_session_registration),
+    partitions_def=subject_x_paramset,
+    description="Cross-session registration of one subject x paramset",
+)
 
 
 def build_definitions(storage: MiniscopeStorage) -> Definitions:
-    """Assets, the two jobs, the new-recordings sensor and the storage resource."""
+    """Assets, the three jobs, the new-recordings sensor and the storage resource."""
     return Definitions(
-        assets=[raw_recording, *STAGE_ASSETS],
-        jobs=[raw_job, processing_job],
-        sensors=[build_recording_sensor(raw_job, processing_job)],
+        assets=[raw_recording, *STAGE_ASSETS, cross_session_registration],
+        jobs=[raw_job, processing_job, registration_job],
+        sensors=[build_recording_sensor(raw_job, processing_job, registration_job)],
         resources={"storage": storage},
         loggers={"console": console},
     )

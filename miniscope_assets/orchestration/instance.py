@@ -12,12 +12,17 @@ DATA_VERSION_TAG = "dagster/data_version"
 RAW_RECORDING = "raw_recording"
 
 
-def latest_materialization(instance: DagsterInstance, asset: str, partition: str):
-    """The newest AssetMaterialization of ``asset`` for ``partition``, or None."""
+def _latest_record(instance: DagsterInstance, asset: str, partition: str):
     result = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
     )
-    return result.records[0].asset_materialization if result.records else None
+    return result.records[0] if result.records else None
+
+
+def latest_materialization(instance: DagsterInstance, asset: str, partition: str):
+    """The newest AssetMaterialization of ``asset`` for ``partition``, or None."""
+    record = _latest_record(instance, asset, partition)
+    return None if record is None else record.asset_materialization
 
 
 def _metadata_value(materialization, name: str):
@@ -39,7 +44,11 @@ def instance_versions(instance: DagsterInstance) -> Versions:
         return (_metadata_value(materialization, "recording_fingerprint"),
                 _metadata_value(materialization, "param_hash"))
 
-    return Versions(raw=raw, processed=processed)
+    def finished(key: str, paramset: str) -> str | None:
+        record = _latest_record(instance, FINAL_STAGE, str(partition_key(key, paramset)))
+        return None if record is None else str(record.storage_id)
+
+    return Versions(raw=raw, processed=processed, finished=finished)
 
 
 def observation(key: str, fingerprint: str) -> AssetObservation:

@@ -11,9 +11,12 @@ from miniscope_assets.orchestration.instance import instance_versions, observati
 from miniscope_assets.orchestration.partitions import (
     PARAMSET,
     RECORDING,
+    SUBJECT,
     paramset_partitions,
     partition_key,
     recording_partitions,
+    subject_key,
+    subject_partitions,
 )
 from miniscope_assets.orchestration.resources import MiniscopeStorage
 from miniscope_assets.settings import seconds_from_env
@@ -22,13 +25,13 @@ from miniscope_assets.stages.discovery import plan_runs, quiet_period_from_env
 SENSOR_INTERVAL_S = int(seconds_from_env("MINISCOPE_SENSOR_INTERVAL_S", 30, low=1))
 
 
-def build_recording_sensor(raw_job, processing_job):
-    """A sensor requesting ``raw_job`` runs per recording and ``processing_job`` runs per
-    recording x paramset."""
+def build_recording_sensor(raw_job, processing_job, registration_job):
+    """A sensor requesting ``raw_job`` runs per recording, ``processing_job`` runs per
+    recording x paramset and ``registration_job`` runs per subject x paramset."""
 
     @sensor(
         name="new_recordings",
-        jobs=[raw_job, processing_job],
+        jobs=[raw_job, processing_job, registration_job],
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=DefaultSensorStatus.RUNNING,
         description="Scans the data root for complete recording folders that stopped changing",
@@ -49,8 +52,7 @@ def build_recording_sensor(raw_job, processing_job):
         for line in plan.errors:
             context.log.error(line)
         existing = {
-            RECORDING: set(context.instance.get_dynamic_partitions(RECORDING)),
-            PARAMSET: set(context.instance.get_dynamic_partitions(PARAMSET)),
+            name: set(context.instance.get_dynamic_partitions(name)) for name in (RECORDING, PARAMSET, SUBJECT)
         }
         requests = []
         add_recordings = [k for k in plan.live_recordings if k not in existing[RECORDING]]
@@ -60,12 +62,17 @@ def build_recording_sensor(raw_job, processing_job):
             requests.append(recording_partitions.build_add_request(add_recordings))
         if add_paramsets:
             requests.append(paramset_partitions.build_add_request(add_paramsets))
+        add_subjects = sorted({s for s in plan.subjects if s not in existing[SUBJECT]})
+        if add_subjects:
+            requests.append(subject_partitions.build_add_request(add_subjects))
         if retire:
             requests.append(recording_partitions.build_delete_request(retire))
         runs = [RunRequest(job_name=raw_job.name, partition_key=key, run_key=run_key)
                 for key, run_key in plan.raw_runs]
         runs += [RunRequest(job_name=processing_job.name, partition_key=partition_key(key, paramset), run_key=run_key)
                  for key, paramset, run_key in plan.processing_runs]
+        runs += [RunRequest(job_name=registration_job.name, partition_key=subject_key(subject, paramset),
+                            run_key=run_key) for subject, paramset, run_key in plan.registration_runs]
         return SensorResult(
             run_requests=runs,
             dynamic_partitions_requests=requests,

@@ -119,7 +119,7 @@ def segmentation(partition: Partition, options: RunOptions) -> StageReport:
         "median_npix": float(np.median(npix)) if npix.size else None,
         "mask_ids": f"{int(result.mask_ids.min())}..{int(result.mask_ids.max())}" if result.n_masks else "none",
         "masks_png": figures.masks_on_image(partition.files.figures_dir / "masks.png",
-                                             result.summary.display_image(), result),
+                                             result.summary.display_image(), result.footprints, result.mask_ids),
     })
 
 

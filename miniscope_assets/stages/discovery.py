@@ -23,6 +23,8 @@ free for a new owner such as the renamed folder).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +91,7 @@ class Versions:
 
     raw: Callable[[str], str | None]
     processed: Callable[[str, str], tuple[str | None, str | None]]
+    finished: Callable[[str, str], str | None] = lambda key, paramset: None  # stamp of the final stage
 
 
 @dataclass
@@ -101,6 +104,8 @@ class RunPlan:
     observations: list[tuple[str, str]] = field(default_factory=list)  # (key, fingerprint)
     raw_runs: list[tuple[str, str]] = field(default_factory=list)  # (key, run key)
     processing_runs: list[tuple[str, str, str]] = field(default_factory=list)  # (key, paramset, run key)
+    subjects: list[str] = field(default_factory=list)  # subjects with a registration to run
+    registration_runs: list[tuple[str, str, str]] = field(default_factory=list)  # (subject, paramset, run key)
     waiting: list[str] = field(default_factory=list)  # "folder: reason"
     errors: list[str] = field(default_factory=list)
     cursor: dict = field(default_factory=dict)
@@ -149,8 +154,27 @@ def plan_runs(workspace: Workspace, cursor: dict | None, versions: Versions, now
             registry.retire(key)
             plan.retired.append(key)
     plan.live_recordings = sorted(registry.live())
+    _plan_registrations(workspace, paramsets, versions, plan)
     plan.cursor = {"folders": folders}
     return plan
+
+
+def _plan_registrations(workspace: Workspace, paramsets, versions: Versions, plan: RunPlan) -> None:
+    """A cross-session registration per subject x paramset with two or more finished sessions,
+    requested again whenever one of them finishes anew (its final stage's stamp changes)."""
+    pending = {key for key, _ in plan.raw_runs} | {(key, name) for key, name, _ in plan.processing_runs}
+    by_subject: dict[str, list[str]] = {}
+    for key in plan.live_recordings:
+        by_subject.setdefault(workspace.registry.identity(key).subject, []).append(key)
+    for subject, keys in sorted(by_subject.items()):
+        for paramset in paramsets:
+            done = [(key, versions.finished(key, paramset.name)) for key in keys
+                    if key not in pending and (key, paramset.name) not in pending]
+            done = [(key, stamp) for key, stamp in done if stamp is not None]
+            if len(done) >= 2:
+                digest = hashlib.sha256(json.dumps(done).encode()).hexdigest()[:16]
+                plan.subjects.append(subject)
+                plan.registration_runs.append((subject, paramset.name, f"register|{subject}|{paramset.name}|{digest}"))
 
 
 def _register(workspace: Workspace, folder: str, state: dict, plan: RunPlan) -> None:

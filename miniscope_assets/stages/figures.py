@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 
 from miniscope_assets.io.atomic import atomic_path
-from miniscope_assets.results import ProcessingResult
 
 MIN_SIDE = 512
 COLORS = [(80, 220, 80), (80, 180, 255), (255, 160, 60), (220, 90, 220), (60, 220, 220), (90, 90, 255)]
@@ -39,17 +38,18 @@ def image_png(path: Path, image: np.ndarray) -> Path:
     return _write_png(path, _canvas(image)[0])
 
 
-def masks_on_image(path: Path, image: np.ndarray, result: ProcessingResult) -> Path:
-    """The image in gray with every mask's outline (at 30% of its peak weight) and id."""
+def masks_on_image(path: Path, image: np.ndarray, footprints, ids: np.ndarray) -> Path:
+    """The image in gray with every mask's outline (at 30% of its peak weight) and id; masks
+    with the same id share a colour."""
     canvas, scale = _canvas(image)
-    height, width = result.frame_shape
-    footprints = result.footprints.tocsc()
-    for index, mask_id in enumerate(result.mask_ids):
+    height, width = image.shape
+    footprints = footprints.tocsc()
+    for index, mask_id in enumerate(ids):
         column = footprints[:, index].toarray().reshape(height, width)
         binary = (column >= 0.3 * column.max()).astype(np.uint8)
         binary = cv2.resize(binary, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        color = COLORS[index % len(COLORS)]
+        color = COLORS[int(mask_id) % len(COLORS)]
         cv2.drawContours(canvas, contours, -1, color, 1)
         if contours:
             x, y, _, _ = cv2.boundingRect(max(contours, key=cv2.contourArea))

@@ -101,6 +101,13 @@ STAGES: tuple[Stage, ...] = (
         catalog=(("dff_max", "max dF/F"), ("nwb_path", "NWB file")),
     ),
 )
+# By subject x paramset, after every session's last stage (not part of the per-recording chain).
+CROSS_SESSION = Stage(
+    "cross_session_registration", "(none: element-miniscope has no cross-session table)",
+    "The subject's processed sessions aligned and their cells matched: subject-level cell ids",
+    per_paramset=True, runner="miniscope_assets.stages.cross_session:run", nwb="cross-session",
+    checks=(_NWBINSPECTOR,),
+)
 STAGE_NAMES = [stage.name for stage in STAGES]
 FINAL_STAGE = STAGES[-1].name
 

@@ -21,7 +21,15 @@ from miniscope_assets.io.user_metadata import (
     find_upwards,
     load_user_metadata,
 )
-from miniscope_assets.layout import PartitionFiles, RecordingFiles, RecordingIdentity
+from miniscope_assets.layout import (
+    PartitionFiles,
+    RecordingFiles,
+    RecordingIdentity,
+    SubjectFiles,
+    cross_session_id,
+    dandi_label,
+    nwb_file,
+)
 from miniscope_assets.registry import RecordingRegistry
 
 Progress = Callable[[str, float], None]
@@ -145,6 +153,11 @@ class Workspace:
         )
 
 
+    def subject(self, subject: str, paramset_name: str) -> "SubjectPartition":
+        return SubjectPartition(self, dandi_label(subject), self.paramset(paramset_name),
+                                SubjectFiles.for_subject(self.work_root, subject, paramset_name))
+
+
 @dataclass(frozen=True)
 class Recording:
     """One registered recording: its folder, its intermediate files and its raw NWB file."""
@@ -198,6 +211,26 @@ class Partition:
     def nwb_path(self) -> Path:
         """The partition's processed NWB file."""
         return self.workspace.output_root / self.recording.identity.processed_nwb(self.paramset.name)
+
+
+@dataclass(frozen=True)
+class SubjectPartition:
+    """One subject x paramset: the subject's processed sessions and their registration."""
+
+    workspace: Workspace
+    subject: str
+    paramset: ParamSet
+    files: SubjectFiles
+
+    def sessions(self) -> list[Partition]:
+        """The subject's live recordings processed with the paramset (processed NWB file written)."""
+        registry = self.workspace.registry
+        partitions = [self.workspace.partition(key, self.paramset.name) for key in sorted(registry.live())
+                      if registry.identity(key).subject == self.subject]
+        return [p for p in partitions if p.files.curation_log.is_file() and p.nwb_path().is_file()]
+
+    def nwb_path(self) -> Path:
+        return self.workspace.output_root / nwb_file(self.subject, cross_session_id(self.paramset.name))
 
 
 @dataclass
