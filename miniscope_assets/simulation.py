@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import scipy.ndimage
 import scipy.sparse
 
 if TYPE_CHECKING:
@@ -421,17 +422,29 @@ class SimulatedSession:
 
     cells: "SessionCells"
     population_ids: np.ndarray
-    transform: np.ndarray  # 2x3: population (x, y) -> session (x, y)
+    transform: np.ndarray  # 2x3: population (x, y) -> session (x, y), then plus ``deformation``
+    deformation: np.ndarray | None = None  # (2, size, size): (dx, dy) at each session pixel
+
+    def seen(self, points: np.ndarray) -> np.ndarray:
+        """Population points (2, n) as this session sees them (2, n)."""
+        seen = self.transform @ np.vstack([points, np.ones(points.shape[1])])
+        if self.deformation is not None:
+            rows, columns = seen[::-1]
+            seen = seen + np.stack([scipy.ndimage.map_coordinates(d, [rows, columns], order=1, mode="nearest")
+                                    for d in self.deformation])
+        return seen
 
 
 def simulate_sessions(n_sessions: int, n_cells: int = 300, size: int = 256, max_shift: float = 20.0,
                       max_rotation: float = 5.0, presence: float = 0.85, cell_radius: float = 4.0,
-                      seed: int = 0) -> list[SimulatedSession]:
+                      deformation: float = 0.0, seed: int = 0) -> list[SimulatedSession]:
     """Sessions of one population of cells seen through a field of view that moves between
     sessions (shift up to ``max_shift`` px, rotation up to ``max_rotation`` degrees; the first
     session is the population's own frame). Each cell is active (found) in a session with
     probability ``presence``; footprints vary a little in shape, position and size between
-    sessions; summary images carry the cells over a vessel-like background and noise."""
+    sessions; summary images carry the cells over a vessel-like background and noise. With
+    ``deformation`` > 0, every session but the first is also deformed smoothly (up to that many
+    px), as tissue and lens settle between sessions."""
     from miniscope_assets.engine.cross_session import SessionCells
 
     rng = np.random.default_rng(seed)
@@ -445,7 +458,12 @@ def simulate_sessions(n_sessions: int, n_cells: int = 300, size: int = 256, max_
         shift = (0.0, 0.0) if index == 0 else rng.uniform(-max_shift, max_shift, 2)
         transform = cv2.getRotationMatrix2D(centre, angle, 1.0)
         transform[:, 2] += shift
-        seen = transform @ np.vstack([positions.T, np.ones(len(positions))])
+        warp = None
+        if deformation and index:
+            warp = np.stack([_smooth_field(rng, (size, size), size / 5) for _ in range(2)])
+            warp *= deformation / max(np.abs(warp).max(), 1e-9)
+        session = SimulatedSession(None, np.zeros(0, int), transform, warp)
+        seen = session.seen(positions.T)
         present = (rng.random(len(positions)) < presence) & np.all((seen > 3 * cell_radius)
                                                                    & (seen < size - 3 * cell_radius), axis=0)
         ids = np.flatnonzero(present)
@@ -453,12 +471,17 @@ def simulate_sessions(n_sessions: int, n_cells: int = 300, size: int = 256, max_
         footprints = scipy.sparse.hstack(columns).tocsc() if columns else scipy.sparse.csc_matrix((size * size, 0))
         brightness = rng.uniform(0.5, 1.0, len(ids))
         cells_image = (footprints @ brightness).reshape(size, size) if len(ids) else np.zeros((size, size))
-        seen_background = cv2.warpAffine(background, cv2.invertAffineTransform(transform), (size, size),
-                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        yy, xx = np.mgrid[:size, :size].astype(np.float32)
+        if warp is not None:  # the population point a session pixel shows: undo the deformation, then the transform
+            xx, yy = xx - warp[0].astype(np.float32), yy - warp[1].astype(np.float32)
+        inverse = cv2.invertAffineTransform(transform)
+        map_x, map_y = (np.float32(row[0]) * xx + np.float32(row[1]) * yy + np.float32(row[2]) for row in inverse)
+        seen_background = cv2.remap(background.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT)
         image = cells_image + 0.3 * seen_background + rng.normal(0, 0.05, (size, size))
-        sessions.append(SimulatedSession(
-            SessionCells(f"session-{index}", image.astype(np.float32), footprints, np.arange(len(ids))),
-            ids, transform))
+        session.cells = SessionCells(f"session-{index}", image.astype(np.float32), footprints, np.arange(len(ids)))
+        session.population_ids = ids
+        sessions.append(session)
     return sessions
 
 
@@ -482,11 +505,9 @@ def alignment_error_px(sessions: list[SimulatedSession], registration: "Registra
     population points and where the first session sees them."""
     size = sessions[0].cells.image.shape[0]
     grid = np.stack(np.meshgrid(np.linspace(0.2, 0.8, 5) * size, np.linspace(0.2, 0.8, 5) * size), -1).reshape(-1, 2)
-    points = np.vstack([grid.T, np.ones(len(grid))])
-    reference = sessions[0].transform @ points
-    return max((float(np.hypot(*(registration.alignments[s.cells.name].matrix
-                                  @ np.vstack([s.transform @ points, np.ones(len(grid))]) - reference)).max())
-                for s in sessions[1:]), default=0.0)
+    reference = sessions[0].seen(grid.T)
+    return max((float(np.hypot(*(np.stack(registration.alignments[s.cells.name].apply(*s.seen(grid.T)))
+                                  - reference)).max()) for s in sessions[1:]), default=0.0)
 
 
 def _spaced_points(rng, n: int, size: int, margin: float, spacing: float) -> np.ndarray:

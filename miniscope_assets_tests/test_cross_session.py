@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from miniscope_assets.engine.cross_session import SessionCells, register_sessions
+from miniscope_assets.engine.cross_session import RegistrationParams, SessionCells, register_sessions
 from miniscope_assets.simulation import (
     SimulatedSession,
     alignment_error_px,
@@ -73,3 +73,15 @@ def test_sessions_without_cells_register_to_no_matches():
     sessions = simulate_sessions(2, n_cells=50, presence=0.0, seed=1)
     registration = register_sessions([s.cells for s in sessions])
     assert registration.cells == [] and registration.sessions == ["session-0", "session-1"]
+
+
+def test_a_small_non_rigid_deformation_is_followed():
+    """Sessions deformed smoothly by up to 3 px besides the shift and rotation: the non-rigid
+    refinement keeps the matches that a rigid alignment loses."""
+    sessions = simulate_sessions(2, n_cells=300, deformation=3.0, seed=2)
+    nonrigid = register_sessions([s.cells for s in sessions])
+    rigid = register_sessions([s.cells for s in sessions], RegistrationParams(nonrigid_grid=0))
+    assert registration_accuracy(sessions, nonrigid) >= (0.95, 0.95)
+    assert alignment_error_px(sessions, nonrigid) < 1.0 < alignment_error_px(sessions, rigid)
+    assert registration_accuracy(sessions, rigid)[1] < 0.95
+    assert nonrigid.alignments["session-1"].max_deformation > 1.0

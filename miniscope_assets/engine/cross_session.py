@@ -2,8 +2,10 @@
 
 1. **Alignment.** Every session's field of view is aligned to the first session's: rotation
    (searched over +-``max_rotation`` degrees, then refined) and sub-pixel translation by phase
-   correlation of the high-passed summary images. Quality: the correlation of the aligned
-   images over their overlap.
+   correlation of the high-passed summary images, then a small non-rigid deformation: the
+   shifts of overlapping patches (phase correlation again) on a ``nonrigid_grid`` lattice,
+   kept when they improve the match. Quality: the correlation of the aligned images over their
+   overlap.
 2. **Candidate pairs.** Footprints are moved into the reference frame (their pixel coordinates
    transformed); cells of two sessions whose centroids lie within ``max_distance`` are candidate
    pairs, described by centroid distance and footprint correlation.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import scipy.optimize
+import scipy.ndimage
 import scipy.sparse
 import scipy.special
 from scipy.spatial import cKDTree
@@ -35,6 +38,8 @@ class RegistrationParams:
     max_distance: float | None = None  # px between centroids of a candidate pair (None: 1.2 cell diameters)
     min_probability: float = 0.5  # P(same cell) needed to join a known cell
     highpass_sigma: float = 8.0  # px, background removed before alignment
+    nonrigid_grid: int = 4  # patches per side for the non-rigid refinement (0: rigid only)
+    max_deformation: float = 8.0  # px, largest patch shift accepted
 
 
 @dataclass
@@ -50,17 +55,51 @@ class SessionCells:
 
 @dataclass
 class Alignment:
-    """Maps a session's pixel coordinates (x, y) to the reference's: ``matrix @ [x, y, 1]``."""
+    """Maps a session's pixel coordinates (x, y) to the reference's: ``matrix @ [x, y, 1]``, then
+    plus ``displacement`` (dx, dy), interpolated from its values at the nodes ``node_y`` x
+    ``node_x`` of the reference frame (None: rigid)."""
 
     matrix: np.ndarray  # 2x3
     rotation_deg: float
     x_shift: float
     y_shift: float
     correlation: float  # of the aligned, high-passed images over their overlap
+    displacement: np.ndarray | None = None  # (2, len(node_y), len(node_x))
+    node_y: np.ndarray | None = None
+    node_x: np.ndarray | None = None
 
     @classmethod
     def identity(cls, correlation: float = 1.0) -> "Alignment":
         return cls(np.array([[1.0, 0, 0], [0, 1.0, 0]]), 0.0, 0.0, 0.0, correlation)
+
+    @property
+    def max_deformation(self) -> float:
+        return 0.0 if self.displacement is None else float(np.hypot(*self.displacement).max())
+
+    def deformation_at(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dx, dy) at reference-frame points (x, y)."""
+        if self.displacement is None:
+            return np.zeros_like(x, dtype=float), np.zeros_like(y, dtype=float)
+        rows = np.interp(y, self.node_y, np.arange(len(self.node_y)))
+        columns = np.interp(x, self.node_x, np.arange(len(self.node_x)))
+        return tuple(scipy.ndimage.map_coordinates(d, [rows, columns], order=1, mode="nearest")
+                     for d in self.displacement)
+
+    def apply(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Session points (x, y) in the reference frame."""
+        x, y = self.matrix @ np.vstack([x, y, np.ones(np.size(x))])
+        dx, dy = self.deformation_at(x, y)
+        return x + dx, y + dy
+
+    def warp_image(self, image: np.ndarray, shape: tuple[int, int], border=np.nan) -> np.ndarray:
+        """``image`` moved into the reference frame (``border`` outside the session's view)."""
+        rigid = cv2.warpAffine(np.asarray(image, np.float32), self.matrix, (shape[1], shape[0]),
+                               flags=cv2.INTER_LINEAR, borderValue=border)
+        if self.displacement is None:
+            return rigid
+        yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float32)
+        dx, dy = (d.reshape(shape).astype(np.float32) for d in self.deformation_at(xx.ravel(), yy.ravel()))
+        return cv2.remap(rigid, xx - dx, yy - dy, cv2.INTER_LINEAR, borderValue=border)
 
 
 @dataclass
@@ -91,7 +130,7 @@ def _rotation(shape: tuple[int, int], degrees: float) -> np.ndarray:
 
 
 def _warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return cv2.warpAffine(image, matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR, borderValue=np.nan)
+    return Alignment(matrix, 0, 0, 0, 0).warp_image(image, shape)
 
 
 def _overlap_correlation(reference: np.ndarray, warped: np.ndarray) -> float:
@@ -133,7 +172,50 @@ def align(reference_image: np.ndarray, image: np.ndarray, params: RegistrationPa
         centre = max(scored, key=lambda item: item[0])[2]
         scored += [(*_best_translation(reference, moving, a), a) for a in centre + step * np.arange(-3, 4)]
     correlation, matrix, degrees = max(scored, key=lambda item: item[0])
-    return Alignment(matrix, float(degrees), float(matrix[0, 2]), float(matrix[1, 2]), float(correlation))
+    rigid = Alignment(matrix, float(degrees), float(matrix[0, 2]), float(matrix[1, 2]), float(correlation))
+    return _with_deformation(reference, moving, rigid, params) if params.nonrigid_grid > 1 else rigid
+
+
+def _patch_shifts(reference: np.ndarray, aligned: np.ndarray, node_y, node_x, size, limit: float) -> np.ndarray:
+    """(dx, dy) by phase correlation of the patch around every node (NaN where unusable)."""
+    window = cv2.createHanningWindow((size[1], size[0]), cv2.CV_32F)
+    shifts = np.full((2, len(node_y), len(node_x)), np.nan)
+    for i, y in enumerate(node_y):
+        for j, x in enumerate(node_x):
+            top, left = int(round(y - size[0] / 2)), int(round(x - size[1] / 2))
+            patch = aligned[top:top + size[0], left:left + size[1]]
+            if patch.shape != tuple(size) or np.isnan(patch).mean() > 0.2:
+                continue
+            target = reference[top:top + size[0], left:left + size[1]].astype(np.float32)
+            (dx, dy), _ = cv2.phaseCorrelate(np.nan_to_num(patch).astype(np.float32), target, window)
+            if np.hypot(dx, dy) <= limit:
+                shifts[:, i, j] = dx, dy
+    return np.nan_to_num(shifts)
+
+
+def _with_deformation(reference: np.ndarray, moving: np.ndarray, rigid: Alignment,
+                      params: RegistrationParams, rounds: int = 3, gain: float = 0.01) -> Alignment:
+    """``rigid`` refined by the shifts of overlapping patches of the aligned image, estimated
+    again on the refined image for a few ``rounds``; kept if the aligned images' correlation
+    rises by more than ``gain``."""
+    shape = reference.shape
+    size = [int(2 * side / (params.nonrigid_grid + 1)) for side in shape]
+    node_y, node_x = (np.linspace(s / 2, side - 1 - s / 2, params.nonrigid_grid) for s, side in zip(size, shape))
+    best, signs = rigid, (1, -1)  # as for the rigid shift: keep whichever sign fits
+    field = np.zeros((2, len(node_y), len(node_x)))
+    for _ in range(rounds):
+        shifts = _patch_shifts(reference, best.warp_image(moving, shape), node_y, node_x, size, params.max_deformation)
+        candidates = []
+        for sign in signs:
+            candidate = Alignment(rigid.matrix, rigid.rotation_deg, rigid.x_shift, rigid.y_shift, 0.0,
+                                  field + sign * shifts, node_y, node_x)
+            candidate.correlation = _overlap_correlation(reference, candidate.warp_image(moving, shape))
+            candidates.append((candidate.correlation, sign, candidate))
+        correlation, sign, candidate = max(candidates, key=lambda item: item[0])
+        if correlation <= best.correlation:
+            break
+        best, signs, field = candidate, (sign,), candidate.displacement
+    return best if best.correlation > rigid.correlation + gain else rigid
 
 
 def in_reference(cells: SessionCells, alignment: Alignment, shape: tuple[int, int]) -> tuple[np.ndarray, scipy.sparse.csc_matrix]:
@@ -144,8 +226,7 @@ def in_reference(cells: SessionCells, alignment: Alignment, shape: tuple[int, in
         return np.zeros((0, 2)), scipy.sparse.csc_matrix((shape[0] * shape[1], 0))
     pixel, cell = footprints.nonzero()
     weight = np.asarray(footprints[pixel, cell]).ravel()
-    points = np.stack([pixel % width, pixel // width, np.ones(pixel.size)])
-    x, y = alignment.matrix @ points
+    x, y = alignment.apply(pixel % width, pixel // width)
     n = footprints.shape[1]
     total = np.maximum(np.bincount(cell, weight, n), 1e-12)
     centroids = np.stack([np.bincount(cell, weight * x, n) / total, np.bincount(cell, weight * y, n) / total], 1)

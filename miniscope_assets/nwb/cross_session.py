@@ -8,7 +8,8 @@
   (the PlaneSegmentation row id), ``match_probability`` (P(same cell) of the match that joined it;
   NaN for a cell's first appearance) and ``n_sessions`` (sessions the cell was found in);
 - ``SessionAlignment`` (DynamicTable): per session, the rotation and shifts that map its pixels
-  onto the first session's, the aligned images' correlation, and its cell count;
+  onto the first session's, the largest non-rigid displacement after them, the aligned images'
+  correlation, and its cell count;
 - ``AlignedSummaryImages`` (Images): each session's summary image moved into the first
   session's frame (0 outside its field of view).
 """
@@ -19,8 +20,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
 from hdmf.common import DynamicTable, VectorData
 from pynwb.base import Images
 from pynwb.image import GrayscaleImage
@@ -74,6 +73,8 @@ def write_cross_session_nwb(subject, registration: Registration, partitions: dic
         "rotation_degrees": ("rotation about the image centre, degrees", [a.rotation_deg for a in alignments]),
         "x_shift_px": ("column shift after the rotation, px", [a.x_shift for a in alignments]),
         "y_shift_px": ("row shift after the rotation, px", [a.y_shift for a in alignments]),
+        "max_deformation_px": ("largest non-rigid displacement after the rotation and shift, px",
+                               [a.max_deformation for a in alignments]),
         "alignment_correlation": ("correlation of the aligned high-passed summary images over their overlap",
                                   [a.correlation for a in alignments]),
         "n_cells": ("cells registered from the session", [registration.cells_in(n) for n in registration.sessions]),
@@ -82,8 +83,7 @@ def write_cross_session_nwb(subject, registration: Registration, partitions: dic
     images = [
         GrayscaleImage(name=session_ids[name], description=f"summary image of {session_ids[name]} in the first "
                        "session's frame (0 outside its field of view)",
-                       data=cv2.warpAffine(np.asarray(cells[name].image, np.float32), registration.alignments[name].matrix,
-                                           (shape[1], shape[0]), borderValue=0).T)
+                       data=registration.alignments[name].warp_image(cells[name].image, shape, border=0).T)
         for name in registration.sessions
     ]
     module.add(Images(name="AlignedSummaryImages", images=images,

@@ -11,6 +11,7 @@ masks classified ``soma``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -61,8 +62,9 @@ def _previous(state: dict | None, signatures: dict[str, str]) -> tuple[list[str]
     unchanged = all(signatures.get(name) == state["signatures"][name] for name in state["sessions"])
     if not unchanged:
         return order, None
-    alignments = {name: Alignment(np.asarray(a["matrix"]), a["rotation_deg"], a["x_shift"], a["y_shift"],
-                                  a["correlation"]) for name, a in state["alignments"].items()}
+    alignments = {name: Alignment(**{key: np.asarray(value) if isinstance(value, list) else value
+                                     for key, value in a.items()})
+                  for name, a in state["alignments"].items()}
     cells = [{name: (int(roi), float(p)) for name, (roi, p) in cell.items()} for cell in state["cells"]]
     return order, Registration(state["sessions"], alignments, cells)
 
@@ -71,8 +73,8 @@ def _state(registration: Registration, signatures: dict[str, str]) -> dict:
     return {
         "sessions": registration.sessions,
         "signatures": {name: signatures[name] for name in registration.sessions},
-        "alignments": {name: {"matrix": a.matrix.tolist(), "rotation_deg": a.rotation_deg, "x_shift": a.x_shift,
-                              "y_shift": a.y_shift, "correlation": a.correlation}
+        "alignments": {name: {key: value.tolist() if isinstance(value, np.ndarray) else value
+                              for key, value in dataclasses.asdict(a).items()}
                        for name, a in registration.alignments.items()},
         "cells": registration.cells,
     }
@@ -108,6 +110,7 @@ def run(subject: SubjectPartition, options: RunOptions) -> StageReport:
             "tracked_in_at_least_k_sessions": ", ".join(f"{k}: {n}" for k, n in tracked.items()),
             "min_alignment_correlation": round(min(a.correlation for a in registration.alignments.values()), 4),
             "max_rotation_deg": round(max(abs(a.rotation_deg) for a in registration.alignments.values()), 3),
+            "max_deformation_px": round(max(a.max_deformation for a in registration.alignments.values()), 3),
             "ids_kept_from_previous_registration": previous is not None,
             "registered_cells_png": figure,
             "nwb_path": nwb_path,
