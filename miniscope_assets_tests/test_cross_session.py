@@ -85,3 +85,11 @@ def test_a_small_non_rigid_deformation_is_followed():
     assert alignment_error_px(sessions, nonrigid) < 1.0 < alignment_error_px(sessions, rigid)
     assert registration_accuracy(sessions, rigid)[1] < 0.95
     assert nonrigid.alignments["session-1"].max_deformation > 1.0
+
+
+def test_the_same_session_twice_matches_every_cell_with_itself():
+    (session,) = simulate_sessions(1, n_cells=200, seed=5)
+    twin = SessionCells("twin", session.cells.image.copy(), session.cells.footprints.copy(), session.cells.roi_ids)
+    registration = register_sessions([session.cells, twin])
+    assert all(cell["session-0"][0] == cell["twin"][0] for cell in registration.cells)
+    assert registration.tracked_in_at_least(2) == len(registration.cells) == len(session.cells.roi_ids)

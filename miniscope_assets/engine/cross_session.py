@@ -285,16 +285,13 @@ class SameCellModel:
             responsibility = self.probability(distance, correlation)
             self._maximise(distance, correlation, responsibility)
 
-    def _likelihoods(self, distance, correlation):
-        same = (distance / self.sigma**2) * np.exp(-(distance**2) / (2 * self.sigma**2))
-        same *= _beta_pdf(correlation, *self.same_beta)
-        other = (2 * distance / self.radius**2) * _beta_pdf(correlation, *self.other_beta)
-        return same, other
-
     def probability(self, distance: np.ndarray, correlation: np.ndarray) -> np.ndarray:
-        same, other = self._likelihoods(distance, correlation)
-        numerator = self.weight * same
-        return numerator / np.maximum(numerator + (1 - self.weight) * other, 1e-300)
+        """Posterior of "same cell". The densities share their factor of distance (Rayleigh
+        ``d/s^2 exp(-d^2/2s^2)`` against ``2d/R^2``), so it cancels: a pair at distance 0 is fine."""
+        log_odds = (np.log(self.weight / (1 - self.weight)) + np.log(self.radius**2 / (2 * self.sigma**2))
+                    - distance**2 / (2 * self.sigma**2)
+                    + _log_beta_pdf(correlation, *self.same_beta) - _log_beta_pdf(correlation, *self.other_beta))
+        return scipy.special.expit(log_odds)
 
     def _maximise(self, distance, correlation, responsibility):
         total = responsibility.sum()
@@ -313,8 +310,8 @@ def _beta_moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float
     return max(mean * common, 1e-3), max((1 - mean) * common, 1e-3)
 
 
-def _beta_pdf(x, a, b):
-    return np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - scipy.special.betaln(a, b))
+def _log_beta_pdf(x, a, b):
+    return (a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - scipy.special.betaln(a, b)
 
 
 def register_sessions(

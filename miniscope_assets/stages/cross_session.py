@@ -40,12 +40,12 @@ def _signature(partition: Partition) -> str:
     return f"{partition.recording_key}#{current_curation(partition)['curation_hash']}"
 
 
-def _cells(partition: Partition) -> tuple[SessionCells, object]:
+def _cells(partition: Partition) -> SessionCells:
+    """The session's cells (soma masks) from its latest curated result, with its summary image."""
     result = load_curated_result(partition)
     keep = np.flatnonzero(np.asarray(result.mask_types) == CELL_TYPE)
-    cells = SessionCells(partition.recording_key, result.summary.display_image(),
-                         result.footprints.tocsc()[:, keep], np.asarray(result.mask_ids)[keep])
-    return cells, result
+    return SessionCells(partition.recording_key, result.summary.display_image(),
+                        result.footprints.tocsc()[:, keep], np.asarray(result.mask_ids)[keep])
 
 
 def _load_state(subject: SubjectPartition) -> dict | None:
@@ -92,12 +92,12 @@ def run(subject: SubjectPartition, options: RunOptions) -> StageReport:
     order += sorted((k for k in partitions if k not in order), key=lambda k: (starts[k], k))
     loaded = {key: _cells(partitions[key]) for key in order}
     options.progress("registration", 0.1)
-    registration = register_sessions([loaded[key][0] for key in order], previous=previous)
+    registration = register_sessions([loaded[key] for key in order], previous=previous)
     options.progress("registration", 0.8)
     nwb_path = write_cross_session_nwb(subject, registration, {k: partitions[k] for k in order},
-                                       {k: loaded[k][0] for k in order})
+                                       loaded)
     write_text_atomic(subject.files.state, json.dumps(_state(registration, signatures), indent=1))
-    figure = _figure(subject, registration, {k: loaded[k][0] for k in order})
+    figure = _figure(subject, registration, loaded)
     tracked = {k: registration.tracked_in_at_least(k) for k in range(1, len(order) + 1)}
     return StageReport(
         metadata={
