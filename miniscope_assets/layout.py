@@ -69,6 +69,9 @@ class RecordingIdentity:
     def _nwb(self, session_id: str) -> Path:
         return nwb_file(self.subject, session_id)
 
+    def describe(self) -> str:
+        return f"subject {self.subject}, session {self.session}, device {self.device}"
+
 
 def nwb_file(subject: str, session_id: str) -> Path:
     """An NWB file relative to the output root, named as ``dandi organize`` names it."""
@@ -96,9 +99,6 @@ class SubjectFiles:
     @property
     def figure(self) -> Path:
         return self.work_dir / "figures" / "registered_cells.png"
-
-    def describe(self) -> str:
-        return f"subject {self.subject}, session {self.session}, device {self.device}"
 
 
 @dataclass(frozen=True)
