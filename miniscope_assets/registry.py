@@ -146,6 +146,11 @@ class RecordingRegistry:
     def identity(self, key: str) -> RecordingIdentity:
         return RecordingIdentity(**self.entry(key)["identity"])
 
+    def identities(self) -> dict[str, RecordingIdentity]:
+        """Identity of every live key (one read of the registry)."""
+        return {key: RecordingIdentity(**entry["identity"]) for key, entry in self._read().items()
+                if not entry.get("retired")}
+
 
 def _check_owner(entries: dict, recording_dir: str, identity: RecordingIdentity, outputs: set[str]) -> None:
     for entry in entries.values():

@@ -164,8 +164,8 @@ def _plan_registrations(workspace: Workspace, paramsets, versions: Versions, pla
     requested again whenever one of them finishes anew (its final stage's stamp changes)."""
     pending = {key for key, _ in plan.raw_runs} | {(key, name) for key, name, _ in plan.processing_runs}
     by_subject: dict[str, list[str]] = {}
-    for key in plan.live_recordings:
-        by_subject.setdefault(workspace.registry.identity(key).subject, []).append(key)
+    for key, identity in sorted(workspace.registry.identities().items()):
+        by_subject.setdefault(identity.subject, []).append(key)
     for subject, keys in sorted(by_subject.items()):
         for paramset in paramsets:
             done = [(key, versions.finished(key, paramset.name)) for key in keys

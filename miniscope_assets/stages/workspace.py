@@ -224,9 +224,9 @@ class SubjectPartition:
 
     def sessions(self) -> list[Partition]:
         """The subject's live recordings processed with the paramset (processed NWB file written)."""
-        registry = self.workspace.registry
-        partitions = [self.workspace.partition(key, self.paramset.name) for key in sorted(registry.live())
-                      if registry.identity(key).subject == self.subject]
+        partitions = [self.workspace.partition(key, self.paramset.name)
+                      for key, identity in sorted(self.workspace.registry.identities().items())
+                      if identity.subject == self.subject]
         return [p for p in partitions if p.files.curation_log.is_file() and p.nwb_path().is_file()]
 
     def nwb_path(self) -> Path:
