@@ -55,20 +55,18 @@ class _Decoder:
             self.container = av.open(str(path))
         except (av.FFmpegError, UnicodeDecodeError) as error:
             raise MiniscopeInputError(path, f"cannot be opened as a video (unreadable or not an AVI: {error})") from None
-        if not self.container.streams.video:
-            self.container.close()
-            raise MiniscopeInputError(path, "holds no video stream")
-        self.stream = self.container.streams.video[0]
-        context = self.stream.codec_context
-        if context.pix_fmt is None or context.width <= 0 or context.height <= 0:
-            self.container.close()
-            raise MiniscopeInputError(path, f"video stream has no usable frame size or pixel format ({context.name})")
-        self.pixel_format = context.pix_fmt
         try:
+            if not self.container.streams.video:
+                raise MiniscopeInputError(path, "holds no video stream")
+            self.stream = self.container.streams.video[0]
+            context = self.stream.codec_context
+            if context.pix_fmt is None or context.width <= 0 or context.height <= 0:
+                raise MiniscopeInputError(path, f"video stream has no usable frame size or pixel format ({context.name})")
             self.to_grey = _grey_converter(path, av.VideoFormat(context.pix_fmt))
         except MiniscopeInputError:
             self.container.close()
             raise
+        self.pixel_format = context.pix_fmt
         self.nframes = int(self.stream.frames) or self._count_packets()
         self.fourcc = (context.codec_tag or "").strip("\x00 ") or "raw"
         self.fps = float(self.stream.average_rate or 0.0)

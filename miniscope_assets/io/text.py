@@ -64,11 +64,13 @@ def finite_number(path: Path, field: str, value, low: float | None = None, high:
         raise MiniscopeInputError(path, f"'{field}' should be a number, got {value!r}") from None
     if not math.isfinite(number):
         raise MiniscopeInputError(path, f"'{field}' should be a finite number, got {value!r}")
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise MiniscopeInputError(path, f"'{field}' is {value!r}, outside the range {low:g} to {high:g}"
-                                  if low is not None and high is not None else
-                                  f"'{field}' is {value!r}, should be {'at least' if low is not None else 'at most'} "
-                                  f"{low if low is not None else high:g}")
+    too_low, too_high = low is not None and number < low, high is not None and number > high
+    if (too_low or too_high) and low is not None and high is not None:
+        raise MiniscopeInputError(path, f"'{field}' is {value!r}, outside the range {low:g} to {high:g}")
+    if too_low:
+        raise MiniscopeInputError(path, f"'{field}' is {value!r}, should be at least {low:g}")
+    if too_high:
+        raise MiniscopeInputError(path, f"'{field}' is {value!r}, should be at most {high:g}")
     if integer:
         if not number.is_integer():
             raise MiniscopeInputError(path, f"'{field}' should be a whole number, got {value!r}")

@@ -76,7 +76,7 @@ def update_stage(nwb_path: str | Path, replaced: list[ContainerPath], add: Calla
             with new_hdf5(nwb_path, in_memory) as target, NWBHDF5IO(**target, mode="w") as writer:
                 writer.export(src_io=reader, nwbfile=nwbfile)
             return removed
-    with copied_hdf5(nwb_path, in_memory) as target, NWBHDF5IO(**target, mode="a") as io:
+    with new_hdf5(nwb_path, in_memory, copy_of=nwb_path) as target, NWBHDF5IO(**target, mode="a") as io:
         nwbfile = io.read()
         add(nwbfile)
         io.write(nwbfile)
@@ -84,25 +84,15 @@ def update_stage(nwb_path: str | Path, replaced: list[ContainerPath], add: Calla
 
 
 @contextlib.contextmanager
-def new_hdf5(final_path: Path, in_memory: bool = True) -> Iterator[dict]:
-    """NWBHDF5IO arguments for a new file replacing ``final_path`` atomically, built in memory
-    (a full disk is then a clean error) or, for files too large for that, on disk."""
+def new_hdf5(final_path: Path, in_memory: bool = True, copy_of: Path | None = None) -> Iterator[dict]:
+    """NWBHDF5IO arguments for a file (empty, or a copy of ``copy_of``) that replaces
+    ``final_path`` atomically when done: built in memory (a full disk is then a clean error) or,
+    for files too large for that, on disk."""
     if in_memory:
-        with atomic_hdf5(final_path) as handle:
+        with atomic_hdf5(final_path, copy_of=copy_of) as handle:
             yield {"file": handle}
     else:
         with atomic_path(final_path) as temporary:
+            if copy_of is not None:
+                shutil.copyfile(copy_of, temporary)
             yield {"path": str(temporary)}
-
-
-@contextlib.contextmanager
-def copied_hdf5(path: Path, in_memory: bool) -> Iterator[dict]:
-    """NWBHDF5IO arguments for a copy of ``path`` that replaces it atomically when done."""
-    if in_memory:
-        with atomic_hdf5(path, copy_of=path) as handle:
-            yield {"file": handle}
-    else:
-        with atomic_path(path) as temporary:
-            shutil.copyfile(path, temporary)
-            yield {"path": str(temporary)}
-

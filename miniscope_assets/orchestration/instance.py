@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance
 
 from miniscope_assets.orchestration.partitions import partition_key
@@ -31,21 +33,27 @@ def _metadata_value(materialization, name: str):
 
 
 def instance_versions(instance: DagsterInstance) -> Versions:
-    """Versions read from ``instance`` (see miniscope_assets.stages.discovery)."""
+    """Versions read from ``instance`` (see miniscope_assets.stages.discovery); the final stage's
+    record of a partition is read once however many questions are asked of it."""
 
     def raw(key: str) -> str | None:
         materialization = latest_materialization(instance, "recording_info", key)
         return None if materialization is None else (materialization.tags or {}).get(DATA_VERSION_TAG)
 
+    @functools.lru_cache(maxsize=None)
+    def final(key: str, paramset: str):
+        return _latest_record(instance, FINAL_STAGE, str(partition_key(key, paramset)))
+
     def processed(key: str, paramset: str) -> tuple[str | None, str | None]:
-        materialization = latest_materialization(instance, FINAL_STAGE, str(partition_key(key, paramset)))
-        if materialization is None:
+        record = final(key, paramset)
+        if record is None:
             return None, None
+        materialization = record.asset_materialization
         return (_metadata_value(materialization, "recording_fingerprint"),
                 _metadata_value(materialization, "param_hash"))
 
     def finished(key: str, paramset: str) -> str | None:
-        record = _latest_record(instance, FINAL_STAGE, str(partition_key(key, paramset)))
+        record = final(key, paramset)
         return None if record is None else str(record.storage_id)
 
     return Versions(raw=raw, processed=processed, finished=finished)
