@@ -110,6 +110,12 @@ class Registration:
     sessions: list[str]
     alignments: dict[str, Alignment]
     cells: list[dict[str, tuple[int, float]]] = field(default_factory=list)
+    footprints: dict[str, scipy.sparse.csc_matrix] = field(default_factory=dict)  # in the reference frame, unit norm
+
+    def global_ids(self, session: str, roi_ids: np.ndarray) -> np.ndarray:
+        """The subject-level cell id of each of ``session``'s ROIs."""
+        by_roi = {cell[session][0]: number for number, cell in enumerate(self.cells) if session in cell}
+        return np.array([by_roi[int(roi)] for roi in roi_ids], dtype=np.int64)
 
     def cells_in(self, session: str) -> int:
         return sum(session in cell for cell in self.cells)
@@ -218,7 +224,7 @@ def _with_deformation(reference: np.ndarray, moving: np.ndarray, rigid: Alignmen
     return best if best.correlation > rigid.correlation + gain else rigid
 
 
-def in_reference(cells: SessionCells, alignment: Alignment, shape: tuple[int, int]) -> tuple[np.ndarray, scipy.sparse.csc_matrix]:
+def _in_reference(cells: SessionCells, alignment: Alignment, shape: tuple[int, int]) -> tuple[np.ndarray, scipy.sparse.csc_matrix]:
     """Centroids (n, 2: x, y) and footprints (pixels, n) of a session's cells in the reference frame."""
     height, width = cells.image.shape
     footprints = scipy.sparse.csc_matrix(cells.footprints, dtype=np.float64)
@@ -334,7 +340,7 @@ def register_sessions(
         if session.name not in alignments:
             alignments[session.name] = (Alignment.identity() if session is reference
                                         else align(reference.image, session.image, params))
-    placed = {s.name: _Placed(*in_reference(s, alignments[s.name], shape), np.asarray(s.roi_ids)) for s in sessions}
+    placed = {s.name: _Placed(*_in_reference(s, alignments[s.name], shape), np.asarray(s.roi_ids)) for s in sessions}
     radius = params.max_distance or 1.2 * cell_diameter(reference.footprints)
     pairs = {(a.name, b.name): _pairs(placed[a.name], placed[b.name], radius)
              for n, a in enumerate(sessions) for b in sessions[n + 1:]}
@@ -345,19 +351,19 @@ def register_sessions(
         if session.name in kept:
             continue
         _assign(session, sessions[:n], cells, pairs, model, placed, params)
-    return Registration([s.name for s in sessions], {s.name: alignments[s.name] for s in sessions}, cells)
+    return Registration([s.name for s in sessions], {s.name: alignments[s.name] for s in sessions}, cells,
+                        {s.name: placed[s.name].footprints for s in sessions})
 
 
 def _assign(session, earlier, cells, pairs, model, placed, params) -> None:
     """Join ``session``'s cells to known cells (one to one, best evidence) or start new ones."""
     position = {int(roi): k for k, roi in enumerate(placed[session.name].roi_ids)}
-    index_of = {name: {int(roi): k for k, roi in enumerate(placed[name].roi_ids)} for name in placed}
     score = np.zeros((len(cells), len(position)))
     for other in earlier:
         i, j, distance, correlation = pairs[(other.name, session.name)]
         probability = model.probability(distance, correlation)
-        owner = {index_of[other.name][roi]: c for c, cell in enumerate(cells)
-                 for name, (roi, _) in cell.items() if name == other.name}
+        index = {int(roi): k for k, roi in enumerate(placed[other.name].roi_ids)}
+        owner = {index[cell[other.name][0]]: c for c, cell in enumerate(cells) if other.name in cell}
         for a, b, p in zip(i, j, probability):
             if a in owner:
                 score[owner[a], b] = max(score[owner[a], b], p)

@@ -17,13 +17,7 @@ import json
 import numpy as np
 import scipy.sparse
 
-from miniscope_assets.engine.cross_session import (
-    Alignment,
-    Registration,
-    SessionCells,
-    in_reference,
-    register_sessions,
-)
+from miniscope_assets.engine.cross_session import Alignment, Registration, SessionCells, register_sessions
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.atomic import write_text_atomic
 from miniscope_assets.nwb.cross_session import write_cross_session_nwb
@@ -122,10 +116,6 @@ def run(subject: SubjectPartition, options: RunOptions) -> StageReport:
 def _figure(subject: SubjectPartition, registration: Registration, cells: dict[str, SessionCells]):
     """Every session's cells, moved into the first session's frame, outlined in their cell's colour."""
     reference = cells[registration.sessions[0]]
-    columns, ids = [], []
-    global_id = {(name, roi): k for k, cell in enumerate(registration.cells) for name, (roi, _) in cell.items()}
-    for name in registration.sessions:
-        _, footprints = in_reference(cells[name], registration.alignments[name], reference.image.shape)
-        columns.append(footprints)
-        ids += [global_id[(name, int(roi))] for roi in cells[name].roi_ids]
-    return figures.masks_on_image(subject.files.figure, reference.image, scipy.sparse.hstack(columns), np.asarray(ids))
+    footprints = scipy.sparse.hstack([registration.footprints[name] for name in registration.sessions])
+    ids = np.concatenate([registration.global_ids(name, cells[name].roi_ids) for name in registration.sessions])
+    return figures.masks_on_image(subject.files.figure, reference.image, footprints, ids)
