@@ -1,4 +1,4 @@
-"""Command line: `miniscope-assets demo | run | curate | catalog | paramsets | cells`.
+"""Command line: `miniscope-assets demo | run | curate | catalog | paramsets | cells | ui`.
 
 Runs go through the Dagster job in-process against the local instance in $DAGSTER_HOME
 (default ./miniscope_work/dagster_home, SQLite), so they show up in `dagster dev` too.
@@ -14,25 +14,19 @@ from pathlib import Path
 from miniscope_assets import settings as settings_module
 from miniscope_assets.errors import MiniscopeError, MiniscopeInputError, ParameterError
 
-DAGSTER_YAML = """\
-# Written by miniscope-assets. Local SQLite storage (the default) under this folder.
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1   # one processing step at a time on a workstation
-  runs:
-    max_concurrent_runs: 2
-"""
+SHIPPED_DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO", "show_errors": False}}}}
 
 
 def prepare_instance(current: settings_module.Settings):
-    """The Dagster instance in DAGSTER_HOME, created with a dagster.yaml on first use."""
+    """The Dagster instance in DAGSTER_HOME, given the shipped dagster.yaml on first use."""
+    from miniscope_assets.io.atomic import translated_write_errors, write_text_atomic
+
     home = current.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
+    with translated_write_errors(home):
+        home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        write_text_atomic(home / "dagster.yaml", SHIPPED_DAGSTER_YAML.read_text())
     os.environ["DAGSTER_HOME"] = str(home)
     from dagster import DagsterInstance
 
@@ -159,7 +153,26 @@ def command_demo(args, current) -> None:
     for path in run_recordings(current, recording, None, force=args.force):
         print(f"NWB file: {path}")
     print_catalog(current)
-    print(f"\nOpen the UI with: DAGSTER_HOME={current.dagster_home} dagster dev -w workspace.yaml")
+    print(f"\nOpen the UI with: {ui_command(current)}")
+
+
+def ui_command(current: settings_module.Settings) -> str:
+    """A shell command, valid from any folder, that opens the UI on these settings."""
+    import shlex
+
+    script = Path(sys.executable).with_name("miniscope-assets")
+    return shlex.join(["env", *(f"{name}={value}" for name, value in settings_module.to_env(current).items()),
+                       str(script), "ui"])
+
+
+def command_ui(args, current) -> None:
+    """`dagster dev` on this instance and these settings (the sensor and the UI)."""
+    prepare_instance(current)
+    environment = {**os.environ, **settings_module.to_env(current)}
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-m", "miniscope_assets.orchestration.definitions", *args.dagster_args]
+    print(f"starting: {' '.join(command)} (DAGSTER_HOME={current.dagster_home})", file=sys.stderr)
+    os.execve(command[0], command, environment)
 
 
 def command_run(args, current) -> None:
@@ -254,11 +267,18 @@ def parser() -> argparse.ArgumentParser:
     catalog.set_defaults(handler=command_catalog)
     paramsets = commands.add_parser("paramsets", help="list, validate and hash the paramsets")
     paramsets.set_defaults(handler=command_paramsets)
+    ui = commands.add_parser("ui", help="open the Dagster UI and daemon (dagster dev) on these settings; "
+                                        "other options (e.g. --port 3001) go to dagster dev")
+    ui.set_defaults(handler=command_ui)
     return root
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    commands = parser()
+    args, unknown = commands.parse_known_args(argv)
+    if unknown and args.handler is not command_ui:
+        commands.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.dagster_args = unknown
     try:
         args.handler(args, settings_module.from_env())
     except (MiniscopeError, ParameterError) as error:

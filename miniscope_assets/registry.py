@@ -1,9 +1,10 @@
 """Recording partition keys and output ownership.
 
 Dagster partition keys must stay within ``[A-Za-z0-9_.-]``; recording folders are paths
-relative to the data root. ``mouse1/2024_05_17/10_30_00/Miniscope`` becomes
-``mouse1--2024_05_17--10_30_00--Miniscope``; a key that is taken, or longer than
-``MAX_KEY_LENGTH``, ends in a hash of the folder. The registry (one JSON file, locked while
+relative to the data root. A recording's key is its identity, subject.device.session (e.g.
+``mouse1.Miniscope.20240517T103000``): short, and with the part that tells a subject's sessions
+apart at the end, where the UI's middle truncation keeps it. A key that is taken (by a retired
+recording), or longer than ``MAX_KEY_LENGTH``, ends in a hash of the folder. The registry (one JSON file, locked while
 changed) maps keys back to folders and records, for each live recording, its identity and the
 output files it owns. A folder whose identity or outputs are already owned by another live
 recording is refused with an error naming both folders. A recording whose folder is gone is
@@ -30,11 +31,10 @@ MAX_KEY_LENGTH = 96
 FORMAT = 2
 
 
-def sanitize_key(recording_dir: str) -> str:
-    """A readable partition key for a relative folder path (not yet made unique)."""
-    parts = [p for p in Path(recording_dir).as_posix().split("/") if p and p != "."]
-    key = "--".join(_UNSAFE.sub("_", part) for part in parts).strip(".")
-    return key or "root"
+def readable_key(identity: RecordingIdentity) -> str:
+    """The partition key of a recording with ``identity`` (not yet made unique)."""
+    parts = (identity.subject, identity.device, identity.session)
+    return ".".join(_UNSAFE.sub("_", part).strip(".") or "unknown" for part in parts)
 
 
 def _hashed(key: str, folder: str) -> str:
@@ -92,7 +92,7 @@ class RecordingRegistry:
             _check_owner(entries, recording_dir, identity, set(outputs))
             key = next((k for k, e in entries.items() if e["folder"] == recording_dir), None)
             if key is None:
-                key = sanitize_key(recording_dir)
+                key = readable_key(identity)
                 if key in entries or len(key) > MAX_KEY_LENGTH:
                     key = _hashed(key, recording_dir)
             previous = entries.get(key, {})

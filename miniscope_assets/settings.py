@@ -41,6 +41,19 @@ def from_env(environ: dict | None = None) -> Settings:
     )
 
 
+def to_env(current: Settings) -> dict[str, str]:
+    """The environment variables that give ``current`` back from any working folder."""
+    variables = {
+        "DAGSTER_HOME": current.dagster_home,
+        "MINISCOPE_DATA_ROOT": current.data_root,
+        "MINISCOPE_OUTPUT_ROOT": current.output_root,
+        "MINISCOPE_WORK_ROOT": current.work_root,
+    }
+    if current.paramsets_file.is_file():
+        variables["MINISCOPE_PARAMSETS"] = current.paramsets_file
+    return {name: str(path) for name, path in variables.items()}
+
+
 def seconds_from_env(name: str, default: float, low: float) -> float:
     """A duration in seconds from environment variable ``name`` (``default`` when unset)."""
     return finite_number(Path(f"${name}"), name, os.environ.get(name, default), low=low)

@@ -124,3 +124,14 @@ def tmpfs(mount: Path, options: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def service_or_skip(name: str, available: bool, how: str) -> None:
+    """Skip a test whose server (PostgreSQL, Slurm) is not running; fail instead where
+    MINISCOPE_REQUIRE_SERVICES=1 (set by .ci/run, which starts them)."""
+    if available:
+        return
+    message = f"needs a running {name}: {how}"
+    if os.environ.get("MINISCOPE_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -7,6 +7,7 @@ from dagster import DagsterInstance, materialize
 from miniscope_assets.orchestration.assets import STAGE_ASSETS, cross_session_registration, raw_recording
 from miniscope_assets.orchestration.partitions import PARAMSET, RECORDING, partition_key
 from miniscope_assets.orchestration.resources import MiniscopeStorage
+from miniscope_assets.orchestration.slurm import Compute
 from miniscope_assets.stages.table import STAGES
 from miniscope_assets.stages.workspace import Workspace
 
@@ -36,7 +37,7 @@ def register(workspace: Workspace, recording_dir: str, instance: DagsterInstance
 def materialize_stages(workspace, partition, stages, instance, run_config=None):
     result = materialize(
         ALL_ASSETS, selection=list(stages), partition_key=partition, instance=instance,
-        resources={"storage": storage_for(workspace)}, run_config=run_config,
+        resources={"storage": storage_for(workspace), "compute": Compute()}, run_config=run_config,
     )
     assert result.success
     return result

@@ -65,7 +65,7 @@ def test_run_curate_and_catalog(work_folder, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["recording", "paramset", "frames", "fps"]
     row = table[2].split()
-    assert row[:4] == ["mouse-7--s1--Miniscope", "default", "300", "20"] and row[5] == "0"  # curation 0
+    assert row[:4] == ["mouse-7.Miniscope.20240517T103000", "default", "300", "20"] and row[5] == "0"  # curation 0
     masks = int(row[7])
     main(["curate", "mouse-7/s1/Miniscope", "--paramset", "default", "--reject", "0", "--note", "not a cell"])
     capsys.readouterr()
@@ -132,13 +132,15 @@ def test_misspelt_paramsets_variable_is_an_error(work_folder, monkeypatch):
     assert str(exit_info.value.code) == (f"error: {work_folder / 'data' / 'paramset.yml'}: named by "
                                          "MINISCOPE_PARAMSETS but is not a file")
 
-def _materialized(work_folder: Path, asset: str, partition: str) -> dict:
+def _materialized(work_folder: Path, asset: str, paramset: str) -> dict:
+    """The metadata of ``asset`` for the only recording x ``paramset``."""
     from dagster import DagsterInstance
 
     from miniscope_assets.orchestration.instance import latest_materialization
 
     with DagsterInstance.from_config(str(work_folder / "dagster_home")) as instance:
-        event = latest_materialization(instance, asset, partition)
+        (recording,) = instance.get_dynamic_partitions("recording")
+        event = latest_materialization(instance, asset, f"{paramset}|{recording}")
     return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
 
 
@@ -165,8 +167,8 @@ def test_a_recording_without_cells_gives_valid_empty_outputs(work_folder, nframe
         assert len(ophys["ImageSegmentation"]["PlaneSegmentation"]) == 0
         assert ophys["Fluorescence"]["RoiResponseSeries"].data.shape == (nframes, 0)
     assert inspect_nwb(nwb_path).passed, inspect_nwb(nwb_path).description
-    assert _materialized(work_folder, "segmentation", "default|rec")["n_masks"] == 0
-    assert _materialized(work_folder, "fluorescence", "default|rec")["n_traces"] == 0
+    assert _materialized(work_folder, "segmentation", "default")["n_masks"] == 0
+    assert _materialized(work_folder, "fluorescence", "default")["n_traces"] == 0
 
 
 def test_curation_that_accepts_nothing_gives_empty_outputs_and_a_bad_request_leaves_no_file(work_folder, capsys):
@@ -175,7 +177,8 @@ def test_curation_that_accepts_nothing_gives_empty_outputs_and_a_bad_request_lea
     frames = simulated_frames(Simulation(SimulationConfig(height=64, width=64, nframes=300, n_neurons=6, seed=2)))
     write_v4_recording(work_folder / "data" / "rec", frames, frames_per_file=100)
     main(["run", "rec"])
-    curation = work_folder / "processing" / "rec" / "default" / "curation.yaml"
+    key = "unknown.Miniscope.20240517T103000"  # subject.device.session of a top-level folder
+    curation = work_folder / "processing" / key / "default" / "curation.yaml"
     with pytest.raises(SystemExit) as exit_info:
         main(["curate", "rec", "--paramset", "default", "--reject", "999"])
     assert "unknown mask id(s) [999]" in str(exit_info.value.code) and not curation.exists()
@@ -184,7 +187,7 @@ def test_curation_that_accepts_nothing_gives_empty_outputs_and_a_bad_request_lea
     (nwb_path,) = (work_folder / "nwb").rglob("*-default_ophys.nwb")
     with NWBHDF5IO(str(nwb_path), "r") as io:
         assert len(io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]) == 0
-    assert _materialized(work_folder, "curation", "default|rec")["n_masks_after"] == 0
+    assert _materialized(work_folder, "curation", "default")["n_masks_after"] == 0
 
 
 def test_a_full_output_disk_is_one_error_line_and_a_failed_run(work_folder, tmp_path):
@@ -232,7 +235,7 @@ def test_run_registers_a_subjects_sessions_and_cells_prints_them(work_folder, ca
     assert "sub-mouse-7_ses-cross-session-default_ophys.nwb" in capsys.readouterr().out
     main(["cells", "mouse-7"])
     out = capsys.readouterr().out
-    assert out.startswith("subject mouse-7, paramset default: ") and "mouse--day1" in out and "mouse--day2" in out
+    assert out.startswith("subject mouse-7, paramset default: ") and "mouse-7.Miniscope.day1" in out and "mouse-7.Miniscope.day2" in out
     with pytest.raises(SystemExit) as exit_info:
         main(["cells", "mouse-8"])
     assert "subject 'mouse-8' x paramset 'default' is not registered yet" in str(exit_info.value.code)

@@ -12,6 +12,7 @@ from miniscope_assets.stages.discovery import Versions, plan_runs, quiet_period_
 from miniscope_assets_tests.conftest import movie
 
 NOTHING = Versions(raw=lambda key: None, processed=lambda key, paramset: (None, None))
+KEY = "unknown.Miniscope.20240517T103000"  # a top-level folder: no subject; the start time from metaData.json
 
 
 def test_a_folder_runs_only_after_the_quiet_period(workspace, data_root):
@@ -28,7 +29,7 @@ def test_a_folder_runs_only_after_the_quiet_period(workspace, data_root):
     plan = plan_runs(workspace, plan.cursor, NOTHING, now=1500.0, quiet_period=300)
     assert plan.waiting == ["rec: new or changed"]
     plan = plan_runs(workspace, plan.cursor, NOTHING, now=1800.0, quiet_period=300)
-    assert [key for key, _ in plan.raw_runs] == ["rec"] and plan.observations[0][0] == "rec"
+    assert [key for key, _ in plan.raw_runs] == [KEY] and plan.observations[0][0] == KEY
 
 
 def test_runs_follow_the_data_versions(workspace, data_root):
@@ -38,7 +39,7 @@ def test_runs_follow_the_data_versions(workspace, data_root):
     fingerprint = plan.observations[0][1]
     ingested = Versions(raw=lambda key: fingerprint, processed=lambda key, paramset: (None, None))
     plan = plan_runs(workspace, plan.cursor, ingested, now=2.0, quiet_period=0)
-    assert plan.raw_runs == [] and [(k, p) for k, p, _ in plan.processing_runs] == [("rec", "default")]
+    assert plan.raw_runs == [] and [(k, p) for k, p, _ in plan.processing_runs] == [(KEY, "default")]
     param_hash = workspace.paramset("default").param_hash
     done = Versions(raw=lambda key: fingerprint, processed=lambda key, paramset: (fingerprint, param_hash))
     plan = plan_runs(workspace, plan.cursor, done, now=3.0, quiet_period=0)

@@ -52,6 +52,11 @@ def test_same_params_under_two_names_is_an_error_naming_both(tmp_path):
     ({"name": "x", "method": "builtin", "task_mode": "later"}, "task_mode 'later'"),
     ({"name": "x", "method": "builtin", "paramz": {}}, "unknown field"),
     ({"name": "x", "method": "builtin", "params": [1]}, "params should be a mapping"),
+    ({"name": "x", "method": "builtin", "job_resources": {"gpus": 1}}, r"job_resources has unknown field\(s\) gpus"),
+    ({"name": "x", "method": "builtin", "job_resources": {"memory": "lots"}}, "job_resources.memory should be a size"),
+    ({"name": "x", "method": "builtin", "job_resources": {"cpus": 0}}, "job_resources.cpus should be a whole number"),
+    ({"name": "x", "method": "builtin", "job_resources": {"time": 14400}}, "job_resources.time should be quoted"),
+    ({"name": "x", "method": "builtin", "job_resources": {"partition": "a b"}}, "job_resources.partition"),
 ])
 def test_bad_entries(tmp_path, entry, message):
     path = write(tmp_path / "p.yaml", [entry])
@@ -78,3 +83,17 @@ def test_not_a_paramset_file(tmp_path):
     (tmp_path / "p.yaml").write_text("- just a list\n")
     with pytest.raises(MiniscopeInputError, match="top-level 'paramsets:' list"):
         load_paramsets(tmp_path / "p.yaml")
+
+
+def test_job_resources_are_read_as_sbatch_text_and_stay_out_of_the_hash(tmp_path):
+    """An unquoted 12:00:00 is a YAML number (43200); quoted, it is what sbatch --time takes."""
+    path = tmp_path / "p.yaml"
+    path.write_text("paramsets:\n  - {name: big, method: builtin, job_resources: {cpus: 16, memory: 48G, "
+                    "time: '08:00:00', partition: gpu-a}}\n  - {name: small, method: builtin, params: {min_pnr: 9}}\n")
+    big, small = load_paramsets(path)
+    assert big.job_resources == {"cpus": "16", "memory": "48G", "time": "08:00:00", "partition": "gpu-a"}
+    assert small.job_resources == {}
+    assert big.param_hash == paramset_hash("builtin", {})
+    path.write_text("paramsets:\n  - {name: big, method: builtin, job_resources: {time: 12:00:00}}\n")
+    with pytest.raises(MiniscopeInputError, match="job_resources.time should be quoted text such as '04:00:00', got 43200"):
+        load_paramsets(path)

@@ -13,6 +13,7 @@ from miniscope_assets.caiman_backend import CaimanNotInstalledError
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.miniscope_writer import write_v3_recording
 from miniscope_assets.orchestration.partitions import partition_key
+from miniscope_assets.orchestration.slurm import Compute
 from miniscope_assets.stages import processing as processing_stage
 from miniscope_assets_tests import caiman_fixtures as fx
 from miniscope_assets_tests.conftest import movie
@@ -67,7 +68,7 @@ def test_caiman_trigger_without_caiman_says_how_to_install(workspace, tiny_recor
     key = workspace.registry.key_for(tiny_recording)
     with pytest.raises(CaimanNotInstalledError) as caught:
         materialize(ALL_ASSETS, partition_key=partition_key(key, "cnmfe"), instance=instance,
-                    resources={"storage": storage_for(workspace)}, selection=["processing"])
+                    resources={"storage": storage_for(workspace), "compute": Compute()}, selection=["processing"])
     message = str(caught.value)
     assert "conda-forge" in message and "builtin" in message and "PyPI" in message
 

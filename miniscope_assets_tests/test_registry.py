@@ -8,12 +8,14 @@ import pytest
 
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.layout import RecordingIdentity
-from miniscope_assets.registry import MAX_KEY_LENGTH, RecordingRegistry, sanitize_key
+from miniscope_assets.registry import MAX_KEY_LENGTH, RecordingRegistry, readable_key
 
 
 def test_keys_are_safe_and_readable():
-    assert sanitize_key("mouse 1/2024_05_17/10:30:00/Miniscope") == "mouse_1--2024_05_17--10_30_00--Miniscope"
-    assert re.fullmatch(r"[A-Za-z0-9_.-]+", sanitize_key("a|b,c/ü"))
+    """subject.device.session: the session, which tells a subject's recordings apart, comes last."""
+    key = readable_key(RecordingIdentity(subject="mouse 1", session="20240517T103000", device="Miniscope"))
+    assert key == "mouse-1.Miniscope.20240517T103000"
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", readable_key(RecordingIdentity("a|b,c/ü", ".", "x")))
 
 
 def identity(session: str) -> RecordingIdentity:
@@ -27,7 +29,7 @@ def register(registry, folder, session):
 def test_registry_is_unique_and_reversible(tmp_path):
     registry = RecordingRegistry(tmp_path / "recordings.json")
     first = register(registry, "mouse 1/s1", "a")
-    second = register(registry, "mouse_1/s1", "b")  # sanitizes to the same text
+    second = register(registry, "mouse_1/s1", "b")
     assert first != second
     assert register(registry, "mouse 1/s1", "a") == first  # stable
     assert registry.folder(first) == "mouse 1/s1" and registry.folder(second) == "mouse_1/s1"
@@ -37,7 +39,7 @@ def test_registry_is_unique_and_reversible(tmp_path):
 def test_long_keys_are_shortened_with_a_hash(tmp_path):
     registry = RecordingRegistry(tmp_path / "recordings.json")
     folder = "/".join(["a_very_long_folder_name"] * 12)
-    key = register(registry, folder, "a")
+    key = register(registry, folder, "-".join(["a-very-long-session-name"] * 6))
     assert len(key) <= MAX_KEY_LENGTH and registry.folder(key) == folder
 
 
@@ -57,6 +59,7 @@ def test_retired_recording_resolves_no_more_and_frees_its_outputs(tmp_path):
         registry.folder(old)
     new = register(registry, "new_name/s1", "a")  # the renamed folder takes the outputs over
     assert registry.live() == {new: "new_name/s1"}
+    assert new != old and new.startswith(old + "-")  # the retired key stays the old folder's history
     again = register(registry, "old_name/s1", "b")  # the old folder comes back: a new generation
     assert again == old and registry.entry(old)["generation"] == 1
 

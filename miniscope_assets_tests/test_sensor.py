@@ -110,7 +110,7 @@ def test_a_recording_copied_file_by_file_is_processed_once_complete(workspace, d
             assert ticker.tick().run_requests == []
     copy(session / "Miniscope/2.avi", target / "Miniscope/2.avi")
     ran = ticker.settle()
-    key = "mouse-7--s1--Miniscope"
+    key = "mouse-7.Miniscope.20240517T103000"
     assert ran == [("miniscope_raw_job", key), ("miniscope_processing_job", f"default|{key}")]
     recording = workspace.recording(key)
     assert raw_frames(recording.raw_nwb_path()) == 300
@@ -128,7 +128,7 @@ def test_a_file_added_after_processing_runs_it_again_and_replaces_the_outputs(wo
     (target / "Miniscope/timeStamps.csv").write_text("\n".join(rows[:301]) + "\n")
     ticker = Ticker(workspace)
     assert len(ticker.settle()) == 2
-    key = "mouse-7--s1--Miniscope"
+    key = "mouse-7.Miniscope.20240517T103000"
     partition = workspace.partition(key, "default")
     first_fingerprint = partition.recording.record().fingerprint
     copy(session / "Miniscope/3.avi", target / "Miniscope/3.avi")
@@ -149,15 +149,17 @@ def test_a_renamed_folder_retires_the_old_partition(workspace, data_root, tmp_pa
     write_v4_recording(data_root / "mouse-7" / "s1", list(movie(nframes=30)), per_device_layout=True)
     ticker = Ticker(workspace)
     ticker.tick(), ticker.tick()
-    assert ticker.instance.get_dynamic_partitions("recording") == ["mouse-7--s1--Miniscope"]
+    old = "mouse-7.Miniscope.20240517T103000"
+    assert ticker.instance.get_dynamic_partitions("recording") == [old]
     (data_root / "mouse-7" / "s1").rename(data_root / "mouse-7" / "s1_renamed")
     ticker.tick()
     assert ticker.instance.get_dynamic_partitions("recording") == []
     with pytest.raises(Exception, match="retired"):
-        workspace.recording("mouse-7--s1--Miniscope")
+        workspace.recording(old)
     result = ticker.tick()  # the renamed folder is the same recording: it takes the outputs over
-    assert [str(r.partition_key) for r in result.run_requests] == ["mouse-7--s1_renamed--Miniscope"]
-    assert workspace.registry.live() == {"mouse-7--s1_renamed--Miniscope": "mouse-7/s1_renamed/Miniscope"}
+    (new,) = workspace.registry.live()  # under a new key: the old one keeps the old folder's history
+    assert new.startswith(old + "-") and [str(r.partition_key) for r in result.run_requests] == [new]
+    assert workspace.registry.live() == {new: "mouse-7/s1_renamed/Miniscope"}
 
 
 def test_the_sensor_does_not_repeat_what_the_cli_did(workspace, data_root, tmp_path, monkeypatch):
@@ -177,18 +179,19 @@ def test_the_sensor_does_not_repeat_what_the_cli_did(workspace, data_root, tmp_p
 
 def test_new_paramset_runs_for_known_recordings_only(workspace, data_root):
     write_v4_recording(data_root / "rec", list(movie(nframes=30)))
+    key = "unknown.Miniscope.20240517T103000"
     ticker = Ticker(workspace)
     ticker.tick()
     first = ticker.tick()
     assert [r.job_name for r in first.run_requests] == ["miniscope_raw_job"]
     ticker.execute(first)
-    assert [str(r.partition_key) for r in ticker.tick().run_requests] == ["default|rec"]
+    assert [str(r.partition_key) for r in ticker.tick().run_requests] == [f"default|{key}"]
     workspace.paramsets_file.write_text(yaml.safe_dump({"paramsets": [
         {"name": "default", "method": "builtin", "params": {}},
         {"name": "small_cells", "method": "builtin", "params": {"neuron_diameter": 6}},
     ]}))
     result = ticker.tick()
-    assert sorted(str(r.partition_key) for r in result.run_requests) == ["default|rec", "small_cells|rec"]
+    assert sorted(str(r.partition_key) for r in result.run_requests) == [f"default|{key}", f"small_cells|{key}"]
     assert sorted(ticker.instance.get_dynamic_partitions("paramset")) == ["default", "small_cells"]
     shutil.rmtree(data_root / "rec")  # a deleted recording is retired: no run for it any more
     result = ticker.tick()
@@ -212,7 +215,7 @@ def test_incomplete_and_behaviour_camera_folders_are_not_run(workspace, data_roo
         handle.write("1\t31\t1550\t0\n")
     assert ticker.tick().run_requests == []
     (request,) = ticker.tick().run_requests
-    assert str(request.partition_key) == "v3"
+    assert str(request.partition_key) == "mouse1.Miniscope.v3"  # V3: the animal and folder name
     (again,) = ticker.tick().run_requests  # not run yet: asked again under the same run key (deduplicated)
     assert again.run_key == request.run_key
     assert list(workspace.registry.live().values()) == ["v3"]

@@ -10,6 +10,8 @@ Format::
         results_dir: null        # load only: folder relative to the data root; "{recording}"
                                  # is replaced by the recording folder
         keep_corrected_movie: false  # also store the motion-corrected movie in the processed NWB
+        job_resources: {}        # when processing runs on Slurm: cpus, memory ("16G"), time
+                                 # ("04:00:00"), partition, account (override the resource's)
         params: {}               # method parameters (validated for the built-in engine)
 
 A name is a partition key and part of file and folder names: letters, digits, ``_ . -``, at
@@ -40,7 +42,15 @@ from miniscope_assets.layout import dandi_label
 METHODS = ("builtin", "caiman")
 TASK_MODES = ("trigger", "load")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
-_FIELDS = {"name", "method", "task_mode", "description", "params", "results_dir", "keep_corrected_movie"}
+_FIELDS = {"name", "method", "task_mode", "description", "params", "results_dir", "keep_corrected_movie",
+           "job_resources"}
+JOB_RESOURCES = {  # field: (pattern of its text, what it should look like)
+    "cpus": (re.compile(r"[1-9][0-9]{0,3}"), "a whole number of CPUs, 1-9999"),
+    "memory": (re.compile(r"[1-9][0-9]*[KMGT]?"), "a size such as 16G or 4000M"),
+    "time": (re.compile(r"([0-9]+-)?[0-9]{1,2}(:[0-9]{2}){0,2}|[0-9]+"), "a Slurm time such as 04:00:00 or 1-00:00:00"),
+    "partition": (re.compile(r"[A-Za-z0-9_.-]{1,64}"), "a Slurm partition name"),
+    "account": (re.compile(r"[A-Za-z0-9_.-]{1,64}"), "a Slurm account name"),
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class ParamSet:
     params: dict = field(default_factory=dict)
     results_dir: str | None = None
     keep_corrected_movie: bool = False
+    job_resources: dict = field(default_factory=dict)
 
     @property
     def param_hash(self) -> str:
@@ -157,6 +168,7 @@ def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
         raise MiniscopeInputError(path, f"paramset {name!r}: keep_corrected_movie should be true or false")
     return ParamSet(
         keep_corrected_movie=keep_movie,
+        job_resources=_job_resources(path, name, entry.get("job_resources")),
         name=name,
         method=method,
         task_mode=task_mode,
@@ -164,6 +176,29 @@ def _parse_entry(path: Path, position: int, entry: object) -> ParamSet:
         params=params,
         results_dir=results_dir,
     )
+
+
+def _job_resources(path: Path, name: str, value: object) -> dict:
+    """Slurm job resources as text sbatch accepts, each checked against its pattern."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MiniscopeInputError(path, f"paramset {name!r}: job_resources should be a mapping")
+    unknown = sorted(set(map(str, value)) - set(JOB_RESOURCES))
+    if unknown:
+        raise MiniscopeInputError(path, f"paramset {name!r}: job_resources has unknown field(s) {', '.join(unknown)} "
+                                  f"(known: {', '.join(JOB_RESOURCES)})")
+    resources = {}
+    for key, item in value.items():
+        pattern, expected = JOB_RESOURCES[key]
+        if key == "time" and not isinstance(item, str):  # YAML reads an unquoted 12:00:00 as 43200
+            raise MiniscopeInputError(path, f"paramset {name!r}: job_resources.time should be quoted text such as "
+                                      f"'04:00:00', got {item!r}")
+        text = str(item) if isinstance(item, (str, int)) and not isinstance(item, bool) else None
+        if text is None or not pattern.fullmatch(text):
+            raise MiniscopeInputError(path, f"paramset {name!r}: job_resources.{key} should be {expected}, got {item!r}")
+        resources[key] = text
+    return resources
 
 
 def _description(path: Path, name: str, value: object) -> str:

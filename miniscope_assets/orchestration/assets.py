@@ -15,6 +15,7 @@ requests it whenever the set of a subject's processed sessions, or one of them, 
 
 
 import time
+import warnings
 
 from dagster import (
     AllPartitionMapping,
@@ -24,6 +25,7 @@ from dagster import (
     AssetSpec,
     Config,
     MaterializeResult,
+    PreviewWarning,
     asset,
 )
 
@@ -35,9 +37,11 @@ from miniscope_assets.orchestration.partitions import (
     subject_x_paramset,
     to_recording,
 )
-from miniscope_assets.orchestration.reporting import ProgressLogger, to_materialize_result
+from miniscope_assets.orchestration.reporting import to_materialize_result
 from miniscope_assets.orchestration.resources import MiniscopeStorage
+from miniscope_assets.orchestration.slurm import Compute
 from miniscope_assets.stages.table import CROSS_SESSION, STAGES, RunOptions, Stage
+from miniscope_assets.stages.workspace import ProgressLogger
 
 GROUP = "miniscope"
 
@@ -54,17 +58,26 @@ class StageConfig(Config):
 
 
 def _materialize(stage: Stage, context: AssetExecutionContext, storage: MiniscopeStorage,
-                 force: bool = False) -> MaterializeResult:
-    """Run ``stage`` on the context's partition and report it, with its wall time."""
+                 compute: Compute | None = None, force: bool = False) -> MaterializeResult:
+    """Run ``stage`` on the context's partition, here or as a Slurm job (``compute``), and
+    report it with its wall time."""
     workspace = storage.workspace()
-    if stage is CROSS_SESSION:
-        target = workspace.subject(*split_subject_key(context.partition_key))
-    elif stage.per_paramset:
-        target = workspace.partition(*split_partition_key(context.partition_key))
-    else:
-        target = workspace.recording(context.partition_key)
     started = time.perf_counter()
-    report = stage.run(target, RunOptions(progress=ProgressLogger(context.log), force=force))
+    if compute is not None and compute.on_slurm:
+        recording, paramset = split_partition_key(context.partition_key)
+        extras = {**storage.model_dump(), "stage": stage.name, "recording": recording, "paramset": paramset,
+                  "force": force}
+        report, job_metadata = compute.run_job(context, workspace.work_root, extras,
+                                               workspace.paramset(paramset).job_resources)
+        report.metadata.update(job_metadata)
+    else:
+        if stage is CROSS_SESSION:
+            target = workspace.subject(*split_subject_key(context.partition_key))
+        elif stage.per_paramset:
+            target = workspace.partition(*split_partition_key(context.partition_key))
+        else:
+            target = workspace.recording(context.partition_key)
+        report = stage.run(target, RunOptions(progress=ProgressLogger(context.log), force=force))
     report.metadata["runtime_s"] = round(time.perf_counter() - started, 3)
     return to_materialize_result(report)
 
@@ -79,6 +92,10 @@ def build_asset(stage: Stage, upstream):
         deps = [AssetDep(upstream, partition_mapping=mapping)]
     else:
         partitions_def, deps = recording_partitions, [upstream]
+    with warnings.catch_warnings():  # partitioned check specs are marked preview in Dagster 1.13
+        warnings.simplefilter("ignore", PreviewWarning)
+        check_specs = [AssetCheckSpec(name, asset=stage.name, description=text, partitions_def=partitions_def)
+                       for name, text in stage.checks]
     decorator = asset(
         name=stage.name,
         partitions_def=partitions_def,
@@ -87,18 +104,19 @@ def build_asset(stage: Stage, upstream):
         pool=stage.pool,
         kinds={"nwb"} if stage.nwb else None,
         description=f"{stage.summary} (element-miniscope {stage.element_table})",
-        check_specs=[AssetCheckSpec(name, asset=stage.name, description=text) for name, text in stage.checks],
+        check_specs=check_specs,
     )
-    if stage.forceable:
-        def compute_with_config(context: AssetExecutionContext, config: StageConfig, storage: MiniscopeStorage):
-            return _materialize(stage, context, storage, config.force)
+    if stage.pool:  # the heavy stage: forceable, and run where the compute resource says
+        def heavy_stage(context: AssetExecutionContext, config: StageConfig, storage: MiniscopeStorage,
+                        compute: Compute):
+            return _materialize(stage, context, storage, compute, config.force)
 
-        return decorator(compute_with_config)
+        return decorator(heavy_stage)
 
-    def compute(context: AssetExecutionContext, storage: MiniscopeStorage):
+    def light_stage(context: AssetExecutionContext, storage: MiniscopeStorage):
         return _materialize(stage, context, storage)
 
-    return decorator(compute)
+    return decorator(light_stage)
 
 
 def build_assets() -> list:

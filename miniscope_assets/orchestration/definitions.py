@@ -1,8 +1,12 @@
-"""The Dagster Definitions loaded by workspace.yaml (`dagster dev -w workspace.yaml`)."""
+"""The Dagster Definitions loaded by workspace.yaml (`dagster dev -w workspace.yaml`).
+
+Every job runs its steps in the run's own process (the in-process executor): a partition's
+stages form a chain, so separate step processes would add a Python start-up per stage and no
+parallelism; the processing pool still limits processing steps across runs."""
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from miniscope_assets.orchestration.assets import (
     PARTITION_ASSETS,
@@ -15,6 +19,7 @@ from miniscope_assets.orchestration.console import console
 from miniscope_assets.orchestration.partitions import recording_partitions, recording_x_paramset, subject_x_paramset
 from miniscope_assets.orchestration.resources import MiniscopeStorage
 from miniscope_assets.orchestration.sensors import build_recording_sensor
+from miniscope_assets.orchestration.slurm import Compute
 
 RAW_JOB = "miniscope_raw_job"
 PROCESSING_JOB = "miniscope_processing_job"
@@ -40,14 +45,16 @@ registration_job = define_asset_job(
 )
 
 
-def build_definitions(storage: MiniscopeStorage) -> Definitions:
-    """Assets, the three jobs, the new-recordings sensor and the storage resource."""
+def build_definitions(storage: MiniscopeStorage, compute: Compute | None = None) -> Definitions:
+    """Assets, the three jobs, the new-recordings sensor, the storage resource and the compute
+    resource (default: from MINISCOPE_COMPUTE, local unless set)."""
     return Definitions(
         assets=[raw_recording, *STAGE_ASSETS, cross_session_registration],
         jobs=[raw_job, processing_job, registration_job],
         sensors=[build_recording_sensor(raw_job, processing_job, registration_job)],
-        resources={"storage": storage},
+        resources={"storage": storage, "compute": compute or Compute.from_env()},
         loggers={"console": console},
+        executor=in_process_executor,
     )
 
 

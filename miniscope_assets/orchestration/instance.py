@@ -8,7 +8,7 @@ from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInsta
 
 from miniscope_assets.orchestration.partitions import partition_key
 from miniscope_assets.stages.discovery import Versions
-from miniscope_assets.stages.table import FINAL_STAGE
+from miniscope_assets.stages.table import FINAL_STAGE, PROCESSING_POOL
 
 DATA_VERSION_TAG = "dagster/data_version"
 RAW_RECORDING = "raw_recording"
@@ -62,3 +62,16 @@ def instance_versions(instance: DagsterInstance) -> Versions:
 def observation(key: str, fingerprint: str) -> AssetObservation:
     """The recording folder observed with its content fingerprint as data version."""
     return AssetObservation(asset_key=RAW_RECORDING, partition=key, tags={DATA_VERSION_TAG: fingerprint})
+
+
+def missing_limits(instance: DagsterInstance) -> str | None:
+    """Why ``instance`` would run processing steps without a limit, or None when it has one
+    (the shipped dagster.yaml's pool default, or a limit set on the pool itself)."""
+    if instance.get_concurrency_config().pool_config.default_pool_limit is not None:
+        return None
+    if PROCESSING_POOL in instance.event_log_storage.get_concurrency_keys():
+        return None
+    where = f"{instance.root_directory}/dagster.yaml" if instance.root_directory else "this instance"
+    return (f"{where} sets no limit for the {PROCESSING_POOL!r} pool, so every queued recording may start "
+            "processing at once; start Dagster with `miniscope-assets ui` or copy miniscope_assets/dagster.yaml "
+            "there (see docs/deployment.md)")

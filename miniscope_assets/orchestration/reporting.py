@@ -1,12 +1,16 @@
-"""Turn a stage's StageReport into Dagster metadata, check results and progress logs."""
+"""Turn a stage's StageReport into Dagster metadata (figures rendered in the UI) and check results."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from dagster import AssetCheckResult, AssetCheckSeverity, DataVersion, MaterializeResult, MetadataValue
 
+from miniscope_assets.stages.figures import thumbnail
 from miniscope_assets.stages.workspace import StageReport
+
+FIGURE_SUFFIX = "_png"
 
 
 def metadata_value(value):
@@ -18,9 +22,26 @@ def metadata_value(value):
     return value
 
 
+def figure_markdown(name: str, path: Path) -> MetadataValue:
+    """The figure at ``path`` as Markdown the UI renders: an embedded thumbnail and the file's path."""
+    mime, data = thumbnail(path)
+    encoded = base64.b64encode(data).decode("ascii")
+    return MetadataValue.md(f"![{name}](data:{mime};base64,{encoded})\n\n`{path}`")
+
+
+def report_metadata(metadata: dict) -> dict:
+    """Stage metadata for Dagster: each ``*_png`` figure also as ``*_figure``, rendered in the UI."""
+    converted = {key: metadata_value(value) for key, value in metadata.items()}
+    for key, value in metadata.items():
+        if key.endswith(FIGURE_SUFFIX) and isinstance(value, Path) and value.is_file():
+            name = key.removesuffix(FIGURE_SUFFIX)
+            converted[f"{name}_figure"] = figure_markdown(name, value)
+    return converted
+
+
 def to_materialize_result(report: StageReport) -> MaterializeResult:
     return MaterializeResult(
-        metadata={key: metadata_value(value) for key, value in report.metadata.items()},
+        metadata=report_metadata(report.metadata),
         check_results=[
             AssetCheckResult(
                 check_name=check.name,
@@ -33,17 +54,3 @@ def to_materialize_result(report: StageReport) -> MaterializeResult:
         ],
         data_version=None if report.data_version is None else DataVersion(report.data_version),
     )
-
-
-class ProgressLogger:
-    """Logs a stage's progress every ``step`` of completion."""
-
-    def __init__(self, log, step: float = 0.1):
-        self.log = log
-        self.step = step
-        self.last: dict[str, float] = {}
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        if fraction >= 1.0 or fraction - self.last.get(stage, -1.0) >= self.step:
-            self.last[stage] = fraction
-            self.log.info(f"{stage}: {100 * fraction:.0f}%")

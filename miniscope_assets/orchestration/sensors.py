@@ -7,7 +7,7 @@ import time
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.orchestration.instance import instance_versions, observation
+from miniscope_assets.orchestration.instance import instance_versions, missing_limits, observation
 from miniscope_assets.orchestration.partitions import (
     PARAMSET,
     RECORDING,
@@ -47,6 +47,9 @@ def build_recording_sensor(raw_job, processing_job, registration_job):
             )
         except MiniscopeInputError as error:
             return SkipReason(str(error))
+        problem = missing_limits(context.instance)
+        if problem and plan.processing_runs:
+            context.log.warning(problem)
         for line in plan.waiting:
             context.log.info(f"waiting: {line}")
         for line in plan.errors:

@@ -10,6 +10,8 @@ import numpy as np
 from miniscope_assets.io.atomic import atomic_path
 
 MIN_SIDE = 512
+THUMBNAIL_SIDE = 400
+THUMBNAIL_BYTES = 60_000  # small enough for the Dagster event log and UI
 COLORS = [(80, 220, 80), (80, 180, 255), (255, 160, 60), (220, 90, 220), (60, 220, 220), (90, 90, 255)]
 
 
@@ -78,3 +80,20 @@ def traces_plot(path: Path, traces: np.ndarray, ids: np.ndarray, fps: float, cou
     cv2.line(canvas, (margin, y), (margin + bar, y), (0, 0, 0), 2)
     cv2.putText(canvas, f"{bar_seconds:g} s", (margin + bar + 6, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     return _write_png(path, canvas)
+
+
+def thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> tuple[str, bytes]:
+    """(MIME type, bytes) of ``path`` shrunk to at most ``side`` pixels and THUMBNAIL_BYTES: the
+    smaller of PNG and JPEG, the side halved until it fits."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{path}: not a readable image")
+    while True:
+        scale = min(1.0, side / max(image.shape[:2]))
+        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
+        encoded = min((("image/png", cv2.imencode(".png", small)[1]),
+                       ("image/jpeg", cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])[1])),
+                      key=lambda pair: pair[1].size)
+        if encoded[1].size <= THUMBNAIL_BYTES or side <= 50:
+            return encoded[0], encoded[1].tobytes()
+        side //= 2

@@ -38,8 +38,8 @@ class Stage:
     containers: tuple[tuple[str, ...], ...] = ()  # (data interface,) or (data interface, series)
     checks: tuple[tuple[str, str], ...] = ()  # (check name, description)
     catalog: tuple[tuple[str, str], ...] = ()  # (metadata key, column title)
-    pool: str | None = None
-    forceable: bool = False  # takes run config {force: true}
+    pool: str | None = None  # the heavy stage: limited by this Dagster pool, takes run config
+    # {force: true}, and runs where the compute resource says (here or on Slurm)
 
     def run(self, target, options: RunOptions = RunOptions()) -> StageReport:
         """Run the stage on a Recording or Partition, after removing crashed writers' leftovers
@@ -63,7 +63,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "processing", "Processing", "Runs the paramset's method (task_mode trigger) or loads its results (load)",
         per_paramset=True, runner="miniscope_assets.stages.processing:run", pool=PROCESSING_POOL,
-        forceable=True, catalog=(("method", "method"),),
+        catalog=(("method", "method"),),
     ),
     Stage(
         "curation", "Curation", 'A curation round: automatic "no curation", or the partition\'s curation file',
@@ -121,3 +121,8 @@ def containers_from(name: str) -> list[tuple[str, ...]]:
 def stages_from(name: str) -> list[Stage]:
     """Stage ``name`` and every later stage."""
     return list(STAGES[STAGE_NAMES.index(name):])
+
+
+def stage_named(name: str) -> Stage:
+    """The stage row called ``name``."""
+    return STAGES[STAGE_NAMES.index(name)]

@@ -251,3 +251,43 @@ class StageReport:
     metadata: dict
     checks: list[CheckOutcome] = field(default_factory=list)
     data_version: str | None = None
+
+    def to_json(self) -> dict:
+        """Plain JSON (paths tagged), for a report sent from another process."""
+        return {"metadata": _tag_paths(self.metadata), "data_version": self.data_version,
+                "checks": [{"name": c.name, "passed": c.passed, "description": c.description,
+                            "metadata": _tag_paths(c.metadata)} for c in self.checks]}
+
+    @classmethod
+    def from_json(cls, document: dict) -> "StageReport":
+        return cls(metadata=_untag_paths(document["metadata"]), data_version=document["data_version"],
+                   checks=[CheckOutcome(c["name"], c["passed"], c["description"], _untag_paths(c["metadata"]))
+                           for c in document["checks"]])
+
+
+_PATH_TAG = "__path__"
+
+
+def _tag_paths(metadata: dict) -> dict:
+    """Paths tagged, numpy scalars as Python numbers."""
+    return {key: {_PATH_TAG: str(value)} if isinstance(value, Path) else getattr(value, "item", lambda: value)()
+            for key, value in metadata.items()}
+
+
+def _untag_paths(metadata: dict) -> dict:
+    return {key: Path(value[_PATH_TAG]) if isinstance(value, dict) and _PATH_TAG in value else value
+            for key, value in metadata.items()}
+
+
+class ProgressLogger:
+    """A Progress sink that logs every ``step`` of completion to ``log`` (anything with .info)."""
+
+    def __init__(self, log, step: float = 0.1):
+        self.log = log
+        self.step = step
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if fraction >= 1.0 or fraction - self.last.get(stage, -1.0) >= self.step:
+            self.last[stage] = fraction
+            self.log.info(f"{stage}: {100 * fraction:.0f}%")
