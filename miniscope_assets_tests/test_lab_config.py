@@ -103,3 +103,5 @@ def test_slurm_job_resources_come_from_the_resource_and_the_paramset():
                        "--cpus-per-task=8", "--mem=48G", "--time=04:00:00", "--partition=general", "--account=lab",
                        "--qos=long", "-N", "1", "/w/job.sh"]
     assert not Compute.from_env({}).on_slurm
+    with pytest.raises(ValueError, match="MINISCOPE_COMPUTE='slrum' is not one of local, slurm"):
+        Compute.from_env({"MINISCOPE_COMPUTE": "slrum"})

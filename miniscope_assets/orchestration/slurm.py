@@ -65,6 +65,8 @@ class Compute(ConfigurableResource):
         PARTITION, ACCOUNT, PYTHON, JOB_DIR, SBATCH_ARGS as shell words)."""
         env = os.environ if environ is None else environ
         fields = {"backend": env.get("MINISCOPE_COMPUTE", "local")}
+        if fields["backend"] not in BACKENDS:
+            raise ValueError(f"MINISCOPE_COMPUTE={fields['backend']!r} is not one of {', '.join(BACKENDS)}")
         for name in ("cpus", "memory", "time", "partition", "account", "python", "job_dir", "sbatch_args"):
             value = env.get(_ENV_PREFIX + name.upper())
             if value is not None:
