@@ -35,7 +35,9 @@ from miniscope_assets_tests.dagster_helpers import (
 
 pytestmark = pytest.mark.services
 RECORDING = "mouse-7/2024_05_17/10_30_00/Miniscope"
-SMALL_JOB = {"backend": "slurm", "cpus": 1, "memory": "2G", "time": "00:10:00", "poll_interval_s": 0.5}
+# --export=NONE: the job gets nothing from the submitting environment; its script carries what Pipes needs
+SMALL_JOB = {"backend": "slurm", "cpus": 1, "memory": "2G", "time": "00:10:00", "poll_interval_s": 0.5,
+             "sbatch_args": ["--export=NONE"]}
 
 
 @pytest.fixture(autouse=True)

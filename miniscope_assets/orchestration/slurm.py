@@ -97,15 +97,15 @@ class Compute(ConfigurableResource):
         with translated_write_errors(folder):
             folder.mkdir(parents=True, exist_ok=True)
         log = folder / "slurm.log"
-        python = self.python or sys.executable
-        script = write_text_atomic(folder / "job.sh", f"#!/bin/sh\nexec {shlex.quote(python)} -m {JOB_MODULE}\n")
         reader = PipesFileMessageReader(str(folder / "messages.jsonl"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PreviewWarning)  # a reader's writer count is preview in 1.13
             with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(),
                                     message_reader=reader, extras=extras) as session:
+                script = write_text_atomic(folder / "job.sh", _job_script(self.python or sys.executable,
+                                                                          session.get_bootstrap_env_vars()))
                 command = self.sbatch_command(job_resources, f"miniscope-{extras['stage']}", log, script)
-                job_id = _submit(command, {**os.environ, **session.get_bootstrap_env_vars()})
+                job_id = _submit(command)
                 context.log.info(f"Slurm job {job_id} submitted: {shlex.join(command)}")
                 try:
                     job = self._wait(job_id)
@@ -131,9 +131,16 @@ class Compute(ConfigurableResource):
             time.sleep(self.poll_interval_s)
 
 
-def _submit(command: list[str], environment: dict) -> str:
+def _job_script(python: str, pipes_environment: dict) -> str:
+    """The job: the Pipes bootstrap variables set in the script itself (a cluster may submit
+    with --export=NONE, or through a wrapper), then the stage under Pipes."""
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in pipes_environment.items())
+    return f"#!/bin/sh\n{exports}exec {shlex.quote(python)} -m {JOB_MODULE}\n"
+
+
+def _submit(command: list[str]) -> str:
     try:
-        done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise Failure("sbatch is not on PATH: the compute backend 'slurm' needs a Slurm client on this host") from None
     if done.returncode != 0:
