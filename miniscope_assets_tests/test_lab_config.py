@@ -89,7 +89,7 @@ def test_figures_become_small_images_the_ui_renders(tmp_path, kind):
     assert len(data) <= THUMBNAIL_BYTES
     thumbnail = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     original = cv2.imread(str(path))
-    assert max(thumbnail.shape[:2]) <= 400
+    assert max(thumbnail.shape[:2]) <= 320
     assert thumbnail.shape[0] / thumbnail.shape[1] == pytest.approx(original.shape[0] / original.shape[1], rel=0.02)
 
 

@@ -10,8 +10,8 @@ import numpy as np
 from miniscope_assets.io.atomic import atomic_path
 
 MIN_SIDE = 512
-THUMBNAIL_SIDE = 400
-THUMBNAIL_BYTES = 60_000  # small enough for the Dagster event log and UI
+THUMBNAIL_SIDE = 320
+THUMBNAIL_BYTES = 40_000  # one figure per materialization: small for the event log and the UI
 COLORS = [(80, 220, 80), (80, 180, 255), (255, 160, 60), (220, 90, 220), (60, 220, 220), (90, 90, 255)]
 
 
@@ -92,7 +92,7 @@ def thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> tuple[str, bytes]:
         scale = min(1.0, side / max(image.shape[:2]))
         small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
         encoded = min((("image/png", cv2.imencode(".png", small)[1]),
-                       ("image/jpeg", cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])[1])),
+                       ("image/jpeg", cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])[1])),
                       key=lambda pair: pair[1].size)
         if encoded[1].size <= THUMBNAIL_BYTES or side <= 50:
             return encoded[0], encoded[1].tobytes()
