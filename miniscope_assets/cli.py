@@ -157,12 +157,15 @@ def command_demo(args, current) -> None:
 
 
 def ui_command(current: settings_module.Settings) -> str:
-    """A shell command, valid from any folder, that opens the UI on these settings."""
+    """A shell command, valid from any folder, that opens the UI on these settings (the folders
+    as absolute paths, and every other MINISCOPE_* variable set now)."""
     import shlex
 
+    others = {name: value for name, value in os.environ.items()
+              if name.startswith("MINISCOPE_") and name != settings_module.WORK_FOLDER_ENV}
+    variables = {**others, **settings_module.to_env(current)}
     script = Path(sys.executable).with_name("miniscope-assets")
-    return shlex.join(["env", *(f"{name}={value}" for name, value in settings_module.to_env(current).items()),
-                       str(script), "ui"])
+    return shlex.join(["env", *(f"{name}={value}" for name, value in variables.items()), str(script), "ui"])
 
 
 def command_ui(args, current) -> None:

@@ -51,12 +51,14 @@ def test_an_instance_without_a_processing_limit_is_named():
 def test_the_ui_hint_keeps_the_settings_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MINISCOPE_WORK_FOLDER", "relative_work")
+    monkeypatch.setenv("MINISCOPE_QUIET_PERIOD_S", "60")
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     current = settings.from_env()
     words = shlex.split(cli.ui_command(current))
     assert words[0] == "env" and words[-1] == "ui" and Path(words[-2]).is_file()  # the venv's script
     assignments = dict(word.split("=", 1) for word in words[1:-2])
     assert assignments["DAGSTER_HOME"] == str(tmp_path / "relative_work" / "dagster_home")
+    assert assignments.pop("MINISCOPE_QUIET_PERIOD_S") == "60" and "MINISCOPE_WORK_FOLDER" not in assignments
     assert all(Path(value).is_absolute() for value in assignments.values())
     assert settings.from_env(assignments) == current  # the same settings, wherever it is run
 

@@ -40,6 +40,7 @@ BACKENDS = ("local", "slurm")
 JOB_MODULE = "miniscope_assets.orchestration.slurm_job"
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 LOG_TAIL_LINES = 30
+SCONTROL_PATIENCE_S = 60.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _ENV_PREFIX = "MINISCOPE_SLURM_"
 
@@ -123,11 +124,16 @@ class Compute(ConfigurableResource):
         return StageReport.from_json(messages[-1]["report"]), job_metadata
 
     def _wait(self, job_id: str) -> dict:
-        """The job's final `scontrol show job` fields, once it has left the active states."""
+        """The job's final `scontrol show job` fields, once it has left the active states; a
+        controller that does not answer for about a minute fails the step."""
+        failures = 0
         while True:
             job = _job_fields(job_id)
-            if job.get("JobState", "").split()[0] not in ACTIVE_STATES:
+            if job is not None and job.get("JobState") not in ACTIVE_STATES:
                 return job
+            failures = 0 if job is not None else failures + 1
+            if failures * self.poll_interval_s > SCONTROL_PATIENCE_S:
+                raise Failure(f"scontrol has not shown Slurm job {job_id} for {SCONTROL_PATIENCE_S} s")
             time.sleep(self.poll_interval_s)
 
 
@@ -148,11 +154,12 @@ def _submit(command: list[str]) -> str:
     return done.stdout.strip().split(";")[0]
 
 
-def _job_fields(job_id: str) -> dict:
+def _job_fields(job_id: str) -> dict | None:
+    """The job's `scontrol show job` fields, or None when the controller does not answer."""
     done = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
-        raise Failure(f"scontrol cannot show Slurm job {job_id}: {done.stderr.strip()}")
+        return None
     return dict(field.split("=", 1) for field in done.stdout.split() if "=" in field)
 
 
