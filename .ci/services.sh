@@ -15,7 +15,7 @@ _wait_for() {  # _wait_for <seconds> <what> <command...>
 
 start_services() {
     SERVICES_DIR=$1
-    mkdir -p "$SERVICES_DIR"; : > "$SERVICES_DIR/pids"
+    mkdir -p "$SERVICES_DIR"; chmod 755 "$SERVICES_DIR"; : > "$SERVICES_DIR/pids"  # the postgres user reads it
     local missing=()
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
     command -v slurmctld >/dev/null || missing+=(slurm-wlm)
@@ -30,9 +30,10 @@ _start_postgres() {
     local bin pg=$SERVICES_DIR/postgres port=55432
     bin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1)")
     mkdir -p "$pg"; [ "$(id -u)" = 0 ] && chown postgres "$pg"
-    _as postgres "$bin/initdb -D $pg/data -A trust -U postgres >$pg/initdb.log 2>&1"
+    _as postgres "$bin/initdb -D $pg/data -A trust -U postgres >$pg/initdb.log 2>&1" \
+        || { echo "services: initdb failed:" >&2; cat "$pg/initdb.log" >&2; return 1; }
     _as postgres "$bin/postgres -D $pg/data -k $pg -p $port -c listen_addresses=127.0.0.1 -c max_connections=200 >$pg/server.log 2>&1 &"
-    _wait_for 30 PostgreSQL "$bin/pg_isready" -h 127.0.0.1 -p "$port" || return 1
+    _wait_for 30 PostgreSQL "$bin/pg_isready" -h 127.0.0.1 -p "$port" || { tail -20 "$pg/server.log" >&2; return 1; }
     echo "postgres $(head -1 "$pg/data/postmaster.pid")" >> "$SERVICES_DIR/pids"
     export MINISCOPE_TEST_POSTGRES="postgresql://postgres@127.0.0.1:$port"
 }
@@ -79,7 +80,7 @@ CONF
     _wait_for 10 slurmctld test -s "$slurm/slurmctld.pid" && _wait_for 10 slurmd test -s "$slurm/slurmd.pid" || return 1
     echo "slurmctld $(cat "$slurm/slurmctld.pid")" >> "$SERVICES_DIR/pids"
     echo "slurmd $(cat "$slurm/slurmd.pid")" >> "$SERVICES_DIR/pids"
-    _wait_for 60 "the Slurm node" sh -c "sinfo -h -o %t | grep -qx idle"
+    _wait_for 60 "the Slurm node" sh -c "sinfo -h -o %t | grep -qx idle" || { tail -20 "$slurm"/*.log >&2; return 1; }
 }
 
 stop_services() {
