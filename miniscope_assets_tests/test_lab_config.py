@@ -4,6 +4,7 @@ the UI hint and command, figures as images in the metadata, and the Slurm job's 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shlex
 from pathlib import Path
@@ -50,6 +51,8 @@ def test_an_instance_without_a_processing_limit_is_named():
 
 def test_the_ui_hint_keeps_the_settings_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    for name in [name for name in os.environ if name.startswith("MINISCOPE_")]:
+        monkeypatch.delenv(name)  # e.g. the CI's own settings
     monkeypatch.setenv("MINISCOPE_WORK_FOLDER", "relative_work")
     monkeypatch.setenv("MINISCOPE_QUIET_PERIOD_S", "60")
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
