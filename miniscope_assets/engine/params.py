@@ -55,6 +55,9 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "dff_window": ParamSpec(30.0, "float", 0.1, 86_400, "running-baseline window for dF/F, s"),
     "dff_percentile": ParamSpec(8.0, "float", 0, 100, "running-baseline percentile for dF/F"),
     "decay_time": ParamSpec(None, "optional_float", 0.01, 100, "calcium decay time for deconvolution, s (null: estimate per trace)"),
+    "rise_time": ParamSpec(0.0, "optional_float", 0, 10, "calcium rise time for deconvolution, s: 0 = AR(1), decay "
+                           "only; a value = AR(2) with this rise (needs decay_time); null = AR(2), rise and decay "
+                           "estimated per trace (needs decay_time null)"),
 }
 
 ENGINE_DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in PARAM_SPECS.items()}
@@ -79,7 +82,21 @@ def validate_params(user_params: dict | None) -> dict:
     low, high = params["soma_area_range"]
     if not 0 < low < high:
         raise ParameterError(f"soma_area_range must be [low, high] with 0 < low < high, got {[low, high]}")
+    _check_kinetics(params["rise_time"], params["decay_time"])
     return params
+
+
+def _check_kinetics(rise: float | None, decay: float | None) -> None:
+    """The indicator model OASIS can fit: AR(1) with decay given or estimated; AR(2) with both
+    times given, or both estimated."""
+    if rise is None and decay is not None:
+        raise ParameterError("rise_time null estimates rise and decay together: set decay_time to null too, "
+                             "or give rise_time")
+    if rise and decay is None:
+        raise ParameterError(f"rise_time {rise} needs decay_time (OASIS fits a given rise only with a given decay); "
+                             "or set rise_time to null to estimate both")
+    if rise and rise >= decay:
+        raise ParameterError(f"rise_time {rise} must be shorter than decay_time {decay}")
 
 
 def _check(name: str, value: Any, spec: ParamSpec) -> Any:

@@ -18,9 +18,12 @@ percentile of ``x`` over ``dff_window`` seconds (evaluated every window/10 and l
 interpolated); the background baseline ``F0_n`` makes the denominator the total resting
 fluorescence under the mask, as 1-photon data needs.
 
-Deconvolution: OASIS (``oasis.functions.deconvolve``, AR(1), L1 penalty, baseline free,
-noise estimated per trace; decay time ``decay_time`` or estimated per trace) on ``f``:
-``denoised = c + baseline`` (fluorescence units) and ``spikes = s``.
+Deconvolution: OASIS (``oasis.functions.deconvolve``, L1 penalty, baseline free, noise
+estimated per trace) on ``f``: ``denoised = c + baseline`` (fluorescence units) and
+``spikes = s``. The indicator model is AR(1) (``rise_time`` 0, the default: an instant rise and
+a decay of ``decay_time``, or estimated per trace), or AR(2) where the rise time matters (slow
+indicators, fast frame rates): ``rise_time`` and ``decay_time`` given, or both estimated per
+trace (``rise_time`` null).
 """
 
 from __future__ import annotations
@@ -138,7 +141,9 @@ def deconvolve_traces(fluorescence: np.ndarray, fps: float, params: dict) -> tup
     spikes = np.zeros_like(fluorescence, dtype=np.float32)
     options = {"penalty": 1, "b_nonneg": False}
     if params["decay_time"] is not None:
-        options.update(tau_d=params["decay_time"], framerate=fps)
+        options.update(tau_d=params["decay_time"], tau_r=params["rise_time"], framerate=fps)
+    elif params["rise_time"] is None:
+        options.update(tau_d=None, tau_r=None)  # AR(2), both times estimated
     for k, trace in enumerate(fluorescence.astype(np.float64)):
         if len(trace) < 4 or not np.isfinite(trace).all() or np.ptp(trace) == 0:
             denoised[k] = trace
