@@ -12,7 +12,8 @@ pandas refuses the older xarray.)
 
 This script follows minian's pipeline notebook (preprocessing, motion correction, seed
 initialisation, two rounds of CNMF spatial/temporal updates) with its demo parameters scaled to
-``--diameter``, on a local dask cluster, and writes footprints, traces (C + YrA), denoised C,
+``--diameter``, on a local dask cluster, and writes footprints, raw traces (YrA: minian's
+``compute_trace`` projects the movie on each footprint, so YrA already holds C), denoised C,
 spikes S, rigid shifts, wall time and the peak RSS of the whole process tree to an .npz file.
 
     python benchmarks/minian_runner.py MOVIE.h5 DATASET OUT.npz [--diameter 10] [--workdir DIR]
@@ -156,7 +157,7 @@ def run(movie_path: Path, dataset: str, diameter: float, workdir: Path) -> dict:
         return {
             "footprints": footprints.astype(np.float32),
             "denoised": C.compute().transpose("unit_id", "frame").values.astype(np.float32),
-            "fluorescence": (C + YrA).compute().transpose("unit_id", "frame").values.astype(np.float32),
+            "fluorescence": YrA.compute().transpose("unit_id", "frame").values.astype(np.float32),
             "spikes": S.compute().transpose("unit_id", "frame").values.astype(np.float32),
             # minian's shifts move frames onto the template: the same convention as ours
             "shifts": motion.compute().transpose("frame", "shift_dim").values.astype(np.float32),
