@@ -84,24 +84,59 @@ def test_piecewise_rigid_tracks_nonrigid_deformation(tmp_path):
     assert block_rms < 0.6 * rigid_rms
 
 
-def test_outlier_frame_is_flagged_and_interpolated(tmp_path):
+def test_a_corrupted_frame_is_flagged_and_a_far_moved_one_keeps_its_shift(tmp_path):
     simulation = Simulation(SimulationConfig(nframes=200, n_neurons=20, seed=2, motion_jump_rate=0.0))
     frames = _frames(simulation)
-    frames[100] = np.roll(frames[100], (9, -9), axis=(0, 1))  # a glitch: one frame far off
+    frames[60] = np.roll(frames[60], (9, -9), axis=(0, 1))  # one frame moved far: it registers well
+    rng = np.random.default_rng(0)
+    frames[100, :70] = rng.integers(0, 256, frames[100, :70].shape)  # a glitch: half the frame garbage
     result = correct_motion(ArrayMovie(frames), validate_params({"template_frames": 50}), tmp_path / "c.h5")
     flagged = np.flatnonzero(result.rigid.outlier_frames)
-    assert 100 in flagged and len(flagged) <= 3
-    for shifts in (result.rigid.x_shifts, result.rigid.y_shifts):
-        assert abs(shifts[100] - (shifts[99] + shifts[101]) / 2) < 0.5
+    assert 100 in flagged and 60 not in flagged and len(flagged) <= 3
+    for shifts, moved in ((result.rigid.y_shifts, -9), (result.rigid.x_shifts, 9)):
+        assert abs(shifts[100] - (shifts[99] + shifts[101]) / 2) < 0.5  # interpolated
+        assert abs(shifts[60] - (shifts[59] + shifts[61]) / 2 - moved) < 0.5  # measured
 
 
 def test_outlier_rule():
     shifts = np.zeros((30, 2))
-    shifts[10] = [4.0, 0.0]  # isolated jump -> outlier
+    shifts[10] = [4.0, 0.0]  # isolated jump, registered badly -> outlier
+    shifts[15] = [4.0, 0.0]  # isolated jump, registered as well as its neighbours -> real fast motion
     shifts[20:] = [5.0, 5.0]  # sustained step -> real motion
     border = np.zeros(30, bool)
     border[3] = True
-    assert np.flatnonzero(flag_outliers(shifts, border, threshold=3.0, window=9)).tolist() == [3, 10]
+    quality = np.full(30, 0.6)
+    quality[10] = 0.3
+    quality[15] = 0.55
+    flagged = flag_outliers(shifts, border, quality, threshold=3.0, window=9, quality_ratio=0.7)
+    assert np.flatnonzero(flagged).tolist() == [3, 10]
+
+
+def _fast_motion(n: int, fps: float, seed: int) -> np.ndarray:
+    """A slow drift plus a head bump about every second: 1-3 frames displaced by 4-7 px, then back."""
+    rng = np.random.default_rng(seed)
+    motion = np.zeros((n, 2))
+    for t in range(1, n):
+        motion[t] = 0.98 * motion[t - 1] + 0.15 * rng.standard_normal(2)
+    t = 5
+    while t < n - 5:
+        angle = rng.uniform(0, 2 * np.pi)
+        motion[t : t + rng.integers(1, 4)] += rng.uniform(4, 7) * np.array([np.sin(angle), np.cos(angle)])
+        t += int(rng.integers(int(fps * 0.5), int(fps * 1.5)))
+    return motion
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fast_large_motion_at_low_snr_is_followed_not_interpolated(tmp_path, seed):
+    """The outlier rule used to interpolate over every bump (errors up to 7 px on this case)."""
+    config = SimulationConfig(nframes=400, n_neurons=30, seed=seed, max_motion=9.0, gain=1.0, read_noise=3.0)
+    simulation = Simulation(config)
+    simulation.motion = _fast_motion(config.nframes, config.fps, seed)
+    result = correct_motion(ArrayMovie(_frames(simulation)), validate_params({}), tmp_path / "c.h5")
+    error = np.stack([result.rigid.y_shifts - simulation.y_shifts, result.rigid.x_shifts - simulation.x_shifts], 1)
+    error = np.hypot(*(error - np.median(error, axis=0)).T)
+    assert np.abs(simulation.motion).max() > 5
+    assert np.sqrt((error**2).mean()) <= 0.3 and error.max() <= 1.5
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,13 @@
    placed every ``strides`` px (the last block flush with the border); each block's shift is
    searched within ``max_deviation_rigid`` px of the frame's rigid shift and refined the same way;
    the deviations from the rigid shift are median-filtered over 3 x 3 blocks and 5 frames.
-5. Outliers: a frame whose rigid shift differs by more than ``outlier_threshold`` px from the
-   running median (``outlier_window`` frames) of the shifts, or whose correlation peak lies on
-   the ``max_shift`` search border, is flagged; its shifts (rigid and per block) are replaced by
-   linear interpolation between the nearest good frames.
+5. Outliers: a frame whose correlation peak lies on the ``max_shift`` search border, or whose
+   rigid shift differs by more than ``outlier_threshold`` px from the running median
+   (``outlier_window`` frames) of the shifts while its registration quality (normalised
+   correlation at the peak) is below ``outlier_quality_ratio`` times the running median quality,
+   is flagged; its shifts (rigid and per block) are replaced by linear interpolation between the
+   nearest good frames. Fast real motion registers as well as its neighbours and keeps its
+   shifts; a corrupted frame does not.
 6. The shifts are applied to the raw frames (cubic interpolation, mirrored borders): rigid by a
    translation, piecewise by a smooth field bilinearly interpolated between block centres
    (cv2.remap). The result is written to HDF5 chunk by chunk.
@@ -136,20 +139,26 @@ class _Registration:
         # threads only pay off for large transforms (and hurt on a busy machine otherwise)
         self.workers = -1 if self.shape[0] * self.shape[1] >= 256 * 256 else 1
         self.template_spectra = np.conj(scipy.fft.rfft2(templates * self.taper, workers=self.workers))
+        self.template_norms = np.sqrt(((templates * self.taper) ** 2).sum(axis=(-2, -1)))
         self.upsample_factor = upsample_factor
 
-    def correlate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(spectrum products, circular cross-correlations) of (n, h, w) images with the templates."""
-        product = scipy.fft.rfft2(images * self.taper, workers=self.workers) * self.template_spectra
-        return product, scipy.fft.irfft2(product, s=self.shape, workers=self.workers)
+    def correlate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(spectrum products, circular cross-correlations, image norms) of (n, h, w) images with
+        the templates."""
+        tapered = images * self.taper
+        product = scipy.fft.rfft2(tapered, workers=self.workers) * self.template_spectra
+        norms = np.sqrt((tapered**2).sum(axis=(-2, -1)))
+        return product, scipy.fft.irfft2(product, s=self.shape, workers=self.workers), norms
 
-    def peaks(self, images: np.ndarray, centres: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    def peaks(self, images: np.ndarray, centres: np.ndarray, radius: int) -> tuple[np.ndarray, ...]:
         """Sub-pixel correlation peaks (n, 2) searched within ``radius`` of integer ``centres`` (n, 2).
 
-        Returns (peaks, on_border) where on_border flags integer peaks on the search-window edge.
-        A peak at lag ``d`` means ``image(y + d) ~ template(y)``; the correction shift is ``-d``.
+        Returns (peaks, on_border, quality): on_border flags integer peaks on the search-window
+        edge; quality is the normalised correlation at the integer peak (1: the image is the
+        template moved). A peak at lag ``d`` means ``image(y + d) ~ template(y)``; the correction
+        shift is ``-d``.
         """
-        product, correlation = self.correlate(images)
+        product, correlation, norms = self.correlate(images)
         offsets = np.arange(-radius, radius + 1)
         n = len(images)
         rows = (centres[:, 0, None] + offsets) % self.shape[0]  # (n, 2r+1)
@@ -159,9 +168,10 @@ class _Registration:
         iy, ix = np.divmod(flat, len(offsets))
         integer = np.stack([centres[:, 0] + offsets[iy], centres[:, 1] + offsets[ix]], axis=1)
         on_border = (iy == 0) | (iy == 2 * radius) | (ix == 0) | (ix == 2 * radius)
+        quality = window.reshape(n, -1).max(axis=1) / np.maximum(norms * self.template_norms, 1e-12)
         if self.upsample_factor > 1:
             integer = _refine_peaks(product, integer, self.shape, self.upsample_factor)
-        return integer.astype(np.float64), on_border
+        return integer.astype(np.float64), on_border, quality
 
 
 def _refine_peaks(product: np.ndarray, peaks: np.ndarray, shape, upsample: int) -> np.ndarray:
@@ -295,6 +305,7 @@ def estimate_shifts(
     n = movie.nframes
     rigid = np.zeros((n, 2))
     rigid_border = np.zeros(n, bool)
+    quality = np.ones(n)
     grid = BlockGrid.from_params(movie.frame_shape, params["strides"], params["overlaps"]) if params["pw_rigid"] else None
     blocks = np.zeros((n, grid.count, 2)) if grid else None
     if params["motion_correction"]:
@@ -302,17 +313,19 @@ def estimate_shifts(
         block_registration = _Registration(grid.cut(template), params["upsample_factor"]) if grid else None
         deviation = params["max_deviation_rigid"]
         for first, raw, filtered in _FilteredBatches(movie, params):
-            peaks, border = _rigid_peaks(registration, filtered, params["max_shift"])
+            peaks, border, frame_quality = _rigid_peaks(registration, filtered, params["max_shift"])
             rigid[first : first + len(raw)] = -peaks
             rigid_border[first : first + len(raw)] = border
+            quality[first : first + len(raw)] = frame_quality
             if grid:
                 for i, image in enumerate(filtered):
                     centre = np.broadcast_to(np.rint(peaks[i]).astype(np.int64), (grid.count, 2))
-                    block_peaks, _ = block_registration.peaks(grid.cut(image), centre, deviation)
+                    block_peaks, _, _ = block_registration.peaks(grid.cut(image), centre, deviation)
                     blocks[first + i] = np.clip(-block_peaks, -peaks[i] - deviation, -peaks[i] + deviation)
             if progress:
                 progress(STAGE, 0.1 + 0.45 * (first + len(raw)) / n)
-    outliers = flag_outliers(rigid, rigid_border, params["outlier_threshold"], params["outlier_window"])
+    outliers = flag_outliers(rigid, rigid_border, quality, params["outlier_threshold"], params["outlier_window"],
+                             params["outlier_quality_ratio"])
     rigid = _interpolate_outliers(rigid, outliers)
     if grid:
         blocks = _interpolate_outliers(blocks.reshape(n, -1), outliers).reshape(n, grid.count, 2)
@@ -333,13 +346,18 @@ def _smooth_deviations(blocks: np.ndarray, rigid: np.ndarray, grid: BlockGrid) -
     return deviation.reshape(n, grid.count, 2) + rigid[:, None, :]
 
 
-def flag_outliers(shifts: np.ndarray, on_border: np.ndarray, threshold: float, window: int) -> np.ndarray:
-    """Frames whose shift deviates > ``threshold`` px from the running median, or hit the search border."""
+def flag_outliers(shifts: np.ndarray, on_border: np.ndarray, quality: np.ndarray, threshold: float, window: int,
+                  quality_ratio: float) -> np.ndarray:
+    """Frames whose shift cannot be trusted: the correlation peak on the search border, or a shift
+    more than ``threshold`` px from the running median with a registration quality below
+    ``quality_ratio`` times the running median quality. A frame that moved far but registers
+    as well as its neighbours is real (fast) motion and keeps its shift."""
     if len(shifts) == 0:
         return np.zeros(0, bool)
     median = scipy.ndimage.median_filter(shifts, size=(window, 1), mode="nearest")
     deviation = np.hypot(*(shifts - median).T)
-    return (deviation > threshold) | on_border
+    typical = scipy.ndimage.median_filter(quality, size=window, mode="nearest")
+    return ((deviation > threshold) & (quality < quality_ratio * typical)) | on_border
 
 
 def _interpolate_outliers(values: np.ndarray, outliers: np.ndarray) -> np.ndarray:

@@ -37,6 +37,8 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "upsample_factor": ParamSpec(20, "int", 1, 100, "sub-pixel precision of shifts is 1/upsample_factor px"),
     "outlier_threshold": ParamSpec(3.0, "float", 0, None, "shift deviation from the running median flagging an outlier frame, px"),
     "outlier_window": ParamSpec(9, "int", 3, 10_000, "running-median window for outlier detection, frames"),
+    "outlier_quality_ratio": ParamSpec(0.7, "float", 0, 1, "a frame beyond outlier_threshold is an outlier only if "
+                                       "its registration quality is below this fraction of its neighbours'"),
     # source extraction
     "neuron_diameter": ParamSpec(10.0, "float", 3, 100, "expected soma diameter, px"),
     "min_corr": ParamSpec(0.8, "float", 0, 1, "seed threshold on the local correlation image"),
@@ -65,7 +67,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in PARAM_SP
 MOTION_PARAMS = (
     "motion_correction", "pw_rigid", "max_shift", "strides", "overlaps", "max_deviation_rigid",
     "motion_lowpass_sigma", "motion_highpass_sigma", "template_frames", "template_iterations",
-    "upsample_factor", "outlier_threshold", "outlier_window",
+    "upsample_factor", "outlier_threshold", "outlier_window", "outlier_quality_ratio",
 )
 
 
