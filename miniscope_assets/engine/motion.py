@@ -139,15 +139,16 @@ class _Registration:
         # threads only pay off for large transforms (and hurt on a busy machine otherwise)
         self.workers = -1 if self.shape[0] * self.shape[1] >= 256 * 256 else 1
         self.template_spectra = np.conj(scipy.fft.rfft2(templates * self.taper, workers=self.workers))
-        self.template_norms = np.sqrt(((templates * self.taper) ** 2).sum(axis=(-2, -1)))
+        self.template_norms = np.sqrt(np.einsum("nij,nij->n", templates * self.taper, templates * self.taper))
         self.upsample_factor = upsample_factor
 
     def correlate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(spectrum products, circular cross-correlations, image norms) of (n, h, w) images with
         the templates."""
         tapered = images * self.taper
+        norms = np.sqrt(np.einsum("nij,nij->n", tapered, tapered))  # no squared copy of the batch
         product = scipy.fft.rfft2(tapered, workers=self.workers) * self.template_spectra
-        norms = np.sqrt((tapered**2).sum(axis=(-2, -1)))
+        del tapered  # freed before the correlations are allocated
         return product, scipy.fft.irfft2(product, s=self.shape, workers=self.workers), norms
 
     def peaks(self, images: np.ndarray, centres: np.ndarray, radius: int) -> tuple[np.ndarray, ...]:
