@@ -47,9 +47,8 @@ def build_recording_sensor(raw_job, processing_job, registration_job):
             )
         except MiniscopeInputError as error:
             return SkipReason(str(error))
-        problem = missing_limits(context.instance)
-        if problem and plan.processing_runs:
-            context.log.warning(problem)
+        if plan.processing_runs and (problem := missing_limits(context.instance)):
+            context.log.warning(problem)  # asked only when processing is about to be queued
         for line in plan.waiting:
             context.log.info(f"waiting: {line}")
         for line in plan.errors:
