@@ -4,9 +4,9 @@ Dagster partition keys must stay within ``[A-Za-z0-9_.-]``; recording folders ar
 relative to the data root. A recording's key is its identity, subject.device.session (e.g.
 ``mouse1.Miniscope.20240517T103000``): short, and with the part that tells a subject's sessions
 apart at the end, where the UI's middle truncation keeps it. A key that is taken (by a retired
-recording), or longer than ``MAX_KEY_LENGTH``, ends in a hash of the folder. The registry (one JSON file, locked while
-changed) maps keys back to folders and records, for each live recording, its identity and the
-output files it owns. A folder whose identity or outputs are already owned by another live
+recording), or longer than ``MAX_KEY_LENGTH``, ends in a hash of the folder. The registry (one
+JSON file, locked while changed) maps keys back to folders and records, for each live
+recording, its identity and the output files it owns. A folder whose identity or outputs are already owned by another live
 recording is refused with an error naming both folders. A recording whose folder is gone is
 retired: its key resolves no more, and its outputs may pass to a new owner (a renamed folder).
 """
