@@ -89,12 +89,14 @@ def test_a_corrupted_frame_is_flagged_and_a_far_moved_one_keeps_its_shift(tmp_pa
     frames = _frames(simulation)
     frames[60] = np.roll(frames[60], (9, -9), axis=(0, 1))  # one frame moved far: it registers well
     rng = np.random.default_rng(0)
-    frames[100, :70] = rng.integers(0, 256, frames[100, :70].shape)  # a glitch: half the frame garbage
+    frames[100] = rng.integers(0, 256, frames[100].shape)  # a glitch: the whole frame garbage
+    frames[140, :70] = rng.integers(0, 256, frames[140, :70].shape)  # half the frame garbage
     result = correct_motion(ArrayMovie(frames), validate_params({"template_frames": 50}), tmp_path / "c.h5")
     flagged = np.flatnonzero(result.rigid.outlier_frames)
     assert 100 in flagged and 60 not in flagged and len(flagged) <= 3
     for shifts, moved in ((result.rigid.y_shifts, -9), (result.rigid.x_shifts, 9)):
         assert abs(shifts[100] - (shifts[99] + shifts[101]) / 2) < 0.5  # interpolated
+        assert abs(shifts[140] - (shifts[139] + shifts[141]) / 2) < 0.5  # registered by its good half
         assert abs(shifts[60] - (shifts[59] + shifts[61]) / 2 - moved) < 0.5  # measured
 
 
