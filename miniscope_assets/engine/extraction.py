@@ -24,9 +24,10 @@ per-pixel gain ``w`` fitted by least squares.
       HALS updates of the traces and of the footprints (each within a disk of one diameter
       around its centre, cleaned to its main connected part above 10% of its peak), then merging
       of overlapping sources whose traces correlate above ``merge_threshold``.
-   c. rejection: sources smaller than ``0.2 x`` the expected soma area or whose projected trace
-      has a peak SNR below ``min_snr`` are dropped; a source is kept only by the patch whose
-      core holds its centroid.
+   c. rejection: sources smaller than ``0.2 x`` the expected soma area, sources whose projected
+      trace has a peak SNR below ``min_snr``, and fragments (no activity of their own once
+      their touching neighbours' traces are regressed out, :func:`_fragments`) are dropped; a
+      source is kept by the patches whose core, widened by half a diameter, holds its centroid.
 3. Duplicates across patches (overlapping footprints, correlated traces) are merged.
 Footprints are scaled to unit peak; ``b0 = mean image - A mean(C)``.
 """
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import h5py
 import numpy as np
 import scipy.ndimage
@@ -105,6 +107,9 @@ def extract_sources(
         valid = np.zeros(movie.frame_shape, bool)
         valid[border : height - border, border : width - border] = True
         windows = list(_patch_windows(movie.frame_shape, params["patch_size"], params["patch_overlap"]))
+        # a source near a core boundary is kept by both patches (its centroid differs slightly
+        # between them) and merged with itself below, never dropped by both
+        reach = params["neuron_diameter"] / 2
         with h5py.File(binned_path, "r") as f:
             binned = f["binned"]
             for index, (core, window) in enumerate(windows):
@@ -114,8 +119,8 @@ def extract_sources(
                 gain[core] = patch_gain[core_in_window]
                 for component in components:
                     cy, cx = _centroid(component.footprint)
-                    inside_core = all(c.start <= v < c.stop for c, v in zip(core_in_window, (cy, cx)))
-                    if inside_core and valid[window][int(round(cy)), int(round(cx))]:
+                    near_core = all(c.start - reach <= v < c.stop + reach for c, v in zip(core_in_window, (cy, cx)))
+                    if near_core and valid[window][int(round(cy)), int(round(cx))]:
                         footprints.append(_to_global(component.footprint, window, movie.frame_shape))
                         traces.append(component.trace)
                 if progress:
@@ -233,6 +238,15 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tupl
     signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
     traces = _hals_traces(footprints, signal, traces)
     keep = _accept(footprints, signal, params)
+    if not keep.all() and keep.any():
+        # the neighbours of dropped sources take over their pixels
+        footprints, traces = footprints[:, keep], traces[keep]
+        centres = [_centroid(f.reshape(h, w)) for f in footprints.T]
+        footprints = _hals_footprints(signal, traces, footprints, centres, (h, w), diameter)
+        footprints, traces, _ = _clean(footprints, traces, (h, w), diameter)
+        signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
+        traces = _hals_traces(footprints, signal, traces)
+        keep = np.ones(len(traces), bool)
     return (
         [_Component(footprints[:, j].reshape(h, w), traces[j]) for j in np.flatnonzero(keep)],
         gain.reshape(h, w),
@@ -244,27 +258,50 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
     """``flat`` (n, P) minus each pixel's least-squares fit on three background regressors.
 
     Before any source exists the background of a pixel is fitted from: its ring average (local
-    diffuse background), the window's mean fluctuation (common background) and the fluctuation
-    of the window's fine static structure (the soma-scale band-passed mean image): a change of
-    illumination multiplies structure such as blood vessels, which neither a local mean nor a
-    common signal can follow and the soma-scale filter would pass as vessel-shaped "sources".
-    Somata hardly enter the regressors (the ring skips the centre, the others are window sums).
+    diffuse background), the mean fluctuation of the window (common background) and the
+    fluctuation of the window's fine static structure (the soma-scale band-passed mean image): a
+    change of illumination multiplies structure such as blood vessels, which neither a local mean
+    nor a common signal can follow and the soma-scale filter would pass as vessel-shaped
+    "sources". The two window regressors of a pixel leave out the square of one diameter around
+    it (the ring skips it too): a bright cell would otherwise dominate the window's structure and
+    be fitted away as its own background.
     """
-    structure = bandpass(mean_image, *neuron_filter_sigmas(diameter)).ravel()
-    common = np.stack([flat.mean(axis=1), flat @ structure / max(float(structure @ structure), 1e-12)], axis=1)
     n, pixels = flat.shape
+    shape = mean_image.shape
+    radius = int(np.ceil(diameter))
+    structure = bandpass(mean_image, *neuron_filter_sigmas(diameter))
+    regressors = [ring_of_data]
+    for weights in (np.ones(shape, np.float32), structure):
+        local_norm = _box_sum(weights * weights, radius).ravel()
+        outside_norm = np.maximum(float((weights * weights).sum()) - local_norm, 1e-12)
+        weighted = flat * weights.ravel()
+        regressor = weighted.sum(axis=1, keepdims=True) - _box_sum_stack(weighted.reshape(n, *shape), radius)
+        regressor /= outside_norm
+        regressors.append(regressor)
+        del weighted
     gram = np.empty((pixels, 3, 3))
-    gram[:, :2, :2] = common.T @ common
-    gram[:, :2, 2] = gram[:, 2, :2] = (common.T @ ring_of_data).T
-    gram[:, 2, 2] = np.einsum("tp,tp->p", ring_of_data, ring_of_data)
     rhs = np.empty((pixels, 3))
-    rhs[:, :2] = (common.T @ flat).T
-    rhs[:, 2] = np.einsum("tp,tp->p", ring_of_data, flat)
+    for i, a in enumerate(regressors):
+        rhs[:, i] = np.einsum("tp,tp->p", a, flat)
+        for j in range(i + 1):
+            gram[:, i, j] = gram[:, j, i] = np.einsum("tp,tp->p", a, regressors[j])
     gram += np.eye(3) * (1e-9 * np.trace(gram, axis1=1, axis2=2))[:, None, None] + np.eye(3) * 1e-12
     beta = np.linalg.solve(gram, rhs[..., None])[..., 0].astype(np.float32)  # (P, 3)
-    residual = flat - common.astype(np.float32) @ beta[:, :2].T
-    residual -= ring_of_data * beta[:, 2]
+    residual = flat.copy()
+    for i, regressor in enumerate(regressors):
+        residual -= regressor * beta[:, i]
     return residual
+
+
+def _box_sum(image: np.ndarray, radius: int) -> np.ndarray:
+    """Sum over the (2 radius + 1)^2 square around every pixel (zero outside the image)."""
+    return cv2.boxFilter(image.astype(np.float32), cv2.CV_32F, (2 * radius + 1,) * 2, normalize=False,
+                         borderType=cv2.BORDER_CONSTANT)
+
+
+def _box_sum_stack(images: np.ndarray, radius: int) -> np.ndarray:
+    """:func:`_box_sum` of every image of a (n, h, w) stack, as (n, h * w)."""
+    return np.stack([_box_sum(image, radius).ravel() for image in images])
 
 
 def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:
@@ -415,10 +452,41 @@ def _clean(footprints, traces, shape, diameter):
 
 
 def _accept(footprints, signal, params) -> np.ndarray:
-    """Sources whose footprint-projected trace reaches ``min_snr`` (peak over noise)."""
+    """Sources whose footprint-projected trace reaches ``min_snr`` (peak over noise) and that are
+    not fragments (:func:`_fragments`)."""
     norms = np.maximum((footprints**2).sum(axis=0), 1e-12)
     projected = (footprints.T @ signal.T) / norms[:, None]  # (k, n)
-    return np.array([trace_snr(trace) >= params["min_snr"] for trace in projected], bool)
+    keep = np.array([trace_snr(trace) >= params["min_snr"] for trace in projected], bool)
+    return keep & ~_fragments(footprints, projected, keep, params["min_snr"])
+
+
+def _fragments(footprints: np.ndarray, projected: np.ndarray, candidates: np.ndarray, min_snr: float) -> np.ndarray:
+    """Sources with no activity of their own: a piece of a cell, or the pixels between touching
+    cells, whose projected trace is a mixture of its neighbours' traces.
+
+    Smallest first, each candidate's trace is regressed on the traces of the sources whose
+    footprints touch it and that are still kept (least squares, with a constant); if the peak
+    SNR of what they leave unexplained is below ``min_snr`` the source is a fragment and no
+    longer explains others. Smallest first, so a cell is never explained away by its own
+    fragment.
+    """
+    touching = (footprints.T @ footprints) > 0
+    kept = candidates.copy()
+    fragment = np.zeros(len(candidates), bool)
+    ones = np.ones(projected.shape[1])
+    for j in np.argsort(np.count_nonzero(footprints, axis=0), kind="stable"):
+        if not kept[j]:
+            continue
+        neighbours = np.flatnonzero(touching[j] & kept)
+        neighbours = neighbours[neighbours != j]
+        if not len(neighbours):
+            continue
+        design = np.column_stack([projected[neighbours].T, ones])
+        residual = projected[j] - design @ np.linalg.lstsq(design, projected[j], rcond=None)[0]
+        if trace_snr(residual) < min_snr:
+            kept[j] = False
+            fragment[j] = True
+    return fragment
 
 
 # ------------------------------------------------------------------------------ merging

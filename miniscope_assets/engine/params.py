@@ -30,7 +30,7 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "strides": ParamSpec([48, 48], "int_pair", 8, 4096, "piecewise-rigid block stride (rows, columns), px"),
     "overlaps": ParamSpec([24, 24], "int_pair", 0, 4096, "extra block size beyond the stride (rows, columns), px"),
     "max_deviation_rigid": ParamSpec(3, "int", 0, 1000, "largest block shift deviation from the rigid shift, px"),
-    "motion_lowpass_sigma": ParamSpec(1.0, "float", 0, 50, "Gaussian noise smoothing before registration, px"),
+    "motion_lowpass_sigma": ParamSpec(1.5, "float", 0, 50, "Gaussian noise smoothing before registration, px"),
     "motion_highpass_sigma": ParamSpec(8.0, "float", 1, 200, "Gaussian background scale removed before registration, px"),
     "template_frames": ParamSpec(200, "int", 1, 100_000, "first frames averaged into the template"),
     "template_iterations": ParamSpec(3, "int", 1, 20, "register-and-average rounds refining the template"),
@@ -42,14 +42,15 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     # source extraction
     "neuron_diameter": ParamSpec(10.0, "float", 3, 100, "expected soma diameter, px"),
     "min_corr": ParamSpec(0.8, "float", 0, 1, "seed threshold on the local correlation image"),
-    "min_pnr": ParamSpec(8.0, "float", 0, None, "seed threshold on the peak-to-noise ratio image"),
+    "min_pnr": ParamSpec(5.0, "float", 0, None, "seed threshold on the peak-to-noise ratio image"),
     "ring_radius_factor": ParamSpec(1.2, "float", 0.5, 5, "background ring inner radius, in neuron diameters"),
     "patch_size": ParamSpec(64, "int", 16, 4096, "core size of the square patches used to find sources, px"),
     "patch_overlap": ParamSpec(24, "int", 0, 4096, "margin added around every patch core, px"),
     "max_init_frames": ParamSpec(1000, "int", 50, 1_000_000, "frames of the temporally binned movie used to find sources"),
     "refine_iterations": ParamSpec(2, "int", 0, 20, "spatial/temporal/background refinement rounds per patch"),
     "merge_threshold": ParamSpec(0.8, "float", 0, 1, "trace correlation above which overlapping sources merge"),
-    "min_snr": ParamSpec(3.0, "float", 0, None, "sources whose trace SNR is below this are rejected"),
+    "min_snr": ParamSpec(6.0, "float", 0, None, "sources whose trace, or what their touching neighbours' traces leave "
+                         "unexplained of it, has a peak SNR below this are rejected"),
     # classification
     "soma_area_range": ParamSpec([0.3, 3.0], "float_pair", 0, None, "soma area range, in expected soma areas"),
     "max_soma_elongation": ParamSpec(2.0, "float", 1, None, "largest major/minor axis ratio of a soma"),
