@@ -52,8 +52,17 @@ def test_weak_or_inconsistent_sources_are_not_somata():
 
 def test_confidence_drops_near_the_thresholds():
     params = validate_params({"neuron_diameter": 10})
-    result = classify_sources(_matrix([_ellipse((40, 40), (5, 5))]), SHAPE, np.array([3.2]), None, params)
+    result = classify_sources(_matrix([_ellipse((40, 40), (5, 5))]), SHAPE, np.array([6.2]), None, params)
     assert result.types[0] == "soma" and 0.5 <= result.confidence[0] < 0.7
+
+
+def test_a_soma_cut_by_the_frame_edge_is_judged_without_its_shape():
+    params = validate_params({"neuron_diameter": 10})
+    images = [_ellipse((40, -2), (6, 6)), _ellipse((40, 40), (6, 2))]  # a cap of a disk cut by the edge; a sliver inside
+    result = classify_sources(_matrix(images), SHAPE, np.full(2, 20.0), None, params)
+    assert result.features["cut"].tolist() == [1.0, 0.0]
+    assert result.features["elongation"][0] > 1.7  # what made it a "dendrite" before
+    assert result.types.tolist() == ["soma", "dendrite"]
 
 
 def test_no_masks():

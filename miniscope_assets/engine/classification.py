@@ -1,19 +1,24 @@
 """Stage 4: mask classification (soma / dendrite / neuropil / artefact / unknown) with a confidence.
 
-Features of each footprint, on its pixels at or above half its peak ("core"):
+Features of each footprint, on its pixels at or above half its peak once smoothed by a Gaussian
+of 1 px ("core"; the smoothing keeps pixel noise in a dim cell's footprint from making it ragged):
 
 - ``area_ratio``: core area / expected soma area ``pi (neuron_diameter / 2)^2``;
 - ``elongation``: major / minor axis ratio from the weighted second moments of the core;
 - ``solidity``: core area / area of its convex hull (compactness);
-- ``consistency``: median of the local correlation image over the core (spatial consistency);
-- ``snr``: peak SNR of the fluorescence trace.
+- ``consistency``: 90th percentile of the local correlation image over the core (spatial
+  consistency; like a seed, a soma must reach ``min_corr`` somewhere in its core, and a dim
+  soma's median is lower than its centre);
+- ``snr``: peak SNR of the fluorescence trace;
+- ``cut``: 1 if the core touches the frame edge (the cell is cut off by it), else 0.
 
 Each criterion has a soft score in [0, 1] (logistic, 0.5 exactly at the threshold):
 area within ``soma_area_range``, elongation <= ``max_soma_elongation``, solidity >= 0.75,
 consistency >= ``min_corr``, snr >= ``min_snr``. The first matching rule gives the type:
 area above the range -> ``neuropil``; below it -> ``artefact``; too elongated -> ``dendrite``;
 any other failed criterion -> ``unknown``; otherwise ``soma``. The confidence is the lowest
-score for a soma, and ``1 - score`` of the deciding criterion otherwise. ``axon`` is never
+score for a soma, and ``1 - score`` of the deciding criterion otherwise. The shape of a cut
+footprint says nothing about the cell: it is judged by the upper area bound, consistency and SNR. ``axon`` is never
 assigned: 1-photon resolution cannot tell axons from dendrites.
 """
 
@@ -28,6 +33,7 @@ import scipy.sparse
 from miniscope_assets.engine.extraction import expected_soma_area
 
 MIN_SOLIDITY = 0.75
+_SMOOTHING_SIGMA = 1.0  # px: footprints are smoothed this much before their core is measured
 
 
 @dataclass
@@ -47,17 +53,16 @@ def footprint_features(footprints: scipy.sparse.csc_matrix, frame_shape, correla
     footprints = footprints.tocsc()
     width = frame_shape[1]
     n = footprints.shape[1]
-    features = {name: np.zeros(n) for name in ("area_ratio", "elongation", "solidity", "consistency")}
+    features = {name: np.zeros(n) for name in ("area_ratio", "elongation", "solidity", "consistency", "cut")}
     expected = expected_soma_area(neuron_diameter)
     for k in range(n):
         start, end = footprints.indptr[k], footprints.indptr[k + 1]
-        values = footprints.data[start:end]
-        if len(values) == 0:
+        if end == start:
             continue
-        core = values >= 0.5 * values.max()
-        ys, xs = np.divmod(footprints.indices[start:end][core], width)
-        weights = values[core].astype(np.float64)
+        ys, xs, weights = _smoothed_core(footprints.indices[start:end], footprints.data[start:end], frame_shape)
         features["area_ratio"][k] = len(ys) / expected
+        features["cut"][k] = float(ys.min() == 0 or xs.min() == 0 or ys.max() == frame_shape[0] - 1
+                                   or xs.max() == width - 1)
         cy, cx = np.average(ys, weights=weights), np.average(xs, weights=weights)
         covariance = np.cov(np.stack([ys - cy, xs - cx]), aweights=weights, bias=True) if len(ys) > 1 else np.zeros((2, 2))
         eigen = np.sort(np.linalg.eigvalsh(covariance + np.eye(2) / 12.0))  # + pixel's own extent
@@ -66,8 +71,23 @@ def footprint_features(footprints: scipy.sparse.csc_matrix, frame_shape, correla
         hull_area = cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0  # pixel-count area of the hull
         features["solidity"][k] = min(len(ys) / hull_area, 1.0)
         if correlation_image is not None:
-            features["consistency"][k] = float(np.median(correlation_image[ys, xs]))
+            features["consistency"][k] = float(np.percentile(correlation_image[ys, xs], 90))
     return features
+
+
+def _smoothed_core(pixels: np.ndarray, values: np.ndarray, frame_shape) -> tuple[np.ndarray, ...]:
+    """(rows, columns, values) of a footprint's core: its pixels at or above half the peak once
+    smoothed by a Gaussian of ``_SMOOTHING_SIGMA`` px, so pixel noise in a dim cell's footprint
+    does not make its core ragged."""
+    ys, xs = np.divmod(pixels, frame_shape[1])
+    pad = int(np.ceil(3 * _SMOOTHING_SIGMA))
+    y0, x0 = max(ys.min() - pad, 0), max(xs.min() - pad, 0)
+    y1, x1 = min(ys.max() + pad + 1, frame_shape[0]), min(xs.max() + pad + 1, frame_shape[1])
+    box = np.zeros((y1 - y0, x1 - x0), np.float32)
+    box[ys - y0, xs - x0] = values
+    box = cv2.GaussianBlur(box, (0, 0), _SMOOTHING_SIGMA, borderType=cv2.BORDER_CONSTANT)
+    core_y, core_x = np.nonzero(box >= 0.5 * box.max())
+    return core_y + y0, core_x + x0, box[core_y, core_x].astype(np.float64)
 
 
 def classify_sources(
@@ -91,6 +111,9 @@ def classify_sources(
         if correlation_image is not None else np.ones(len(snr)),
         "weak": _logistic((features["snr"] - params["min_snr"]) / 1.0),
     }
+    cut = features["cut"] > 0
+    for criterion in ("too_small", "elongated", "irregular"):
+        scores[criterion][cut] = 1.0
     rules = [("too_large", "neuropil"), ("too_small", "artefact"), ("elongated", "dendrite"),
              ("irregular", "unknown"), ("inconsistent", "unknown"), ("weak", "unknown")]
     n = len(snr)
