@@ -112,6 +112,15 @@ class Simulation:
         )
 
     @property
+    def fps(self) -> float:
+        return self.config.fps
+
+    @property
+    def match_distance(self) -> float:
+        """Largest centroid distance at which a found mask counts as a true neuron, px."""
+        return self.config.neuron_radius
+
+    @property
     def x_shifts(self) -> np.ndarray:
         """Correction shifts the engine should find (x = column), i.e. minus the applied motion."""
         return -self.motion[:, 1]
@@ -337,14 +346,18 @@ def _slow_process(rng: np.random.Generator, n: int, timescale_frames: float) -> 
     return (smooth - smooth.mean()) / max(float(smooth.std()), 1e-12)
 
 
-def evaluate(result, simulation: Simulation, max_distance: float | None = None, spike_sigma: float = 0.1) -> dict:
-    """Accuracy of a ProcessingResult against the ground truth of ``simulation``.
+def evaluate(result, simulation, max_distance: float | None = None, spike_sigma: float = 0.1) -> dict:
+    """Accuracy of a ProcessingResult against the ground truth of ``simulation``: a
+    :class:`Simulation` or any object with its ground-truth attributes (``frame_shape``, ``fps``,
+    ``match_distance``, ``centers``, ``footprints``, ``calcium``, ``spikes``, ``x_shifts``,
+    ``y_shifts``), such as a minisim case.
 
-    - motion: RMS error of the rigid shifts (x and y together) after removing the constant
-      offset (the template's own position); both with and without the outlier frames.
+    - motion: RMS and largest error of the rigid shifts (x and y together, px) after removing the
+      constant offset (the template's own position).
     - detection: true and found masks are paired one-to-one (Hungarian assignment on centroid
-      distance) and a pair matches if the distance is at most ``max_distance`` (default: the mean
-      neuron radius); true centroids are first moved by the template offset.
+      distance) and a pair matches if the distance is at most ``max_distance`` (default: the
+      truth's ``match_distance``; for the project simulator the mean neuron radius); true
+      centroids are first moved by the template offset.
       Returns precision, recall, F1 and the median IoU of matched footprints (pixels >= 20% of
       peak; true footprints moved by the template offset).
     - traces: median Pearson correlation of matched fluorescence traces with the true calcium.
@@ -362,8 +375,9 @@ def evaluate(result, simulation: Simulation, max_distance: float | None = None, 
         offset = error.mean(axis=0)
         centred = error - offset
         figures["motion_rms_px"] = float(np.sqrt((centred**2).sum(axis=1).mean()))
+        figures["motion_max_px"] = float(np.sqrt((centred**2).sum(axis=1)).max())
         figures["motion_offset_px"] = offset.round(3).tolist()
-    max_distance = simulation.config.neuron_radius if max_distance is None else max_distance
+    max_distance = simulation.match_distance if max_distance is None else max_distance
     true_centres = simulation.centers + offset  # (y, x)
     found_centres = result.mask_centers()[:, ::-1] if result.n_masks else np.zeros((0, 2))
     distance = np.hypot(*(true_centres[:, None, :] - found_centres[None, :, :]).transpose(2, 0, 1))
@@ -398,7 +412,7 @@ def evaluate(result, simulation: Simulation, max_distance: float | None = None, 
         figures["median_trace_corr"] = float(np.median(trace_corr))
         figures["trace_corr"] = np.round(trace_corr, 3).tolist()
         if result.spikes is not None:
-            sigma = spike_sigma * simulation.config.fps
+            sigma = spike_sigma * simulation.fps
             spike_corr = [
                 _pearson(gaussian_filter1d(result.spikes[f].astype(np.float64), sigma),
                          gaussian_filter1d(simulation.spikes[t].astype(np.float64), sigma))
