@@ -34,7 +34,9 @@ CASES = {
                        motion_um=3.0, seed=103),
     "hard": MinisimCase("hard", size=300, seconds=100, density=45_000, photons=200, neuropil=1.0, bleaching=1.0,
                         motion_um=6.0, max_shift_um=12.0, seed=104),
-    "full field": MinisimCase("full field", size=600, seconds=150, density=45_000, motion_um=3.0, seed=105),
+    # minisim renders in memory at about 26 bytes per pixel-frame: 1500 frames (14 GB) is the
+    # longest full field a 24 GiB machine renders; bench_engine.py measures 3000 frames' speed.
+    "full field": MinisimCase("full field", size=600, seconds=75, density=45_000, motion_um=3.0, seed=105),
 }
 
 
