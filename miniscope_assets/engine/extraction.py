@@ -262,9 +262,9 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
     fluctuation of the window's fine static structure (the soma-scale band-passed mean image): a
     change of illumination multiplies structure such as blood vessels, which neither a local mean
     nor a common signal can follow and the soma-scale filter would pass as vessel-shaped
-    "sources". The two window regressors of a pixel leave out the square of one diameter around
-    it (the ring skips it too): a bright cell would otherwise dominate the window's structure and
-    be fitted away as its own background.
+    "sources". The two window regressors of a pixel leave out the square of pixels within one
+    diameter of it (the ring skips them too): a bright cell would otherwise dominate the window's
+    structure and be fitted away as its own background.
     """
     n, pixels = flat.shape
     shape = mean_image.shape
