@@ -18,8 +18,8 @@ consistency >= ``min_corr``, snr >= ``min_snr``. The first matching rule gives t
 area above the range -> ``neuropil``; below it -> ``artefact``; too elongated -> ``dendrite``;
 any other failed criterion -> ``unknown``; otherwise ``soma``. The confidence is the lowest
 score for a soma, and ``1 - score`` of the deciding criterion otherwise. The shape of a cut
-footprint says nothing about the cell: it is judged by the upper area bound, consistency and SNR. ``axon`` is never
-assigned: 1-photon resolution cannot tell axons from dendrites.
+footprint says nothing about the cell: it is judged by the upper area bound, consistency and
+SNR only. ``axon`` is never assigned: 1-photon resolution cannot tell axons from dendrites.
 """
 
 from __future__ import annotations
