@@ -105,7 +105,7 @@ def test_input_hash_follows_params_and_files(workspace, tiny_recording, data_roo
     params = processing_stage.validate_paramset(paramset)
     first = processing_stage.input_hash(info, data_root, paramset, params)
     assert processing_stage.input_hash(info, data_root, paramset, dict(params)) == first
-    assert processing_stage.input_hash(info, data_root, paramset, {**params, "min_pnr": 5.0}) != first
+    assert processing_stage.input_hash(info, data_root, paramset, {**params, "min_pnr": params["min_pnr"] + 1}) != first
     (data_root / info.files[0]).touch()
     import os
 
