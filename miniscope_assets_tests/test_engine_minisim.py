@@ -17,6 +17,7 @@ from miniscope_assets.simulation import evaluate
 from miniscope_assets_tests.minisim_cases import MinisimCase, simulate
 
 pytest.importorskip("minisim")
+pytestmark = pytest.mark.slow  # about 3.5 min on 2 cores: four cases rendered and processed
 
 # (case, smallest detection F1 asserted): the 0.93 where the engine reaches it on these
 # seeds, 0.90 on the dim and fast-motion cases, where it measured 0.915 and 0.919 (a few dim cells
