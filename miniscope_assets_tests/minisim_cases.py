@@ -35,7 +35,6 @@ class MinisimCase:
 
     def spec(self):
         """The minisim ``Spec`` of this case."""
-        import minisim
         from minisim.presets import build_spec, ca1, miniscope_v4
         from minisim.spec import Bleaching, BrainMotion, Neuropil, Sensor
 
@@ -52,10 +51,8 @@ class MinisimCase:
             extra.append(BrainMotion(motion_amplitude_um=self.motion_um, max_shift_um=self.max_shift_um))
         if self.bleaching is not None:
             extra.append(Bleaching(excitation_intensity=self.bleaching))
-        spec = build_spec(scope, region, duration_s=self.seconds, fps=self.fps, seed=self.seed,
+        return build_spec(scope, region, duration_s=self.seconds, fps=self.fps, seed=self.seed,
                           sensor=Sensor(photons_per_unit=self.photons), extra_steps=extra)
-        assert isinstance(spec, minisim.Spec)
-        return spec
 
 
 @dataclass

@@ -41,14 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import h5py
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from miniscope_assets.engine.filters import RingAverage, bandpass, neuron_filter_sigmas, ring_radii
+from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, neuron_filter_sigmas, ring_radii
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import noise_from_differences, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
@@ -272,7 +271,7 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
     structure = bandpass(mean_image, *neuron_filter_sigmas(diameter))
     regressors = [ring_of_data]
     for weights in (np.ones(shape, np.float32), structure):
-        local_norm = _box_sum(weights * weights, radius).ravel()
+        local_norm = box_sum(weights * weights, radius).ravel()
         outside_norm = np.maximum(float((weights * weights).sum()) - local_norm, 1e-12)
         weighted = flat * weights.ravel()
         regressor = weighted.sum(axis=1, keepdims=True) - _box_sum_stack(weighted.reshape(n, *shape), radius)
@@ -293,15 +292,9 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
     return residual
 
 
-def _box_sum(image: np.ndarray, radius: int) -> np.ndarray:
-    """Sum over the (2 radius + 1)^2 square around every pixel (zero outside the image)."""
-    return cv2.boxFilter(image.astype(np.float32), cv2.CV_32F, (2 * radius + 1,) * 2, normalize=False,
-                         borderType=cv2.BORDER_CONSTANT)
-
-
 def _box_sum_stack(images: np.ndarray, radius: int) -> np.ndarray:
-    """:func:`_box_sum` of every image of a (n, h, w) stack, as (n, h * w)."""
-    return np.stack([_box_sum(image, radius).ravel() for image in images])
+    """:func:`box_sum` of every image of a (n, h, w) stack, as (n, h * w)."""
+    return np.stack([box_sum(image, radius).ravel() for image in images])
 
 
 def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:

@@ -88,9 +88,7 @@ class RingAverage:
 
     def sum(self, image: np.ndarray) -> np.ndarray:
         """Annulus sum of one image (zero outside the image)."""
-        outer = cv2.boxFilter(image, cv2.CV_32F, (2 * self.outer + 1,) * 2, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        inner = cv2.boxFilter(image, cv2.CV_32F, (2 * self.inner + 1,) * 2, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        return outer - inner
+        return box_sum(image, self.outer) - box_sum(image, self.inner)
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Ring average of one (height, width) image."""
@@ -99,6 +97,11 @@ class RingAverage:
     def apply_stack(self, images: np.ndarray) -> np.ndarray:
         """Ring average of every image of a (n, height, width) stack."""
         return np.stack([self.apply(image) for image in images]) if len(images) else images.astype(np.float32)
+
+
+def box_sum(image: np.ndarray, radius: int) -> np.ndarray:
+    """Sum over the (2 radius + 1)^2 square around every pixel (zero outside the image), float32."""
+    return cv2.boxFilter(image, cv2.CV_32F, (2 * radius + 1,) * 2, normalize=False, borderType=cv2.BORDER_CONSTANT)
 
 
 def ring_radii(neuron_diameter: float, ring_radius_factor: float) -> tuple[int, int]:
