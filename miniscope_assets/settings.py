@@ -57,3 +57,9 @@ def to_env(current: Settings) -> dict[str, str]:
 def seconds_from_env(name: str, default: float, low: float) -> float:
     """A duration in seconds from environment variable ``name`` (``default`` when unset)."""
     return finite_number(Path(f"${name}"), name, os.environ.get(name, default), low=low)
+
+
+def workers_from_env() -> int:
+    """Engine worker processes from MINISCOPE_WORKERS (unset or 0: every available core)."""
+    return finite_number(Path("$MINISCOPE_WORKERS"), "MINISCOPE_WORKERS", os.environ.get("MINISCOPE_WORKERS", 0),
+                         low=0, integer=True)

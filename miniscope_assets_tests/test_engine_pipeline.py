@@ -165,6 +165,30 @@ def test_deterministic(tmp_path):
         np.testing.assert_array_equal(a["corrected"][()], b["corrected"][()])
 
 
+@pytest.mark.parametrize("pw_rigid", [False, True], ids=["rigid", "piecewise"])
+def test_one_and_two_workers_agree(tmp_path, pw_rigid):
+    """Work split over processes gives the same result, bit for bit."""
+    simulation = Simulation(SimulationConfig(height=96, width=112, nframes=400, n_neurons=14, seed=4))
+    frames = _frames(simulation)
+    params = {"patch_size": 48, "patch_overlap": 16, "chunk_frames": 50, "pw_rigid": pw_rigid,
+              "strides": [32, 32], "overlaps": [16, 16]}
+    one = run_engine(ArrayMovie(frames), params, tmp_path / "one", 20.0, n_workers=1)
+    two = run_engine(ArrayMovie(frames), params, tmp_path / "two", 20.0, n_workers=2)
+    assert (one.notes["n_workers"], two.notes["n_workers"]) == (1, 2)
+    assert one.n_masks >= 8
+    np.testing.assert_array_equal(one.mask_types, two.mask_types)
+    np.testing.assert_array_equal(one.footprints.toarray(), two.footprints.toarray())
+    for name in one.TRACE_FIELDS:
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    for name, image in one.summary.as_dict().items():
+        np.testing.assert_array_equal(image, two.summary.as_dict()[name], err_msg=name)
+    np.testing.assert_array_equal(one.motion_rigid.x_shifts, two.motion_rigid.x_shifts)
+    if pw_rigid:
+        np.testing.assert_array_equal(one.motion_piecewise.y_shifts, two.motion_piecewise.y_shifts)
+    with h5py.File(tmp_path / "one" / "corrected.h5") as a, h5py.File(tmp_path / "two" / "corrected.h5") as b:
+        np.testing.assert_array_equal(a["corrected"][:], b["corrected"][:])
+
+
 def test_memory_does_not_grow_with_movie_length(tmp_path):
     """Peak Python/numpy allocations for a 4x longer movie grow far less than the extra frames would need."""
     config = dict(height=64, width=64, n_neurons=6, seed=4)

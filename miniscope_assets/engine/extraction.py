@@ -51,6 +51,7 @@ from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, neur
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import noise_from_differences, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
+from miniscope_assets.engine.workers import ordered_map
 
 STAGE = "source_extraction"
 _SUPPORT_CORRELATION = 0.3
@@ -88,12 +89,13 @@ def extract_sources(
     work_dir: Path,
     border: int = 0,
     progress: Callable[[str, float], None] | None = None,
+    n_workers: int | None = None,
 ) -> Sources:
     """Find footprints in the corrected ``movie`` (see module docstring).
 
     ``border``: width of the frame margin filled in by motion correction
     (:attr:`MotionCorrection.border`); no source is seeded there and sources whose centroid
-    falls there are dropped.
+    falls there are dropped. Patches are processed by ``n_workers`` processes.
     """
     started = time.perf_counter()
     height, width = movie.frame_shape
@@ -105,25 +107,22 @@ def extract_sources(
         footprints, traces, gain = [], [], np.ones(movie.frame_shape, np.float32)
         valid = np.zeros(movie.frame_shape, bool)
         valid[border : height - border, border : width - border] = True
-        windows = list(_patch_windows(movie.frame_shape, params["patch_size"], params["patch_overlap"]))
+        cores, windows = zip(*_patch_windows(movie.frame_shape, params["patch_size"], params["patch_overlap"]))
         # a source near a core boundary is kept by both patches (its centroid differs slightly
         # between them) and merged with itself below, never dropped by both
         reach = params["neuron_diameter"] / 2
-        with h5py.File(binned_path, "r") as f:
-            binned = f["binned"]
-            for index, (core, window) in enumerate(windows):
-                data = binned[:, window[0], window[1]]
-                components, patch_gain = _process_patch(data, valid[window], params)
-                core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
-                gain[core] = patch_gain[core_in_window]
-                for component in components:
-                    cy, cx = _centroid(component.footprint)
-                    near_core = all(c.start - reach <= v < c.stop + reach for c, v in zip(core_in_window, (cy, cx)))
-                    if near_core and valid[window][int(round(cy)), int(round(cx))]:
-                        footprints.append(_to_global(component.footprint, window, movie.frame_shape))
-                        traces.append(component.trace)
-                if progress:
-                    progress(STAGE, 0.2 + 0.75 * (index + 1) / len(windows))
+        patches = ordered_map(_patch, windows, (binned_path, valid, params), n_workers)
+        for index, (core, window, (components, patch_gain)) in enumerate(zip(cores, windows, patches)):
+            core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
+            gain[core] = patch_gain[core_in_window]
+            for component in components:
+                cy, cx = _centroid(component.footprint)
+                near_core = all(c.start - reach <= v < c.stop + reach for c, v in zip(core_in_window, (cy, cx)))
+                if near_core and valid[window][int(round(cy)), int(round(cx))]:
+                    footprints.append(_to_global(component.footprint, window, movie.frame_shape))
+                    traces.append(component.trace)
+            if progress:
+                progress(STAGE, 0.2 + 0.75 * (index + 1) / len(windows))
     finally:
         os.unlink(binned_path)
     n_binned = -(-movie.nframes // bin_size)
@@ -209,6 +208,14 @@ def _patch_windows(frame_shape, patch_size: int, overlap: int):
 
 
 # ------------------------------------------------------------------------------ one patch
+def _patch(state, window) -> tuple[list[_Component], np.ndarray]:
+    """:func:`_process_patch` of one window of the binned movie (a worker's task)."""
+    binned_path, valid, params = state
+    with h5py.File(binned_path, "r") as f:
+        data = f["binned"][:, window[0], window[1]]
+    return _process_patch(data, valid[window], params)
+
+
 def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tuple[list[_Component], np.ndarray]:
     """Sources of one (n, h, w) binned window (seeds only where ``seedable``) and its ring gains."""
     n, h, w = data.shape

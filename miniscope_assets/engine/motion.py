@@ -41,6 +41,7 @@ from miniscope_assets.engine.filters import Bandpass
 from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
+from miniscope_assets.engine.workers import ordered_map
 from miniscope_assets.io.atomic import atomic_path
 from miniscope_assets.io.corrected_movie import DATASET as CORRECTED_DATASET
 from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion
@@ -136,12 +137,12 @@ def _block_starts(size: int, stride: int, overlap: int) -> tuple[np.ndarray, int
 class _Registration:
     """Cross-correlation registration of filtered images against fixed template(s)."""
 
-    def __init__(self, templates: np.ndarray, upsample_factor: int):
+    def __init__(self, templates: np.ndarray, upsample_factor: int, threads: int | None = None):
         # templates: (n, h, w); one per block (or a single full-frame template)
         self.shape = templates.shape[-2:]
         self.taper = _taper(self.shape)
-        # threads only pay off for large transforms (and hurt on a busy machine otherwise)
-        self.workers = -1 if self.shape[0] * self.shape[1] >= 256 * 256 else 1
+        # FFT threads (default: all cores; 1 in workers) only pay off for large transforms
+        self.workers = (threads or -1) if self.shape[0] * self.shape[1] >= 256 * 256 else 1
         self.template_spectra = np.conj(scipy.fft.rfft2(templates * self.taper, workers=self.workers))
         self.template_norms = np.sqrt(np.einsum("nij,nij->n", templates * self.taper, templates * self.taper))
         self.upsample_factor = upsample_factor
@@ -225,27 +226,21 @@ def _taper(shape) -> np.ndarray:
     return np.outer(profiles[0], profiles[1]).astype(np.float32)
 
 
-class _FilteredBatches:
-    """Streams a movie as batches of band-passed frames held in one reused buffer."""
+class _FrameFilter:
+    """Band-passes and clips frames for registration, in batches held in one reused buffer."""
 
-    def __init__(self, movie: MovieSource, params: dict):
-        self.movie = movie
-        self.chunk_frames = params["chunk_frames"]
-        self.bandpass = Bandpass(movie.frame_shape, params["motion_lowpass_sigma"], params["motion_highpass_sigma"])
-        self.buffer = np.empty((min(_BATCH, movie.nframes), *movie.frame_shape), np.float32)
+    def __init__(self, frame_shape, params: dict):
+        self.bandpass = Bandpass(frame_shape, params["motion_lowpass_sigma"], params["motion_highpass_sigma"])
+        self.buffer = np.empty((_BATCH, *frame_shape), np.float32)
 
-    def __iter__(self):
-        return self.iterate()
-
-    def iterate(self, stop: int | None = None):
-        """Yield (first frame index, raw frames, band-passed frames) in batches of <= _BATCH frames."""
-        for first, frames in self.movie.iter_chunks(self.chunk_frames, 0, stop):
-            for offset in range(0, len(frames), _BATCH):
-                raw = frames[offset : offset + _BATCH]
-                filtered = self.buffer[: len(raw)]
-                self.bandpass.stack(raw, out=filtered)
-                _clip_transients(filtered)
-                yield first + offset, raw, filtered
+    def batches(self, frames: np.ndarray):
+        """Yield (offset, raw frames, filtered frames) in batches of <= _BATCH frames of ``frames``."""
+        for offset in range(0, len(frames), _BATCH):
+            raw = frames[offset : offset + _BATCH]
+            filtered = self.buffer[: len(raw)]
+            self.bandpass.stack(raw, out=filtered)
+            _clip_transients(filtered)
+            yield offset, raw, filtered
 
 
 def _clip_transients(filtered: np.ndarray) -> None:
@@ -263,31 +258,45 @@ def _clip_transients(filtered: np.ndarray) -> None:
     np.clip(filtered, -scale[:, None, None], scale[:, None, None], out=filtered)
 
 
-def build_template(movie: MovieSource, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(filtered template, raw-intensity reference) from the first ``template_frames`` frames."""
+def build_template(movie: MovieSource, params: dict, n_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(filtered template, raw-intensity reference) from the first ``template_frames`` frames,
+    chunks of them in ``n_workers`` processes."""
     stop = min(params["template_frames"], movie.nframes)
-    batches = _FilteredBatches(movie, params)
-    filtered_sum = np.zeros(movie.frame_shape, np.float64)
-    for _, _, filtered in batches.iterate(stop):
-        filtered_sum += filtered.sum(axis=0)
-    template = (filtered_sum / stop).astype(np.float32)
-    raw_sum = np.zeros(movie.frame_shape, np.float64)
+    frame_filter = _FrameFilter(movie.frame_shape, params)
     iterations = params["template_iterations"] if params["motion_correction"] else 0
-    warper = _Warper(movie.frame_shape)
-    for _ in range(iterations):
-        registration = _Registration(template[None], params["upsample_factor"])
-        filtered_sum[:] = 0
-        raw_sum[:] = 0
-        for _, raw, filtered in batches.iterate(stop):
-            shifts = -_rigid_peaks(registration, filtered, params["max_shift"])[0]
-            for frame, image, (dy, dx) in zip(raw, filtered, shifts):
-                filtered_sum += warper.translate(image, dy, dx)
-                raw_sum += warper.translate(frame, dy, dx)
+    registration = None
+    for _ in range(iterations + 1):
+        state = (frame_filter, registration, params["max_shift"])
+        filtered_sum = np.zeros(movie.frame_shape, np.float64)
+        raw_sum = np.zeros(movie.frame_shape, np.float64)
+        for chunk_filtered, chunk_raw in ordered_map(
+            _template_sums, movie.iter_chunks(params["chunk_frames"], 0, stop), state, n_workers
+        ):
+            filtered_sum += chunk_filtered
+            raw_sum += chunk_raw
         template = (filtered_sum / stop).astype(np.float32)
-    if not iterations:
-        for _, raw, _ in batches.iterate(stop):
-            raw_sum += raw.sum(axis=0, dtype=np.float64)
+        registration = _Registration(template[None], params["upsample_factor"], threads=1)
     return template, (raw_sum / stop).astype(np.float32)
+
+
+def _template_sums(state, chunk) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of filtered frames, sum of raw frames) of one chunk, each registered to the current
+    template (unregistered before there is one)."""
+    frame_filter, registration, max_shift = state
+    _, frames = chunk
+    filtered_sum = np.zeros(frames.shape[1:], np.float64)
+    raw_sum = np.zeros(frames.shape[1:], np.float64)
+    warper = _Warper(frames.shape[1:])
+    for _, raw, filtered in frame_filter.batches(frames):
+        if registration is None:
+            filtered_sum += filtered.sum(axis=0)
+            raw_sum += raw.sum(axis=0, dtype=np.float64)
+            continue
+        shifts = -_rigid_peaks(registration, filtered, max_shift)[0]
+        for frame, image, (dy, dx) in zip(raw, filtered, shifts):
+            filtered_sum += warper.translate(image, dy, dx)
+            raw_sum += warper.translate(frame, dy, dx)
+    return filtered_sum, raw_sum
 
 
 def _rigid_peaks(registration: _Registration, filtered: np.ndarray, max_shift: int):
@@ -319,10 +328,44 @@ class _Warper:
         return cv2.remap(self._image, map_x, map_y, cv2.INTER_CUBIC, dst=self._out, borderMode=cv2.BORDER_REFLECT)
 
 
+@dataclass
+class _ShiftEstimator:
+    """What registering a chunk of frames needs (a worker's inherited state)."""
+
+    frame_filter: _FrameFilter
+    registration: _Registration
+    block_registration: _Registration | None
+    grid: BlockGrid | None
+    max_shift: int
+    deviation: int
+
+
+def _chunk_shifts(estimator: _ShiftEstimator, chunk) -> tuple:
+    """(first, rigid shifts (n, 2), on border (n,), quality (n,), block shifts (n, blocks, 2) or
+    None) of one chunk of raw frames."""
+    first, frames = chunk
+    n = len(frames)
+    grid = estimator.grid
+    rigid, border, quality = np.zeros((n, 2)), np.zeros(n, bool), np.ones(n)
+    blocks = np.zeros((n, grid.count, 2)) if grid else None
+    for offset, raw, filtered in estimator.frame_filter.batches(frames):
+        batch = slice(offset, offset + len(raw))
+        peaks, border[batch], quality[batch] = _rigid_peaks(estimator.registration, filtered, estimator.max_shift)
+        rigid[batch] = -peaks
+        if grid:
+            deviation = estimator.deviation
+            for i, image in enumerate(filtered):
+                centre = np.broadcast_to(np.rint(peaks[i]).astype(np.int64), (grid.count, 2))
+                block_peaks, _, _ = estimator.block_registration.peaks(grid.cut(image), centre, deviation)
+                blocks[offset + i] = np.clip(-block_peaks, -peaks[i] - deviation, -peaks[i] + deviation)
+    return first, rigid, border, quality, blocks
+
+
 def estimate_shifts(
-    movie: MovieSource, template: np.ndarray, params: dict, progress: Progress | None = None
+    movie: MovieSource, template: np.ndarray, params: dict, progress: Progress | None = None, n_workers: int | None = None
 ) -> dict:
-    """Per-frame rigid shifts (and per-block shifts if ``pw_rigid``), outliers flagged and interpolated."""
+    """Per-frame rigid shifts (and per-block shifts if ``pw_rigid``), outliers flagged and
+    interpolated; chunks of frames are registered by ``n_workers`` processes."""
     n = movie.nframes
     rigid = np.zeros((n, 2))
     rigid_border = np.zeros(n, bool)
@@ -330,21 +373,22 @@ def estimate_shifts(
     grid = BlockGrid.from_params(movie.frame_shape, params["strides"], params["overlaps"]) if params["pw_rigid"] else None
     blocks = np.zeros((n, grid.count, 2)) if grid else None
     if params["motion_correction"]:
-        registration = _Registration(template[None], params["upsample_factor"])
-        block_registration = _Registration(grid.cut(template), params["upsample_factor"]) if grid else None
-        deviation = params["max_deviation_rigid"]
-        for first, raw, filtered in _FilteredBatches(movie, params):
-            peaks, border, frame_quality = _rigid_peaks(registration, filtered, params["max_shift"])
-            rigid[first : first + len(raw)] = -peaks
-            rigid_border[first : first + len(raw)] = border
-            quality[first : first + len(raw)] = frame_quality
+        estimator = _ShiftEstimator(
+            frame_filter=_FrameFilter(movie.frame_shape, params),
+            registration=_Registration(template[None], params["upsample_factor"], threads=1),
+            block_registration=_Registration(grid.cut(template), params["upsample_factor"], threads=1) if grid else None,
+            grid=grid, max_shift=params["max_shift"], deviation=params["max_deviation_rigid"],
+        )
+        chunks = movie.iter_chunks(params["chunk_frames"])
+        for first, chunk_rigid, border, chunk_quality, chunk_blocks in ordered_map(
+            _chunk_shifts, chunks, estimator, n_workers
+        ):
+            frames = slice(first, first + len(chunk_rigid))
+            rigid[frames], rigid_border[frames], quality[frames] = chunk_rigid, border, chunk_quality
             if grid:
-                for i, image in enumerate(filtered):
-                    centre = np.broadcast_to(np.rint(peaks[i]).astype(np.int64), (grid.count, 2))
-                    block_peaks, _, _ = block_registration.peaks(grid.cut(image), centre, deviation)
-                    blocks[first + i] = np.clip(-block_peaks, -peaks[i] - deviation, -peaks[i] + deviation)
+                blocks[frames] = chunk_blocks
             if progress:
-                progress(STAGE, 0.1 + 0.45 * (first + len(raw)) / n)
+                progress(STAGE, 0.1 + 0.45 * frames.stop / n)
     outliers = flag_outliers(rigid, rigid_border, quality, params["outlier_threshold"], params["outlier_window"],
                              params["outlier_quality_ratio"])
     rigid = _interpolate_outliers(rigid, outliers)
@@ -393,36 +437,55 @@ def _interpolate_outliers(values: np.ndarray, outliers: np.ndarray) -> np.ndarra
     return fixed
 
 
+class _ShiftApplier:
+    """Registers raw frames with known shifts (a worker's inherited state)."""
+
+    def __init__(self, shifts: dict, frame_shape, dtype):
+        self.shifts = shifts
+        self.dtype = dtype
+        self.warper = _Warper(frame_shape)
+        grid: BlockGrid | None = shifts["grid"]
+        if grid:
+            self.weights_y, self.weights_x = grid.interpolation_matrices(frame_shape)
+            self.grid_y, self.grid_x = np.mgrid[0 : frame_shape[0], 0 : frame_shape[1]].astype(np.float32)
+            self.map_x, self.map_y = np.empty_like(self.grid_x), np.empty_like(self.grid_y)
+
+    def frame(self, t: int, frame: np.ndarray) -> np.ndarray:
+        """Frame ``t`` registered (float32; the buffer is overwritten by the next call)."""
+        grid: BlockGrid | None = self.shifts["grid"]
+        if not grid:
+            return self.warper.translate(frame, *self.shifts["rigid"][t])
+        block_shifts = self.shifts["blocks"][t].reshape(len(grid.y_starts), len(grid.x_starts), 2).astype(np.float32)
+        np.subtract(self.grid_x, self.weights_y @ block_shifts[..., 1] @ self.weights_x.T, out=self.map_x)
+        np.subtract(self.grid_y, self.weights_y @ block_shifts[..., 0] @ self.weights_x.T, out=self.map_y)
+        return self.warper.remap(frame, self.map_x, self.map_y)
+
+
+def _register_chunk(applier: _ShiftApplier, chunk) -> tuple[int, np.ndarray]:
+    """(first, registered frames in the movie's dtype) of one chunk of raw frames."""
+    first, frames = chunk
+    output = np.empty(frames.shape, applier.dtype)
+    for i, frame in enumerate(frames):
+        _store(applier.frame(first + i, frame), output[i])
+    return first, output
+
+
 def apply_shifts(
-    movie: MovieSource, shifts: dict, output_path: Path, params: dict, progress: Progress | None = None
+    movie: MovieSource, shifts: dict, output_path: Path, params: dict, progress: Progress | None = None,
+    n_workers: int | None = None,
 ) -> None:
-    """Write the registered raw frames to ``output_path`` (dataset ``corrected``), atomically."""
-    height, width = movie.frame_shape
-    grid: BlockGrid | None = shifts["grid"]
-    if grid:
-        weights_y, weights_x = grid.interpolation_matrices(movie.frame_shape)
-        grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
-        map_x, map_y = np.empty_like(grid_x), np.empty_like(grid_y)
-    warper = _Warper(movie.frame_shape)
+    """Write the registered raw frames to ``output_path`` (dataset ``corrected``), atomically;
+    chunks of frames are registered by ``n_workers`` processes."""
     n = movie.nframes
-    output = np.empty((min(params["chunk_frames"], n), height, width), movie.dtype)
+    applier = _ShiftApplier(shifts, movie.frame_shape, movie.dtype)
     with atomic_path(output_path) as temporary:
         with open_for_streaming_write(temporary, movie.frame_shape, movie.dtype) as f:
             dataset = create_movie_dataset(f, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
-            for first, frames in movie.iter_chunks(params["chunk_frames"]):
-                for i, frame in enumerate(frames):
-                    t = first + i
-                    if grid:
-                        block_shifts = shifts["blocks"][t].reshape(len(grid.y_starts), len(grid.x_starts), 2).astype(np.float32)
-                        np.subtract(grid_x, weights_y @ block_shifts[..., 1] @ weights_x.T, out=map_x)
-                        np.subtract(grid_y, weights_y @ block_shifts[..., 0] @ weights_x.T, out=map_y)
-                        corrected = warper.remap(frame, map_x, map_y)
-                    else:
-                        corrected = warper.translate(frame, *shifts["rigid"][t])
-                    _store(corrected, output[i])
-                dataset[first : first + len(frames)] = output[: len(frames)]
+            chunks = movie.iter_chunks(params["chunk_frames"])
+            for first, registered in ordered_map(_register_chunk, chunks, applier, n_workers):
+                dataset[first : first + len(registered)] = registered
                 if progress:
-                    progress(STAGE, 0.55 + 0.45 * (first + len(frames)) / n)
+                    progress(STAGE, 0.55 + 0.45 * (first + len(registered)) / n)
 
 
 def _store(frame: np.ndarray, target: np.ndarray) -> None:
@@ -435,7 +498,8 @@ def _store(frame: np.ndarray, target: np.ndarray) -> None:
 
 
 def rewrite_corrected_movie(
-    movie: MovieSource, motion: MotionCorrection, params: dict, output_path: Path, progress: Progress | None = None
+    movie: MovieSource, motion: MotionCorrection, params: dict, output_path: Path, progress: Progress | None = None,
+    n_workers: int | None = None,
 ) -> None:
     """Write the corrected movie again from the shifts of a earlier :func:`correct_motion` run."""
     rigid = np.stack([motion.rigid.y_shifts, motion.rigid.x_shifts], axis=1).astype(np.float64)
@@ -443,23 +507,24 @@ def rewrite_corrected_movie(
     if motion.piecewise is not None:
         grid = BlockGrid.from_params(movie.frame_shape, params["strides"], params["overlaps"])
         blocks = np.stack([motion.piecewise.y_shifts, motion.piecewise.x_shifts], axis=-1).astype(np.float64)
-    apply_shifts(movie, {"rigid": rigid, "grid": grid, "blocks": blocks}, Path(output_path), params, progress)
+    apply_shifts(movie, {"rigid": rigid, "grid": grid, "blocks": blocks}, Path(output_path), params, progress, n_workers)
 
 
 def correct_motion(
-    movie: MovieSource, params: dict, output_path: Path, progress: Progress | None = None
+    movie: MovieSource, params: dict, output_path: Path, progress: Progress | None = None, n_workers: int | None = None
 ) -> MotionCorrection:
-    """Register ``movie`` (see module docstring) and write the corrected movie to ``output_path``."""
+    """Register ``movie`` (see module docstring) and write the corrected movie to ``output_path``,
+    chunks of frames in ``n_workers`` processes."""
     started = time.perf_counter()
-    template, reference = build_template(movie, params)
+    template, reference = build_template(movie, params, n_workers)
     if progress:
         progress(STAGE, 0.1)
-    shifts = estimate_shifts(movie, template, params, progress)
+    shifts = estimate_shifts(movie, template, params, progress, n_workers)
     for name in ("rigid", "blocks"):  # the precision they are stored in, so a rewrite is identical
         if shifts[name] is not None:
             shifts[name] = shifts[name].astype(np.float32).astype(np.float64)
     estimated = time.perf_counter()
-    apply_shifts(movie, shifts, Path(output_path), params, progress)
+    apply_shifts(movie, shifts, Path(output_path), params, progress, n_workers)
     outliers = shifts["outliers"]
     rigid = RigidMotion(
         x_shifts=shifts["rigid"][:, 1].astype(np.float32),

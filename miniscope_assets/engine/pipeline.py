@@ -18,6 +18,7 @@ from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.params import validate_params
 from miniscope_assets.engine.summary import compute_summary_images
 from miniscope_assets.engine.traces import Traces, extract_traces
+from miniscope_assets.engine.workers import worker_count
 from miniscope_assets.errors import ParameterError
 from miniscope_assets.io.corrected_movie import H5Movie
 from miniscope_assets.results import ProcessingResult, SummaryImages
@@ -32,15 +33,18 @@ def run_engine(
     fps: float,
     progress: Callable[[str, float], None] | None = None,
     motion: tuple[MotionCorrection, Path] | None = None,
+    n_workers: int | None = None,
 ) -> ProcessingResult:
     """Process ``movie`` with the built-in engine.
 
     ``motion``: motion correction done before (its result and corrected movie, shared by runs
     with the same motion parameters); without it, motion correction writes
     ``work_dir / corrected.h5``. ``params`` are validated here too (so raw user dicts work);
-    ``progress(stage, fraction)`` is called during every stage.
+    ``progress(stage, fraction)`` is called during every stage. ``n_workers`` processes share
+    the work (None or 0: every core); the results do not depend on their number.
     """
     params = validate_params(params)
+    n_workers = worker_count(n_workers)
     if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
         raise ParameterError(f"fps must be a positive number, got {fps!r}")
     if movie.nframes < 1:
@@ -57,19 +61,20 @@ def run_engine(
 
     if motion is None:
         corrected_path = work_dir / CORRECTED_MOVIE
-        motion = timed("motion_correction", correct_motion, movie, params, corrected_path, progress), corrected_path
+        motion = timed("motion_correction", correct_motion, movie, params, corrected_path, progress, n_workers), corrected_path
     motion, corrected_path = motion
     corrected = H5Movie(corrected_path)
-    summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference, progress)
+    summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference, progress, n_workers)
     sources = timed(
-        "source_extraction", extract_sources, corrected, params, work_dir, motion.border, progress
+        "source_extraction", extract_sources, corrected, params, work_dir, motion.border, progress, n_workers
     )
-    traces = timed("traces", extract_traces, corrected, sources, params, fps, progress)
+    traces = timed("traces", extract_traces, corrected, sources, params, fps, progress, n_workers)
     classification = timed(
         "classification", classify_sources,
         sources.footprints, movie.frame_shape, traces.snr, summary.correlation, params,
     )
     result = assemble_result(movie, params, fps, motion, summary, sources, traces, classification, timings)
+    result.notes["n_workers"] = n_workers
     result.corrected_movie = os.path.relpath(corrected_path, work_dir)
     return result
 

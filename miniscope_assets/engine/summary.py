@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from miniscope_assets.engine.filters import Bandpass, neuron_filter_sigmas
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
+from miniscope_assets.engine.workers import ordered_map
 from miniscope_assets.results import SummaryImages
 
 STAGE = "summary_images"
@@ -36,12 +38,49 @@ def filter_neurons(frames: np.ndarray, neuron_diameter: float) -> np.ndarray:
     return Bandpass(frames.shape[1:], *neuron_filter_sigmas(neuron_diameter)).stack(frames)
 
 
-def _filtered_batches(movie: MovieSource, params: dict, bandpass: Bandpass, buffer: np.ndarray):
-    """Yield (first index, raw frames, soma-band-passed frames in ``buffer``) in batches of <= _BATCH."""
-    for first, frames in movie.iter_chunks(params["chunk_frames"]):
+@dataclass
+class _Filter:
+    """Soma-scale band-pass of frames in batches held in one reused buffer (a worker's state)."""
+
+    bandpass: Bandpass
+    buffer: np.ndarray
+    chunk_frames: int
+    filtered_mean: np.ndarray | None = None
+    noise: np.ndarray | None = None
+
+    def batches(self, frames: np.ndarray):
+        """Yield (offset, raw frames, band-passed frames in the buffer) in batches of <= _BATCH."""
         for offset in range(0, len(frames), _BATCH):
             raw = frames[offset : offset + _BATCH]
-            yield first + offset, raw, bandpass.stack(raw, out=buffer[: len(raw)])
+            yield offset, raw, self.bandpass.stack(raw, out=self.buffer[: len(raw)])
+
+
+def _first_pass(state: _Filter, chunk) -> dict:
+    """Sums, maximum and (every ``noise_every``-th batch) noise of one chunk of frames."""
+    (first, frames), noise_every = chunk
+    sums = {"total": frames.sum(axis=0, dtype=np.float64), "maximum": frames.max(axis=0),
+            "filtered_total": np.zeros(frames.shape[1:]), "noise_total": np.zeros(frames.shape[1:]), "noise_batches": 0}
+    batches_per_chunk = -(-state.chunk_frames // _BATCH)
+    for offset, _, filtered in state.batches(frames):
+        sums["filtered_total"] += filtered.sum(axis=0, dtype=np.float64)
+        index = first // state.chunk_frames * batches_per_chunk + offset // _BATCH
+        if len(filtered) > 1 and index % noise_every == 0:
+            steps = np.abs(filtered[1:] - filtered[:-1])
+            sums["noise_total"] += np.median(steps, axis=0, overwrite_input=True) * (MAD_TO_SIGMA / np.sqrt(2))
+            sums["noise_batches"] += 1
+    return sums
+
+
+def _second_pass(state: _Filter, chunk) -> tuple[np.ndarray, "LocalCorrelation"]:
+    """Peak of the centred band-passed frames and their local-correlation sums, of one chunk."""
+    _, frames = chunk
+    peak = np.full(frames.shape[1:], -np.inf, np.float32)
+    correlation = LocalCorrelation(frames.shape[1:])
+    for _, _, filtered in state.batches(frames):
+        filtered -= state.filtered_mean
+        np.maximum(peak, filtered.max(axis=0), out=peak)
+        correlation.add(threshold_noise(filtered, state.noise))
+    return peak, correlation
 
 
 def compute_summary_images(
@@ -49,49 +88,50 @@ def compute_summary_images(
     params: dict,
     reference: np.ndarray | None = None,
     progress: Callable[[str, float], None] | None = None,
+    n_workers: int | None = None,
 ) -> SummaryImages:
-    """Reference, mean, max, local-correlation and peak-to-noise images (see module docstring)."""
+    """Reference, mean, max, local-correlation and peak-to-noise images (see module docstring);
+    chunks of frames are summarised by ``n_workers`` processes and the partial sums added in
+    order (the same whatever the worker count)."""
     shape = movie.frame_shape
     n = movie.nframes
-    bandpass = Bandpass(shape, *neuron_filter_sigmas(params["neuron_diameter"]))
-    buffer = np.empty((min(_BATCH, n), *shape), np.float32)
-    differences = np.empty((max(min(_BATCH, n) - 1, 1), *shape), np.float32)
+    chunk_frames = params["chunk_frames"]
+    state = _Filter(Bandpass(shape, *neuron_filter_sigmas(params["neuron_diameter"])),
+                    np.empty((_BATCH, *shape), np.float32), chunk_frames)
+    noise_every = max(1, -(-n // _BATCH) // _NOISE_BATCHES)
     total = np.zeros(shape, np.float64)
     maximum = np.full(shape, -np.inf, np.float32)
     filtered_total = np.zeros(shape, np.float64)
     noise_total = np.zeros(shape, np.float64)
     noise_batches = 0
-    noise_every = max(1, -(-n // _BATCH) // _NOISE_BATCHES)
-    for index, (first, raw, filtered) in enumerate(_filtered_batches(movie, params, bandpass, buffer)):
-        total += raw.sum(axis=0, dtype=np.float64)
-        np.maximum(maximum, raw.max(axis=0), out=maximum)
-        filtered_total += filtered.sum(axis=0, dtype=np.float64)
-        if len(filtered) > 1 and index % noise_every == 0:
-            steps = differences[: len(filtered) - 1]
-            np.subtract(filtered[1:], filtered[:-1], out=steps)
-            np.abs(steps, out=steps)
-            noise_total += np.median(steps, axis=0, overwrite_input=True) * (MAD_TO_SIGMA / np.sqrt(2))
-            noise_batches += 1
+    chunks = ((chunk, noise_every) for chunk in movie.iter_chunks(chunk_frames))
+    for done, sums in enumerate(ordered_map(_first_pass, chunks, state, n_workers), start=1):
+        total += sums["total"]
+        np.maximum(maximum, sums["maximum"], out=maximum)
+        filtered_total += sums["filtered_total"]
+        noise_total += sums["noise_total"]
+        noise_batches += sums["noise_batches"]
         if progress:
-            progress(STAGE, 0.5 * (first + len(raw)) / n)
+            progress(STAGE, 0.5 * min(done * chunk_frames, n) / n)
     mean = (total / n).astype(np.float32)
-    filtered_mean = (filtered_total / n).astype(np.float32)
-    noise = np.maximum(noise_total / max(noise_batches, 1), 1e-6).astype(np.float32)
+    state.filtered_mean = (filtered_total / n).astype(np.float32)
+    state.noise = np.maximum(noise_total / max(noise_batches, 1), 1e-6).astype(np.float32)
 
     peak = np.full(shape, -np.inf, np.float32)
     correlation = LocalCorrelation(shape)
-    for first, raw, filtered in _filtered_batches(movie, params, bandpass, buffer):
-        filtered -= filtered_mean
-        np.maximum(peak, filtered.max(axis=0), out=peak)
-        correlation.add(threshold_noise(filtered, noise))
+    for done, (chunk_peak, chunk_correlation) in enumerate(
+        ordered_map(_second_pass, movie.iter_chunks(chunk_frames), state, n_workers), start=1
+    ):
+        np.maximum(peak, chunk_peak, out=peak)
+        correlation.merge(chunk_correlation)
         if progress:
-            progress(STAGE, 0.5 + 0.5 * (first + len(raw)) / n)
+            progress(STAGE, 0.5 + 0.5 * min(done * chunk_frames, n) / n)
     return SummaryImages(
         mean=mean,
         reference=reference if reference is not None else mean.copy(),
         max_projection=maximum.astype(np.float32),
         correlation=correlation.image(),
-        peak_to_noise=(peak / noise).astype(np.float32),
+        peak_to_noise=(peak / state.noise).astype(np.float32),
     )
 
 
@@ -118,6 +158,15 @@ class LocalCorrelation:
         for accumulator, (dy, dx) in zip(self.products, _NEIGHBOUR_OFFSETS):
             a, b = _overlap(stack, dy, dx)
             accumulator[_region(self.shape, dy, dx)] += np.einsum("tyx,tyx->yx", a, b)
+        return self
+
+    def merge(self, other: "LocalCorrelation") -> "LocalCorrelation":
+        """Add the sums of ``other`` (frames accumulated elsewhere)."""
+        self.count += other.count
+        self.sums += other.sums
+        self.squares += other.squares
+        for mine, theirs in zip(self.products, other.products):
+            mine += theirs
         return self
 
     def image(self) -> np.ndarray:

@@ -40,6 +40,7 @@ from miniscope_assets.engine.extraction import Sources
 from miniscope_assets.engine.filters import RingAverage, ring_radii
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import trace_snr
+from miniscope_assets.engine.workers import ordered_map, worker_count
 
 STAGE = "traces"
 
@@ -135,8 +136,18 @@ def compute_dff(fluorescence: np.ndarray, neuropil: np.ndarray, fps: float, para
     return (fluorescence - baseline) / np.maximum(baseline + background, 1e-6)
 
 
-def deconvolve_traces(fluorescence: np.ndarray, fps: float, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(denoised, spikes) from OASIS for every trace."""
+def deconvolve_traces(fluorescence: np.ndarray, fps: float, params: dict,
+                      n_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(denoised, spikes) from OASIS for every trace, groups of traces in ``n_workers`` processes."""
+    n_groups = max(1, min(len(fluorescence), 8 * worker_count(n_workers)))
+    groups = (fluorescence[group] for group in np.array_split(np.arange(len(fluorescence)), n_groups))
+    pairs = list(ordered_map(_deconvolve_group, groups, (fps, params), n_workers))
+    return np.concatenate([d for d, _ in pairs]), np.concatenate([s for _, s in pairs])
+
+
+def _deconvolve_group(state, fluorescence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(denoised, spikes) of a group of traces (see :func:`deconvolve_traces`)."""
+    fps, params = state
     denoised = np.zeros_like(fluorescence, dtype=np.float32)
     spikes = np.zeros_like(fluorescence, dtype=np.float32)
     options = {"penalty": 1, "b_nonneg": False}
@@ -156,27 +167,35 @@ def deconvolve_traces(fluorescence: np.ndarray, fps: float, params: dict) -> tup
     return denoised, spikes
 
 
+def _demix_chunk(demixer: Demixer, chunk) -> tuple[int, np.ndarray, np.ndarray]:
+    """(first, fluorescence, background) of one chunk of frames."""
+    first, frames = chunk
+    return (first, *demixer.demix(frames))
+
+
 def extract_traces(
     movie: MovieSource,
     sources: Sources,
     params: dict,
     fps: float,
     progress: Callable[[str, float], None] | None = None,
+    n_workers: int | None = None,
 ) -> Traces:
-    """Stream ``movie`` once to demix traces, then dF/F and deconvolution (see module docstring)."""
+    """Stream ``movie`` once to demix traces, then dF/F and deconvolution (see module docstring);
+    chunks of frames and groups of traces in ``n_workers`` processes."""
     demixer = Demixer(sources, params)
     k, n = sources.footprints.shape[1], movie.nframes
     fluorescence = np.zeros((k, n), np.float32)
     neuropil = np.zeros((k, n), np.float32)
     if k:
-        for first, frames in movie.iter_chunks(params["chunk_frames"]):
-            f, b = demixer.demix(frames)
-            fluorescence[:, first : first + len(frames)] = f
-            neuropil[:, first : first + len(frames)] = b
+        chunks = movie.iter_chunks(params["chunk_frames"])
+        for first, f, b in ordered_map(_demix_chunk, chunks, demixer, n_workers):
+            fluorescence[:, first : first + f.shape[1]] = f
+            neuropil[:, first : first + f.shape[1]] = b
             if progress:
-                progress(STAGE, 0.8 * (first + len(frames)) / n)
+                progress(STAGE, 0.8 * (first + f.shape[1]) / n)
     dff = compute_dff(fluorescence, neuropil, fps, params).astype(np.float32)
-    denoised, spikes = deconvolve_traces(fluorescence, fps, params)
+    denoised, spikes = deconvolve_traces(fluorescence, fps, params, n_workers)
     if progress:
         progress(STAGE, 1.0)
     return Traces(

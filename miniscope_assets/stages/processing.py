@@ -36,6 +36,7 @@ from miniscope_assets.io.results_file import (
 )
 from miniscope_assets.io.user_metadata import results_dir_from_recording
 from miniscope_assets.results import ProcessingResult
+from miniscope_assets.settings import workers_from_env
 from miniscope_assets.stages.table import RunOptions
 from miniscope_assets.stages.workspace import Partition, Progress, StageReport
 
@@ -118,12 +119,14 @@ def motion_folder(partition: Partition, params: dict) -> Path:
 
 
 @contextlib.contextmanager
-def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress, keep: bool):
+def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress, keep: bool,
+                  n_workers: int):
     """Motion correction in ``folder``: estimated once (shifts and reference kept for good), the
     corrected movie written or rewritten from the stored shifts and kept only while in use.
 
     Yields (MotionCorrection, corrected movie path, whether the shifts were reused). Readers hold
-    a shared lock; the last one out removes the corrected movie unless ``keep``.
+    a shared lock; the last one out removes the corrected movie unless ``keep``. The engine runs
+    in ``n_workers`` processes.
     """
     from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
     from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
@@ -137,9 +140,9 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
         if reused:
             motion = load_motion_correction(record)
             if not corrected.is_file():
-                rewrite_corrected_movie(movie(), motion, params, corrected, progress)
+                rewrite_corrected_movie(movie(), motion, params, corrected, progress, n_workers)
         else:
-            motion = correct_motion(movie(), params, corrected, progress)
+            motion = correct_motion(movie(), params, corrected, progress, n_workers)
             save_motion_correction(motion, record)
         fcntl.flock(lock, fcntl.LOCK_SH)
         try:
@@ -166,8 +169,15 @@ def corrected_movie_of(partition: Partition, result: ProcessingResult, progress:
     info = partition.recording_info()
     params = validate_paramset(partition.paramset)
     with shared_motion(path.parent, lambda: info.movie(partition.workspace.data_root), params, progress,
-                       keep=False) as (_, corrected, _):
+                       keep=False, n_workers=engine_workers()) as (_, corrected, _):
         yield open_corrected_movie(corrected)
+
+
+def engine_workers() -> int:
+    """The built-in engine's worker processes: MINISCOPE_WORKERS, or every core this process may use."""
+    from miniscope_assets.engine.workers import worker_count
+
+    return worker_count(workers_from_env())
 
 
 def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: Progress) -> tuple[str, Path, bool]:
@@ -181,9 +191,11 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
 
             movie = info.movie(partition.workspace.data_root)
             folder = motion_folder(partition, params)
-            with shared_motion(folder, lambda: movie, params, progress,
-                               keep=partition.paramset.keep_corrected_movie) as (motion, corrected, motion_shared):
-                result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected))
+            n_workers = engine_workers()
+            with shared_motion(folder, lambda: movie, params, progress, keep=partition.paramset.keep_corrected_movie,
+                               n_workers=n_workers) as (motion, corrected, motion_shared):
+                result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected),
+                                    n_workers=n_workers)
             save_results(result, fresh / BUILTIN_RESULTS)
             kind, name = "builtin", BUILTIN_RESULTS
         else:
@@ -259,5 +271,7 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
             "motion_correction_shared": motion_shared,
             "n_masks": result.n_masks,
             "results_path": path,
+            # worker processes of the built-in engine run that computed the result
+            **({"n_workers": result.notes["n_workers"]} if "n_workers" in result.notes else {}),
         }
     )
