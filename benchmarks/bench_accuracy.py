@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import peak_rss_mib, run_child  # noqa: E402
+from bench_engine import run_child  # noqa: E402
+from bench_ingest import peak_rss_mib  # noqa: E402
 
 from miniscope_assets_tests.minisim_cases import MinisimCase, MinisimTruth  # noqa: E402
 

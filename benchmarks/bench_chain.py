@@ -4,11 +4,12 @@ Generates a V4 recording once (default 600x600 px x 3000 frames of simulated 1-p
 AVIs; the same as bench_ingest.py) and, in a child process, runs the whole chain for two paramsets
 that share their motion parameters (default, and a stricter seed threshold) through the Dagster
 jobs against a fresh SQLite instance. Prints, per asset and partition: wall time, bytes the
-process wrote (/proc/self/io) and peak RSS so far; then the time to decode the AVIs once (the
+process wrote (/proc/self/io), CPU/wall (with the engine's worker processes) and peak RSS so
+far; then the time to decode the AVIs once (the
 floor), the chain's wall time and its multiple of the floor, CPU/wall, the share of the container
 stages after processing, and the bytes on disk (NWB files, intermediates) over the AVI bytes.
 
-    python benchmarks/bench_chain.py [--size 600] [--frames 3000] [--workdir /tmp/bench_chain]
+    python benchmarks/bench_chain.py [--size 600] [--frames 3000] [--workers N] [--workdir /tmp/bench_chain]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import shutil
 import sys
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import cpu_seconds  # noqa: E402
 from bench_ingest import ensure_recording, peak_rss_mib  # noqa: E402
 
 PARAMSETS = [
@@ -54,8 +57,10 @@ def decode_floor(data_root: Path, folder: str) -> float:
     return time.perf_counter() - started
 
 
-def run_chain(workdir: Path, folder: str, queue) -> None:
-    """Child process: the CLI's run with every stage timed and its writes counted."""
+def run_chain(workdir: Path, folder: str, workers: int, queue) -> None:
+    """Child process: the CLI's run with every stage timed and its writes counted; the engine in
+    ``workers`` processes."""
+    os.environ["MINISCOPE_WORKERS"] = str(workers)
     from miniscope_assets import settings
     from miniscope_assets.cli import run_recordings
     from miniscope_assets.stages import table
@@ -64,20 +69,21 @@ def run_chain(workdir: Path, folder: str, queue) -> None:
     original = table.Stage.run
 
     def measured(stage, target, options=table.RunOptions()):
-        started, cpu, written = time.perf_counter(), time.process_time(), written_bytes()
+        started, cpu, written = time.perf_counter(), cpu_seconds(), written_bytes()
         report = original(stage, target, options)
         label = getattr(getattr(target, "paramset", None), "name", "-")
-        rows.append((stage.name, label, time.perf_counter() - started, time.process_time() - cpu,
+        rows.append((stage.name, label, time.perf_counter() - started, cpu_seconds() - cpu,
                      written_bytes() - written, peak_rss_mib()))
         return report
 
     table.Stage.run = measured
     current = settings.from_env({"MINISCOPE_WORK_FOLDER": str(workdir), "MINISCOPE_DATA_ROOT": str(workdir / "data"),
                                  "DAGSTER_HOME": str(workdir / "dagster_home")})
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = time.perf_counter(), cpu_seconds()
     run_recordings(current, folder, None)
-    queue.put({"rows": rows, "wall": time.perf_counter() - started, "cpu": time.process_time() - cpu,
-               "peak_mib": peak_rss_mib()})
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    queue.put({"rows": rows, "wall": time.perf_counter() - started, "cpu": cpu_seconds() - cpu,
+               "peak_mib": peak_rss_mib(), "worker_peak_mib": worker_peak})
 
 
 def main() -> None:
@@ -85,6 +91,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=600)
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_chain"))
+    parser.add_argument("--workers", type=int, default=0, help="engine worker processes (0: every core)")
     args = parser.parse_args()
     data_root = args.workdir / "data"
     folder = ensure_recording(data_root, args.size, args.frames)
@@ -94,12 +101,13 @@ def main() -> None:
     floor = decode_floor(data_root, folder)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=run_chain, args=(args.workdir, folder, queue))
+    process = context.Process(target=run_chain, args=(args.workdir, folder, args.workers, queue))
     process.start()
     outcome = queue.get()
     process.join()
     frames = args.frames
-    print(f"recording        {frames} frames of {args.size}x{args.size} px, 2 paramsets, {os.cpu_count()} cores")
+    print(f"recording        {frames} frames of {args.size}x{args.size} px, 2 paramsets, {os.cpu_count()} cores, "
+          f"MINISCOPE_WORKERS={args.workers}")
     print(f"{'asset':<20} {'paramset':<9} {'wall s':>8} {'CPU/wall':>9} {'written MB':>11} {'peak RSS MiB':>13}")
     for name, paramset, wall, cpu, written, peak in outcome["rows"]:
         print(f"{name:<20} {paramset:<9} {wall:8.1f} {cpu / max(wall, 1e-9):9.2f} {written / 1e6:11.1f} {peak:13.0f}")
@@ -109,7 +117,8 @@ def main() -> None:
     nwb, work = folder_bytes(args.workdir / "nwb"), folder_bytes(args.workdir / "processing")
     print(f"decode floor     {floor:.1f} s ({frames / floor:.0f} frames/s)")
     print(f"whole chain      {wall:.1f} s = {frames / wall:.1f} frames/s = {wall / floor:.1f} x the floor; "
-          f"CPU/wall {outcome['cpu'] / wall:.2f}; peak RSS {outcome['peak_mib']:.0f} MiB")
+          f"CPU/wall {outcome['cpu'] / wall:.2f}; peak RSS {outcome['peak_mib']:.0f} MiB "
+          f"(largest engine worker {outcome['worker_peak_mib']:.0f} MiB)")
     print(f"container stages {containers:.1f} s = {100 * containers / wall:.1f}% of the chain")
     print(f"bytes written    {sum(r[4] for r in outcome['rows']) / 1e6:.0f} MB by the stages")
     print(f"on disk          AVIs {avi / 1e6:.0f} MB; NWB files {nwb / 1e6:.0f} MB ({nwb / avi:.2f} x); "

@@ -3,16 +3,20 @@
 Generates a simulated 1-photon recording (default 600x600 px x 3000 frames, 150 neurons, streamed
 from the simulator into --workdir/movie.h5 once, uint8), then, each in a fresh child process:
 
-1. the stages one after the other (motion correction, summary images, source extraction, traces,
-   classification), each timed, with its peak RSS sampled every 20 ms from /proc/self/status;
-2. run_engine end to end.
+1. per --workers value: the stages one after the other (motion correction, summary images,
+   source extraction, traces, classification), each timed, with its CPU time (this process and
+   its workers) and its peak memory (the summed proportional set size of this process and its
+   workers, sampled every 20 ms);
+2. run_engine end to end with the last --workers value.
 
-Prints frames/s, wall time and peak RSS per stage and overall next to the raw movie's in-memory
-size, and the accuracy against the ground truth (miniscope_assets.simulation.evaluate).
+Prints per stage wall time, frames/s, CPU/wall and peak memory, the time to read the movie once
+(the floor) and the stages' multiple of it, the scaling between the fewest and most workers, the
+peak next to the raw movie's in-memory size, and the accuracy against the ground truth
+(miniscope_assets.simulation.evaluate).
 --minian [PYTHON] also runs minian on the same movie (benchmarks/minian_runner.py, in an
 interpreter where minian is installed; it is not a dependency) and prints its figures.
 
-    python benchmarks/bench_engine.py [--size 600] [--frames 3000] [--neurons 150] [--workdir DIR]
+    python benchmarks/bench_engine.py [--size 600] [--frames 3000] [--neurons 150] [--workers 1 2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import subprocess
 import sys
@@ -31,6 +36,7 @@ import h5py
 import numpy as np
 import scipy.sparse
 
+from miniscope_assets.engine.workers import worker_count
 from miniscope_assets.results import ProcessingResult, RigidMotion, SummaryImages
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
@@ -67,9 +73,10 @@ def _write_movie(args, path: Path) -> dict:
 
 
 class RssSampler:
-    """Peak resident memory per named phase, sampled from /proc/self/status in a thread."""
+    """Peak memory per named phase of this process and its worker processes (the sum of their
+    proportional set sizes, so pages shared after fork count once), sampled in a thread."""
 
-    def __init__(self, interval: float = 0.02):
+    def __init__(self, interval: float = 0.1):
         self.interval = interval
         self.phase = "setup"
         self.peaks: dict[str, float] = {}
@@ -78,10 +85,15 @@ class RssSampler:
 
     @staticmethod
     def current_mib() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        total_kib = 0
+        for pid in _process_tree(os.getpid()):
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total_kib += int(line.split()[1])
+            except OSError:  # the worker ended meanwhile
+                pass
+        return total_kib / 1024
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -104,12 +116,32 @@ class RssSampler:
         self.peaks[phase] = max(self.peaks.get(phase, 0.0), rss)
 
 
-def peak_rss_mib() -> float:
-    """This process's peak RSS (VmHWM; ru_maxrss as a fallback)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return tree
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its ended worker processes."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def read_floor(movie) -> float:
+    """Seconds to read every frame of ``movie`` once: the floor of any pass over it."""
+    started = time.perf_counter()
+    for _ in movie.iter_chunks(100):
+        pass
+    return time.perf_counter() - started
 
 
 def _stages(args, movie_path: Path) -> dict:
@@ -124,28 +156,34 @@ def _stages(args, movie_path: Path) -> dict:
     work_dir = args.workdir / "stages"
     work_dir.mkdir(parents=True, exist_ok=True)
     movie = H5Movie(movie_path, "movie")
+    workers = args.current_workers
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    floor = read_floor(movie)
     with RssSampler() as sampler:
-        def timed(name, function, *a):
+        def timed(name, function, *a, **kw):
             sampler.enter(name)
-            started = time.perf_counter()
-            value = function(*a)
+            started, cpu_started = time.perf_counter(), cpu_seconds()
+            value = function(*a, **kw)
             timings[name] = time.perf_counter() - started
+            cpu[name] = cpu_seconds() - cpu_started
             sampler.enter("idle")
             return value
 
-        motion = timed("motion_correction", correct_motion, movie, params, work_dir / CORRECTED_MOVIE)
+        motion = timed("motion_correction", correct_motion, movie, params, work_dir / CORRECTED_MOVIE, n_workers=workers)
         corrected = H5Movie(work_dir / CORRECTED_MOVIE)
-        summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference)
-        sources = timed("source_extraction", extract_sources, corrected, params, work_dir, motion.border)
-        traces = timed("traces", extract_traces, corrected, sources, params, FPS)
+        summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference,
+                        n_workers=workers)
+        sources = timed("source_extraction", extract_sources, corrected, params, work_dir, motion.border,
+                        n_workers=workers)
+        traces = timed("traces", extract_traces, corrected, sources, params, FPS, n_workers=workers)
         classification = timed("classification", classify_sources, sources.footprints, movie.frame_shape,
                                traces.snr, summary.correlation, params)
     result = assemble_result(movie, params, FPS, motion, summary, sources, traces, classification, timings)
     figures = evaluate(result, Simulation(config(args)))
     figures.pop("trace_corr", None)
-    return {"seconds": timings, "peak_mib": sampler.peaks, "process_peak_mib": peak_rss_mib(),
-            "accuracy": figures, "notes": result.notes}
+    return {"seconds": timings, "cpu": cpu, "peak_mib": sampler.peaks, "floor": floor,
+            "process_peak_mib": max(sampler.peaks.values()), "accuracy": figures, "notes": result.notes}
 
 
 def _end_to_end(args, movie_path: Path) -> dict:
@@ -153,12 +191,15 @@ def _end_to_end(args, movie_path: Path) -> dict:
     from miniscope_assets.engine import run_engine
     from miniscope_assets.io.corrected_movie import H5Movie
 
-    started = time.perf_counter()
-    result = run_engine(H5Movie(movie_path, "movie"), json.loads(args.params), args.workdir / "end_to_end", FPS)
-    wall = time.perf_counter() - started
+    with RssSampler() as sampler:
+        started, cpu_started = time.perf_counter(), cpu_seconds()
+        result = run_engine(H5Movie(movie_path, "movie"), json.loads(args.params), args.workdir / "end_to_end", FPS,
+                            n_workers=args.current_workers)
+        wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     figures = evaluate(result, Simulation(config(args)))
     figures.pop("trace_corr", None)
-    return {"wall": wall, "process_peak_mib": peak_rss_mib(), "accuracy": figures, "masks": result.n_masks}
+    return {"wall": wall, "cpu": cpu, "process_peak_mib": max(sampler.peaks.values()), "accuracy": figures,
+            "masks": result.n_masks}
 
 
 def run_minian(args, movie_path: Path) -> dict | None:
@@ -233,10 +274,13 @@ def main() -> None:
     parser.add_argument("--nonrigid", type=float, default=0.0, help="simulated non-rigid (shear) amplitude, px")
     parser.add_argument("--params", default="{}", help="engine params as JSON")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_engine"))
+    parser.add_argument("--workers", type=int, nargs="+", default=[0],
+                        help="engine worker processes, one run per value (0: every core), e.g. --workers 1 2")
     parser.add_argument("--skip-end-to-end", action="store_true", help="only the per-stage run")
     parser.add_argument("--minian", nargs="?", const=sys.executable, metavar="PYTHON",
                         help="also run minian for comparison, with this interpreter (default: this one)")
     args = parser.parse_args()
+    args.workers = [worker_count(w) for w in args.workers]
     args.workdir.mkdir(parents=True, exist_ok=True)
     movie_path = ensure_movie(args)
     with h5py.File(movie_path, "r") as f:
@@ -244,22 +288,36 @@ def main() -> None:
     print(f"movie: {args.size}x{args.size} px x {args.frames} frames ({raw_mib:.0f} MiB as uint8), "
           f"{args.neurons} neurons; params {args.params}", flush=True)
 
-    stages = run_child(_stages, args, movie_path)
-    rows = []
-    for name, seconds in stages["seconds"].items():
-        rows.append((name, f"{seconds:.1f}", f"{args.frames / seconds:.0f}", f"{stages['peak_mib'].get(name, 0):.0f}"))
-    total = sum(stages["seconds"].values())
-    rows.append(("all stages", f"{total:.1f}", f"{args.frames / total:.0f}", f"{stages['process_peak_mib']:.0f}"))
-    print("\nper stage (fresh process):")
-    _print_table(rows, ("stage", "wall s", "frames/s", "peak RSS MiB"))
-    print(f"  raw movie in memory: {raw_mib:.0f} MiB; process peak / raw = {stages['process_peak_mib'] / raw_mib:.2f}")
-    print(f"  notes: {json.dumps({k: stages['notes'][k] for k in ('motion', 'extraction', 'mask_types')})}")
-    _print_accuracy(stages["accuracy"])
+    totals = {}
+    for workers in args.workers:
+        args.current_workers = workers
+        stages = run_child(_stages, args, movie_path)
+        floor = stages["floor"]
+        rows = []
+        for name, seconds in stages["seconds"].items():
+            rows.append((name, f"{seconds:.1f}", f"{args.frames / seconds:.0f}", f"{stages['cpu'][name] / seconds:.2f}",
+                         f"{stages['peak_mib'].get(name, 0):.0f}"))
+        total = sum(stages["seconds"].values())
+        totals[workers] = total
+        rows.append(("all stages", f"{total:.1f}", f"{args.frames / total:.0f}",
+                     f"{sum(stages['cpu'].values()) / total:.2f}", f"{stages['process_peak_mib']:.0f}"))
+        print(f"\n{workers} worker(s), per stage (fresh process; memory: this process and its workers):")
+        _print_table(rows, ("stage", "wall s", "frames/s", "CPU/wall", "peak MiB"))
+        print(f"  reading the movie once (the floor): {floor:.1f} s ({args.frames / floor:.0f} frames/s); "
+              f"all stages = {total / floor:.1f} x the floor")
+        print(f"  raw movie in memory: {raw_mib:.0f} MiB; peak / raw = {stages['process_peak_mib'] / raw_mib:.2f}")
+        print(f"  notes: {json.dumps({k: stages['notes'][k] for k in ('motion', 'extraction', 'mask_types')})}")
+        _print_accuracy(stages["accuracy"])
+    if len(totals) > 1:
+        fewest, most = min(totals), max(totals)
+        print(f"\nscaling: {most} workers are {totals[fewest] / totals[most]:.2f} x as fast as {fewest}")
 
     if not args.skip_end_to_end:
+        args.current_workers = args.workers[-1]
         end = run_child(_end_to_end, args, movie_path)
-        print(f"\nend to end (run_engine, fresh process): {end['wall']:.1f} s, {args.frames / end['wall']:.0f} frames/s, "
-              f"peak RSS {end['process_peak_mib']:.0f} MiB ({end['process_peak_mib'] / raw_mib:.2f} x raw movie)")
+        print(f"\nend to end (run_engine, {args.current_workers} worker(s), fresh process): {end['wall']:.1f} s, "
+              f"{args.frames / end['wall']:.0f} frames/s, CPU/wall {end['cpu'] / end['wall']:.2f}, "
+              f"peak {end['process_peak_mib']:.0f} MiB ({end['process_peak_mib'] / raw_mib:.2f} x raw movie)")
         _print_accuracy(end["accuracy"])
 
     if args.minian:

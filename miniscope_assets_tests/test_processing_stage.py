@@ -112,3 +112,18 @@ def test_input_hash_follows_params_and_files(workspace, tiny_recording, data_roo
     os.utime(data_root / info.files[0], ns=(1, 1))
     assert processing_stage.input_hash(info, data_root, paramset, params) != first
     assert np.isfinite(info.fps)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_engine_worker_count_comes_from_the_environment_into_the_catalog(workspace, tiny_recording, monkeypatch,
+                                                                         workers):
+    monkeypatch.setenv("MINISCOPE_WORKERS", str(workers))
+    result, _ = materialize_partition(workspace, tiny_recording, ["processing"])
+    assert metadata(result, "processing")["n_workers"] == workers
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+def test_a_bad_worker_count_is_one_clear_error(monkeypatch, value):
+    monkeypatch.setenv("MINISCOPE_WORKERS", value)
+    with pytest.raises(MiniscopeInputError, match="MINISCOPE_WORKERS"):
+        processing_stage.engine_workers()

@@ -22,7 +22,7 @@ import numpy as np
 
 from miniscope_assets.engine.filters import Bandpass, neuron_filter_sigmas
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.engine.noise import MAD_TO_SIGMA
+from miniscope_assets.engine.noise import MAD_TO_SIGMA, median_of_samples
 from miniscope_assets.engine.workers import ordered_map
 from miniscope_assets.results import SummaryImages
 
@@ -66,7 +66,7 @@ def _first_pass(state: _Filter, chunk) -> dict:
         index = first // state.chunk_frames * batches_per_chunk + offset // _BATCH
         if len(filtered) > 1 and index % noise_every == 0:
             steps = np.abs(filtered[1:] - filtered[:-1])
-            sums["noise_total"] += np.median(steps, axis=0, overwrite_input=True) * (MAD_TO_SIGMA / np.sqrt(2))
+            sums["noise_total"] += median_of_samples(steps) * (MAD_TO_SIGMA / np.sqrt(2))
             sums["noise_batches"] += 1
     return sums
 
