@@ -78,7 +78,7 @@ def _run_engine(case: MinisimCase, movie_path: Path) -> dict:
     import tempfile
 
     from miniscope_assets.engine import run_engine
-    from miniscope_assets.io.corrected_movie import H5Movie
+    from miniscope_assets.engine.h5movie import H5Movie
     from miniscope_assets.simulation import evaluate
 
     truth = _load_truth(movie_path.with_suffix(".npz"))

@@ -61,7 +61,7 @@ def ensure_movie(args) -> Path:
 
 def _write_movie(args, path: Path) -> dict:
     from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
-    from miniscope_assets.io.atomic import atomic_path
+    from miniscope_assets.atomic import atomic_path
 
     simulation = Simulation(config(args))
     with atomic_path(path) as temporary:
@@ -150,7 +150,7 @@ def _stages(args, movie_path: Path) -> dict:
         classify_sources, compute_summary_images, correct_motion, extract_sources, extract_traces, validate_params,
     )
     from miniscope_assets.engine.pipeline import CORRECTED_MOVIE, assemble_result
-    from miniscope_assets.io.corrected_movie import H5Movie
+    from miniscope_assets.engine.h5movie import H5Movie
 
     params = validate_params(json.loads(args.params))
     work_dir = args.workdir / "stages"
@@ -189,7 +189,7 @@ def _stages(args, movie_path: Path) -> dict:
 def _end_to_end(args, movie_path: Path) -> dict:
     """Child: run_engine as the pipeline calls it."""
     from miniscope_assets.engine import run_engine
-    from miniscope_assets.io.corrected_movie import H5Movie
+    from miniscope_assets.engine.h5movie import H5Movie
 
     with RssSampler() as sampler:
         started, cpu_started = time.perf_counter(), cpu_seconds()

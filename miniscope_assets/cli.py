@@ -20,7 +20,7 @@ QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO", "show_erro
 
 def prepare_instance(current: settings_module.Settings):
     """The Dagster instance in DAGSTER_HOME, given the shipped dagster.yaml on first use."""
-    from miniscope_assets.io.atomic import translated_write_errors, write_text_atomic
+    from miniscope_assets.atomic import translated_write_errors, write_text_atomic
 
     home = current.dagster_home
     with translated_write_errors(home):
@@ -129,7 +129,7 @@ def _execute(job, key, instance, run_config: dict, selection) -> None:
 
 def _write_failure_log(result, folder: Path) -> Path:
     """Every event of a failed run, with the failures' stack traces, in <folder>/<run id>.log."""
-    from miniscope_assets.io.atomic import write_text_atomic
+    from miniscope_assets.atomic import write_text_atomic
 
     lines = []
     for event in result.all_events:

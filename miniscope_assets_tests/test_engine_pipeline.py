@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tracemalloc
 from datetime import timezone
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -187,6 +188,13 @@ def test_one_and_two_workers_agree(tmp_path, pw_rigid):
         np.testing.assert_array_equal(one.motion_piecewise.y_shifts, two.motion_piecewise.y_shifts)
     with h5py.File(tmp_path / "one" / "corrected.h5") as a, h5py.File(tmp_path / "two" / "corrected.h5") as b:
         np.testing.assert_array_equal(a["corrected"][:], b["corrected"][:])
+
+
+def test_the_engine_imports_nothing_from_the_readers():
+    """The engine reads any MovieSource and keeps its own format (engine/h5movie.py); io/ is the
+    data layer's."""
+    engine = Path(miniscope_assets.engine.__file__).parent
+    assert not [p.name for p in engine.glob("*.py") if "miniscope_assets.io" in p.read_text()]
 
 
 def test_memory_does_not_grow_with_movie_length(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from pynwb import NWBHDF5IO
 
 from miniscope_assets.errors import MiniscopeOutputError
-from miniscope_assets.io.atomic import atomic_path, remove_leftovers, translated_write_errors, write_text_atomic
+from miniscope_assets.atomic import atomic_path, remove_leftovers, translated_write_errors, write_text_atomic
 from miniscope_assets.io.miniscope_writer import write_v4_recording
 from miniscope_assets.nwb import ophys
 from miniscope_assets.nwb.raw import build_nwbfile, write_nwbfile, write_raw_nwb
@@ -112,7 +112,7 @@ def test_a_failing_stage_leaves_the_file_as_it_was(tmp_path, record):
 
 
 def test_leftovers_of_dead_writers_are_removed(tmp_path):
-    from miniscope_assets.io.atomic import _HOST
+    from miniscope_assets.atomic import _HOST
 
     dead = 4_000_000  # above pid_max: no process has it
     leftover_file = tmp_path / f".p.partial-{_HOST}-{dead}-abc.nwb"

@@ -37,13 +37,13 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
+from miniscope_assets.atomic import atomic_path
 from miniscope_assets.engine.filters import Bandpass
+from miniscope_assets.engine.h5movie import DATASET as CORRECTED_DATASET
 from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
 from miniscope_assets.engine.workers import ordered_map
-from miniscope_assets.io.atomic import atomic_path
-from miniscope_assets.io.corrected_movie import DATASET as CORRECTED_DATASET
 from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion
 
 Progress = Callable[[str, float], None]

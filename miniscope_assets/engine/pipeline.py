@@ -20,7 +20,7 @@ from miniscope_assets.engine.summary import compute_summary_images
 from miniscope_assets.engine.traces import Traces, extract_traces
 from miniscope_assets.engine.workers import worker_count
 from miniscope_assets.errors import ParameterError
-from miniscope_assets.io.corrected_movie import H5Movie
+from miniscope_assets.engine.h5movie import H5Movie
 from miniscope_assets.results import ProcessingResult, SummaryImages
 
 CORRECTED_MOVIE = "corrected.h5"

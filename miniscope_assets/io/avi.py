@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.io.atomic import atomic_path
+from miniscope_assets.atomic import atomic_path
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import scipy.sparse
 
 from miniscope_assets.engine.motion import MotionCorrection
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.io.atomic import atomic_path
+from miniscope_assets.atomic import atomic_path
 from miniscope_assets.results import (
     PiecewiseRigidMotion,
     ProcessingResult,

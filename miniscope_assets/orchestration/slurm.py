@@ -33,7 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from miniscope_assets.io.atomic import translated_write_errors, write_text_atomic
+from miniscope_assets.atomic import translated_write_errors, write_text_atomic
 from miniscope_assets.stages.workspace import StageReport
 
 BACKENDS = ("local", "slurm")

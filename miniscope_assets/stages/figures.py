@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from miniscope_assets.io.atomic import atomic_path
+from miniscope_assets.atomic import atomic_path
 
 MIN_SIDE = 512
 THUMBNAIL_SIDE = 320

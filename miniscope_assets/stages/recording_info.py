@@ -3,7 +3,7 @@ whatever the number of paramsets)."""
 
 from __future__ import annotations
 
-from miniscope_assets.io.atomic import remove_leftovers
+from miniscope_assets.atomic import remove_leftovers
 from miniscope_assets.nwb.raw import write_raw_nwb
 from miniscope_assets.stages.checks import inspect_nwb
 from miniscope_assets.stages.table import RunOptions

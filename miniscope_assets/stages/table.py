@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from miniscope_assets.io.atomic import remove_leftovers
+from miniscope_assets.atomic import remove_leftovers
 from miniscope_assets.stages.workspace import Progress, StageReport, no_progress
 
 PROCESSING_POOL = "miniscope_processing"
