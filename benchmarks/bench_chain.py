@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import shutil
 import sys
 import time
@@ -81,9 +80,8 @@ def run_chain(workdir: Path, folder: str, workers: int, queue) -> None:
                                  "DAGSTER_HOME": str(workdir / "dagster_home")})
     started, cpu = time.perf_counter(), cpu_seconds()
     run_recordings(current, folder, None)
-    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     queue.put({"rows": rows, "wall": time.perf_counter() - started, "cpu": cpu_seconds() - cpu,
-               "peak_mib": peak_rss_mib(), "worker_peak_mib": worker_peak})
+               "peak_mib": peak_rss_mib()})
 
 
 def main() -> None:
@@ -117,8 +115,8 @@ def main() -> None:
     nwb, work = folder_bytes(args.workdir / "nwb"), folder_bytes(args.workdir / "processing")
     print(f"decode floor     {floor:.1f} s ({frames / floor:.0f} frames/s)")
     print(f"whole chain      {wall:.1f} s = {frames / wall:.1f} frames/s = {wall / floor:.1f} x the floor; "
-          f"CPU/wall {outcome['cpu'] / wall:.2f}; peak RSS {outcome['peak_mib']:.0f} MiB "
-          f"(largest engine worker {outcome['worker_peak_mib']:.0f} MiB)")
+          f"CPU/wall {outcome['cpu'] / wall:.2f}; peak RSS {outcome['peak_mib']:.0f} MiB (the run's process; "
+          f"bench_engine.py measures the engine's workers too)")
     print(f"container stages {containers:.1f} s = {100 * containers / wall:.1f}% of the chain")
     print(f"bytes written    {sum(r[4] for r in outcome['rows']) / 1e6:.0f} MB by the stages")
     print(f"on disk          AVIs {avi / 1e6:.0f} MB; NWB files {nwb / 1e6:.0f} MB ({nwb / avi:.2f} x); "
