@@ -74,8 +74,8 @@ def materialize_processing(workspace: Workspace, compute: Compute, instance=None
 
 def comparable(values: dict) -> dict:
     """Metadata without what differs between any two runs: times, places, file dates (in the
-    input hash) and the job itself."""
-    varying = {"results_path", "input_hash", "processing_time"}
+    input hash), the cores used (results do not depend on them) and the job itself."""
+    varying = {"results_path", "input_hash", "processing_time", "n_workers"}
     return {k: v for k, v in values.items()
             if k not in varying and not k.endswith("runtime_s") and not k.startswith("slurm_")}
 
@@ -90,6 +90,7 @@ def test_processing_as_a_slurm_job_gives_the_local_results_and_the_job_id(tmp_pa
     local_meta, slurm_meta = metadata(local, "processing"), metadata(remote, "processing")
     assert slurm_meta["slurm_job_id"].isdigit() and slurm_meta["slurm_node"]
     assert "slurm_job_id" not in local_meta
+    assert slurm_meta["n_workers"] == SMALL_JOB["cpus"]  # the job's allocation, not the node's cores
     assert comparable(slurm_meta) == comparable(local_meta) and len(comparable(local_meta)) >= 4
     assert checks(remote) == checks(local) and all(checks(remote).values())
     files = [next(w.partition(w.registry.key_for(RECORDING), "default").files.work_dir.rglob("results.h5"))
