@@ -22,8 +22,8 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.atomic import translated_write_errors, write_text_atomic
+from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.layout import RecordingIdentity
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pynwb import NWBHDF5IO
 
-from miniscope_assets.errors import MiniscopeOutputError
 from miniscope_assets.atomic import atomic_path, remove_leftovers, translated_write_errors, write_text_atomic
+from miniscope_assets.errors import MiniscopeOutputError
 from miniscope_assets.io.miniscope_writer import write_v4_recording
 from miniscope_assets.nwb import ophys
 from miniscope_assets.nwb.raw import build_nwbfile, write_nwbfile, write_raw_nwb

@@ -13,6 +13,7 @@ import numpy as np
 import miniscope_assets
 from miniscope_assets.engine.classification import Classification, classify_sources
 from miniscope_assets.engine.extraction import Sources, extract_sources
+from miniscope_assets.engine.h5movie import H5Movie
 from miniscope_assets.engine.motion import MotionCorrection, correct_motion
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.params import validate_params
@@ -20,7 +21,6 @@ from miniscope_assets.engine.summary import compute_summary_images
 from miniscope_assets.engine.traces import Traces, extract_traces
 from miniscope_assets.engine.workers import worker_count
 from miniscope_assets.errors import ParameterError
-from miniscope_assets.engine.h5movie import H5Movie
 from miniscope_assets.results import ProcessingResult, SummaryImages
 
 CORRECTED_MOVIE = "corrected.h5"

@@ -17,8 +17,8 @@ import av
 import cv2
 import numpy as np
 
-from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.atomic import atomic_path
+from miniscope_assets.errors import MiniscopeInputError
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Iterable
 
 import numpy as np
 
+from miniscope_assets.atomic import write_text_atomic
 from miniscope_assets.io import miniscope_v3 as v3
 from miniscope_assets.io import miniscope_v4 as v4
-from miniscope_assets.atomic import write_text_atomic
 from miniscope_assets.io.avi import write_avi
 
 

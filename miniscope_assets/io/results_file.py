@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import scipy.sparse
 
+from miniscope_assets.atomic import atomic_path
 from miniscope_assets.engine.motion import MotionCorrection
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.atomic import atomic_path
 from miniscope_assets.results import (
     PiecewiseRigidMotion,
     ProcessingResult,

@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.base import ProcessingModule
 
-from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.atomic import atomic_hdf5, atomic_path
+from miniscope_assets.errors import MiniscopeInputError
 
 IN_MEMORY_LIMIT = 1 << 30  # bytes: processed files up to this size are rewritten in memory
 

@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 from pynwb import NWBFile
 
-from miniscope_assets.engine.noise import noise_from_differences
 from miniscope_assets.atomic import remove_leftovers
+from miniscope_assets.engine.noise import noise_from_differences
 from miniscope_assets.nwb import ophys
 from miniscope_assets.nwb.raw import build_nwbfile, file_identifier, write_nwbfile
 from miniscope_assets.nwb.update import update_stage

@@ -17,9 +17,9 @@ import json
 import numpy as np
 import scipy.sparse
 
+from miniscope_assets.atomic import write_text_atomic
 from miniscope_assets.engine.cross_session import Alignment, Registration, SessionCells, register_sessions
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.atomic import write_text_atomic
 from miniscope_assets.nwb.cross_session import write_cross_session_nwb
 from miniscope_assets.stages import figures
 from miniscope_assets.stages.checks import inspect_nwb

@@ -29,8 +29,8 @@ import numpy as np
 import scipy.sparse
 import yaml
 
-from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.atomic import write_text_atomic
+from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.results_file import load_results, save_results
 from miniscope_assets.io.text import load_yaml
 from miniscope_assets.results import ProcessingResult

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 import miniscope_assets
+from miniscope_assets.atomic import atomic_directory, remove_leftovers, write_text_atomic
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.errors import MiniscopeInputError
-from miniscope_assets.atomic import atomic_directory, remove_leftovers, write_text_atomic
 from miniscope_assets.io.paramsets import ParamSet
 from miniscope_assets.io.recording import RecordingInfo
 from miniscope_assets.io.results_file import (

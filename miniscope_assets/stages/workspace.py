@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.atomic import write_text_atomic
+from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io import miniscope_v4 as v4
 from miniscope_assets.io.paramsets import ParamSet, find_paramset, load_paramsets
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord, device_folders, read_recording
