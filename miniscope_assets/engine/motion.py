@@ -137,13 +137,12 @@ def _block_starts(size: int, stride: int, overlap: int) -> tuple[np.ndarray, int
 class _Registration:
     """Cross-correlation registration of filtered images against fixed template(s)."""
 
-    def __init__(self, templates: np.ndarray, upsample_factor: int, threads: int | None = None):
-        # templates: (n, h, w); one per block (or a single full-frame template)
+    def __init__(self, templates: np.ndarray, upsample_factor: int):
+        # templates: (n, h, w); one per block (or a single full-frame template). Transforms are
+        # single-threaded: registration runs in the engine's workers, one core each.
         self.shape = templates.shape[-2:]
         self.taper = _taper(self.shape)
-        # FFT threads (default: all cores; 1 in workers) only pay off for large transforms
-        self.workers = (threads or -1) if self.shape[0] * self.shape[1] >= 256 * 256 else 1
-        self.template_spectra = np.conj(scipy.fft.rfft2(templates * self.taper, workers=self.workers))
+        self.template_spectra = np.conj(scipy.fft.rfft2(templates * self.taper))
         self.template_norms = np.sqrt(np.einsum("nij,nij->n", templates * self.taper, templates * self.taper))
         self.upsample_factor = upsample_factor
 
@@ -152,9 +151,9 @@ class _Registration:
         the templates."""
         tapered = images * self.taper
         norms = np.sqrt(np.einsum("nij,nij->n", tapered, tapered))  # no squared copy of the batch
-        product = scipy.fft.rfft2(tapered, workers=self.workers) * self.template_spectra
+        product = scipy.fft.rfft2(tapered) * self.template_spectra
         del tapered  # freed before the correlations are allocated
-        return product, scipy.fft.irfft2(product, s=self.shape, workers=self.workers), norms
+        return product, scipy.fft.irfft2(product, s=self.shape), norms
 
     def peaks(self, images: np.ndarray, centres: np.ndarray, radius: int) -> tuple[np.ndarray, ...]:
         """Sub-pixel correlation peaks (n, 2) searched within ``radius`` of integer ``centres`` (n, 2).
@@ -264,8 +263,9 @@ def build_template(movie: MovieSource, params: dict, n_workers: int | None = Non
     stop = min(params["template_frames"], movie.nframes)
     frame_filter = _FrameFilter(movie.frame_shape, params)
     iterations = params["template_iterations"] if params["motion_correction"] else 0
-    registration = None
+    template = None  # the first round averages the frames as they are
     for _ in range(iterations + 1):
+        registration = None if template is None else _Registration(template[None], params["upsample_factor"])
         state = (frame_filter, registration, params["max_shift"])
         filtered_sum = np.zeros(movie.frame_shape, np.float64)
         raw_sum = np.zeros(movie.frame_shape, np.float64)
@@ -275,7 +275,6 @@ def build_template(movie: MovieSource, params: dict, n_workers: int | None = Non
             filtered_sum += chunk_filtered
             raw_sum += chunk_raw
         template = (filtered_sum / stop).astype(np.float32)
-        registration = _Registration(template[None], params["upsample_factor"], threads=1)
     return template, (raw_sum / stop).astype(np.float32)
 
 
@@ -375,8 +374,8 @@ def estimate_shifts(
     if params["motion_correction"]:
         estimator = _ShiftEstimator(
             frame_filter=_FrameFilter(movie.frame_shape, params),
-            registration=_Registration(template[None], params["upsample_factor"], threads=1),
-            block_registration=_Registration(grid.cut(template), params["upsample_factor"], threads=1) if grid else None,
+            registration=_Registration(template[None], params["upsample_factor"]),
+            block_registration=_Registration(grid.cut(template), params["upsample_factor"]) if grid else None,
             grid=grid, max_shift=params["max_shift"], deviation=params["max_deviation_rigid"],
         )
         chunks = movie.iter_chunks(params["chunk_frames"])

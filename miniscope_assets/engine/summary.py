@@ -45,6 +45,7 @@ class _Filter:
     bandpass: Bandpass
     buffer: np.ndarray
     chunk_frames: int
+    noise_every: int  # the noise is measured on every noise_every-th batch of the movie
     filtered_mean: np.ndarray | None = None
     noise: np.ndarray | None = None
 
@@ -57,14 +58,14 @@ class _Filter:
 
 def _first_pass(state: _Filter, chunk) -> dict:
     """Sums, maximum and (every ``noise_every``-th batch) noise of one chunk of frames."""
-    (first, frames), noise_every = chunk
+    first, frames = chunk
     sums = {"total": frames.sum(axis=0, dtype=np.float64), "maximum": frames.max(axis=0),
             "filtered_total": np.zeros(frames.shape[1:]), "noise_total": np.zeros(frames.shape[1:]), "noise_batches": 0}
     batches_per_chunk = -(-state.chunk_frames // _BATCH)
     for offset, _, filtered in state.batches(frames):
         sums["filtered_total"] += filtered.sum(axis=0, dtype=np.float64)
         index = first // state.chunk_frames * batches_per_chunk + offset // _BATCH
-        if len(filtered) > 1 and index % noise_every == 0:
+        if len(filtered) > 1 and index % state.noise_every == 0:
             steps = np.abs(filtered[1:] - filtered[:-1])
             sums["noise_total"] += median_of_samples(steps) * (MAD_TO_SIGMA / np.sqrt(2))
             sums["noise_batches"] += 1
@@ -97,15 +98,14 @@ def compute_summary_images(
     n = movie.nframes
     chunk_frames = params["chunk_frames"]
     state = _Filter(Bandpass(shape, *neuron_filter_sigmas(params["neuron_diameter"])),
-                    np.empty((_BATCH, *shape), np.float32), chunk_frames)
-    noise_every = max(1, -(-n // _BATCH) // _NOISE_BATCHES)
+                    np.empty((_BATCH, *shape), np.float32), chunk_frames,
+                    noise_every=max(1, -(-n // _BATCH) // _NOISE_BATCHES))
     total = np.zeros(shape, np.float64)
     maximum = np.full(shape, -np.inf, np.float32)
     filtered_total = np.zeros(shape, np.float64)
     noise_total = np.zeros(shape, np.float64)
     noise_batches = 0
-    chunks = ((chunk, noise_every) for chunk in movie.iter_chunks(chunk_frames))
-    for done, sums in enumerate(ordered_map(_first_pass, chunks, state, n_workers), start=1):
+    for done, sums in enumerate(ordered_map(_first_pass, movie.iter_chunks(chunk_frames), state, n_workers), start=1):
         total += sums["total"]
         np.maximum(maximum, sums["maximum"], out=maximum)
         filtered_total += sums["filtered_total"]

@@ -138,8 +138,10 @@ def compute_dff(fluorescence: np.ndarray, neuropil: np.ndarray, fps: float, para
 
 def deconvolve_traces(fluorescence: np.ndarray, fps: float, params: dict,
                       n_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(denoised, spikes) from OASIS for every trace, groups of traces in ``n_workers`` processes."""
-    n_groups = max(1, min(len(fluorescence), 8 * worker_count(n_workers)))
+    """(denoised, spikes) from OASIS for every trace, groups of traces in ``n_workers`` processes
+    (no more than there are traces: curation deconvolves single merged traces)."""
+    n_workers = min(worker_count(n_workers), max(len(fluorescence), 1))
+    n_groups = max(1, min(len(fluorescence), 8 * n_workers))
     groups = (fluorescence[group] for group in np.array_split(np.arange(len(fluorescence)), n_groups))
     pairs = list(ordered_map(_deconvolve_group, groups, (fps, params), n_workers))
     return np.concatenate([d for d, _ in pairs]), np.concatenate([s for _, s in pairs])
