@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import cpu_seconds  # noqa: E402
+from bench_engine import cpu_seconds, read_floor  # noqa: E402
 from bench_ingest import ensure_recording, peak_rss_mib  # noqa: E402
 
 PARAMSETS = [
@@ -49,11 +49,7 @@ def decode_floor(data_root: Path, folder: str) -> float:
     """Seconds to decode every frame of the recording's AVIs once."""
     from miniscope_assets.io.recording import read_recording
 
-    info = read_recording(data_root, folder)
-    started = time.perf_counter()
-    for _ in info.movie(data_root).iter_chunks(100):
-        pass
-    return time.perf_counter() - started
+    return read_floor(read_recording(data_root, folder).movie(data_root))
 
 
 def run_chain(workdir: Path, folder: str, workers: int, queue) -> None:

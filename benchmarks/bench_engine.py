@@ -6,7 +6,7 @@ from the simulator into --workdir/movie.h5 once, uint8), then, each in a fresh c
 1. per --workers value: the stages one after the other (motion correction, summary images,
    source extraction, traces, classification), each timed, with its CPU time (this process and
    its workers) and its peak memory (the summed proportional set size of this process and its
-   workers, sampled every 20 ms);
+   workers, sampled every 100 ms);
 2. run_engine end to end with the last --workers value.
 
 Prints per stage wall time, frames/s, CPU/wall and peak memory, the time to read the movie once
