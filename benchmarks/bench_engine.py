@@ -149,7 +149,8 @@ def _stages(args, movie_path: Path) -> dict:
     from miniscope_assets.engine import (
         classify_sources, compute_summary_images, correct_motion, extract_sources, extract_traces, validate_params,
     )
-    from miniscope_assets.engine.pipeline import CORRECTED_MOVIE, assemble_result
+    from miniscope_assets.engine.binning import write_binned
+    from miniscope_assets.engine.pipeline import CORRECTED_MOVIE, assemble_result, neuron_size_of
     from miniscope_assets.engine.h5movie import H5Movie
 
     params = validate_params(json.loads(args.params))
@@ -172,14 +173,17 @@ def _stages(args, movie_path: Path) -> dict:
 
         motion = timed("motion_correction", correct_motion, movie, params, work_dir / CORRECTED_MOVIE, n_workers=workers)
         corrected = H5Movie(work_dir / CORRECTED_MOVIE)
-        summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference,
+        binned = timed("binning", write_binned, corrected, params, work_dir / "binned.h5")
+        size = timed("neuron_size", neuron_size_of, binned, params)
+        stage_params = {**params, "neuron_diameter": size["diameter_px"]}
+        summary = timed("summary_images", compute_summary_images, corrected, stage_params, motion.reference,
                         n_workers=workers)
-        sources = timed("source_extraction", extract_sources, corrected, params, work_dir, motion.border,
-                        n_workers=workers)
-        traces = timed("traces", extract_traces, corrected, sources, params, FPS, n_workers=workers)
+        sources = timed("source_extraction", extract_sources, binned, stage_params, motion.border, n_workers=workers)
+        traces = timed("traces", extract_traces, corrected, sources, stage_params, FPS, n_workers=workers)
         classification = timed("classification", classify_sources, sources.footprints, movie.frame_shape,
-                               traces.snr, summary.correlation, params)
+                               traces.snr, summary.correlation, stage_params)
     result = assemble_result(movie, params, FPS, motion, summary, sources, traces, classification, timings)
+    result.notes["neuron_size"] = size
     figures = evaluate(result, Simulation(config(args)))
     figures.pop("trace_corr", None)
     return {"seconds": timings, "cpu": cpu, "peak_mib": sampler.peaks, "floor": floor,
@@ -212,7 +216,7 @@ def run_minian(args, movie_path: Path) -> dict | None:
     output = args.workdir / "minian_result.npz"
     runner = Path(__file__).with_name("minian_runner.py")
     command = [args.minian, str(runner), str(movie_path), "movie", str(output),
-               "--diameter", str(json.loads(args.params).get("neuron_diameter", 10.0)),
+               "--diameter", str(json.loads(args.params).get("neuron_diameter") or 10.0),
                "--workdir", str(args.workdir / "minian")]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:

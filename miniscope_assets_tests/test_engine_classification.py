@@ -67,5 +67,5 @@ def test_a_soma_cut_by_the_frame_edge_is_judged_without_its_shape():
 
 def test_no_masks():
     result = classify_sources(scipy.sparse.csc_matrix((SHAPE[0] * SHAPE[1], 0)), SHAPE, np.zeros(0), None,
-                              validate_params({}))
+                              validate_params({"neuron_diameter": 10}))
     assert result.types.shape == (0,) and result.confidence.shape == (0,)

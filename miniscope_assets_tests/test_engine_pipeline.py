@@ -24,7 +24,7 @@ from miniscope_assets.results import MASK_TYPES
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
 CHUNK = 64
-STAGES = ("motion_correction", "summary_images", "source_extraction", "traces")
+STAGES = ("motion_correction", "binning", "summary_images", "source_extraction", "traces")
 
 
 class ChunkCheckingMovie:
@@ -100,8 +100,12 @@ def test_result_contents(processed):
     assert result.motion_rigid.x_shifts.shape == (1000,) and result.motion_piecewise is None
     assert result.corrected_movie == "corrected.h5"
     notes = json.loads(json.dumps(result.notes))
-    assert set(STAGES) | {"classification"} <= set(notes["stage_seconds"])
+    assert set(STAGES) | {"neuron_size", "classification"} <= set(notes["stage_seconds"])
     assert sum(notes["mask_types"].values()) == k
+    # no diameter in the paramset: measured on the data (the simulated somata are 10 px across)
+    assert result.params["neuron_diameter"] is None
+    assert notes["neuron_size"]["source"] == "measured"
+    assert notes["neuron_size"]["diameter_px"] == pytest.approx(10, rel=0.15)
 
 
 def test_corrected_movie_file(processed):

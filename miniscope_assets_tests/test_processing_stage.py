@@ -122,6 +122,14 @@ def test_engine_worker_count_comes_from_the_environment_into_the_catalog(workspa
     assert metadata(result, "processing")["n_workers"] == workers
 
 
+def test_the_neuron_diameter_the_engine_used_is_in_the_catalog(workspace, tiny_recording):
+    result, partition = materialize_partition(workspace, tiny_recording, ["processing"])
+    catalog = metadata(result, "processing")
+    processed = processing_stage.load_processing_result(partition)
+    assert catalog["neuron_diameter_px"] == processed.notes["neuron_size"]["diameter_px"]
+    assert catalog["neuron_diameter_source"] == processed.notes["neuron_size"]["source"]
+
+
 @pytest.mark.parametrize("value", ["two", "-1", "1.5"])
 def test_a_bad_worker_count_is_one_clear_error(monkeypatch, value):
     monkeypatch.setenv("MINISCOPE_WORKERS", value)

@@ -8,8 +8,8 @@ Data model per pixel ``p`` and frame ``t`` (``A`` = footprints, ``C`` = traces):
 residual over a square ring around it (radius ``ring_radius_factor x neuron_diameter``) scaled by a
 per-pixel gain ``w`` fitted by least squares.
 
-1. Binning: the corrected movie is streamed once and averaged in bins of ``ceil(T /
-   max_init_frames)`` frames into a temporary HDF5 copy (at most ``max_init_frames`` frames).
+1. Input: the corrected movie binned in time (:mod:`~miniscope_assets.engine.binning`, at most
+   ``max_init_frames`` frames).
 2. Patches: square cores of ``patch_size`` px tile the frame; each is processed with a margin of
    ``patch_overlap`` px (only that window is in memory):
    a. seeds: the fluctuations minus a per-pixel least-squares background (ring average, window
@@ -34,21 +34,16 @@ Footprints are scaled to unit peak; ``b0 = mean image - A mean(C)``.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.csgraph
 
+from miniscope_assets.engine.binning import BinnedMovie
 from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, neuron_filter_sigmas, ring_radii
-from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import noise_from_differences, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
 from miniscope_assets.engine.workers import ordered_map
@@ -84,48 +79,38 @@ def expected_soma_area(neuron_diameter: float) -> float:
 
 
 def extract_sources(
-    movie: MovieSource,
+    binned: BinnedMovie,
     params: dict,
-    work_dir: Path,
     border: int = 0,
     progress: Callable[[str, float], None] | None = None,
     n_workers: int | None = None,
 ) -> Sources:
-    """Find footprints in the corrected ``movie`` (see module docstring).
+    """Find footprints in the ``binned`` copy of the corrected movie (see module docstring).
 
     ``border``: width of the frame margin filled in by motion correction
     (:attr:`MotionCorrection.border`); no source is seeded there and sources whose centroid
     falls there are dropped. Patches are processed by ``n_workers`` processes.
     """
-    started = time.perf_counter()
-    height, width = movie.frame_shape
-    descriptor, binned_path = tempfile.mkstemp(suffix=".h5", prefix="binned_", dir=work_dir)
-    os.close(descriptor)
-    try:
-        bin_size, mean_image = _write_binned(movie, params, Path(binned_path), progress)
-        binned_seconds = time.perf_counter() - started
-        footprints, traces, gain = [], [], np.ones(movie.frame_shape, np.float32)
-        valid = np.zeros(movie.frame_shape, bool)
-        valid[border : height - border, border : width - border] = True
-        cores, windows = zip(*_patch_windows(movie.frame_shape, params["patch_size"], params["patch_overlap"]))
-        # a source near a core boundary is kept by both patches (its centroid differs slightly
-        # between them) and merged with itself below, never dropped by both
-        reach = params["neuron_diameter"] / 2
-        patches = ordered_map(_patch, windows, (binned_path, valid, params), n_workers)
-        for index, (core, window, (components, patch_gain)) in enumerate(zip(cores, windows, patches)):
-            core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
-            gain[core] = patch_gain[core_in_window]
-            for component in components:
-                cy, cx = _centroid(component.footprint)
-                near_core = all(c.start - reach <= v < c.stop + reach for c, v in zip(core_in_window, (cy, cx)))
-                if near_core and valid[window][int(round(cy)), int(round(cx))]:
-                    footprints.append(_to_global(component.footprint, window, movie.frame_shape))
-                    traces.append(component.trace)
-            if progress:
-                progress(STAGE, 0.2 + 0.75 * (index + 1) / len(windows))
-    finally:
-        os.unlink(binned_path)
-    n_binned = -(-movie.nframes // bin_size)
+    height, width = frame_shape = binned.frame_shape
+    footprints, traces, gain = [], [], np.ones(frame_shape, np.float32)
+    valid = np.zeros(frame_shape, bool)
+    valid[border : height - border, border : width - border] = True
+    cores, windows = zip(*_patch_windows(frame_shape, params["patch_size"], params["patch_overlap"]))
+    # a source near a core boundary is kept by both patches (its centroid differs slightly
+    # between them) and merged with itself below, never dropped by both
+    reach = params["neuron_diameter"] / 2
+    patches = ordered_map(_patch, windows, (binned, valid, params), n_workers)
+    for index, (core, window, (components, patch_gain)) in enumerate(zip(cores, windows, patches)):
+        core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
+        gain[core] = patch_gain[core_in_window]
+        for component in components:
+            cy, cx = _centroid(component.footprint)
+            near_core = all(c.start - reach <= v < c.stop + reach for c, v in zip(core_in_window, (cy, cx)))
+            if near_core and valid[window][int(round(cy)), int(round(cx))]:
+                footprints.append(_to_global(component.footprint, window, frame_shape))
+                traces.append(component.trace)
+        if progress:
+            progress(STAGE, (index + 1) / len(windows))
     found = len(footprints)
     if footprints:
         footprint_matrix = scipy.sparse.hstack(footprints, format="csc").astype(np.float32)
@@ -134,8 +119,8 @@ def extract_sources(
         footprint_matrix, trace_matrix = _order(footprint_matrix, trace_matrix, width)
     else:
         footprint_matrix = scipy.sparse.csc_matrix((height * width, 0), dtype=np.float32)
-        trace_matrix = np.zeros((0, n_binned), np.float32)
-    background_mean = mean_image.ravel() - footprint_matrix @ trace_matrix.mean(axis=1)
+        trace_matrix = np.zeros((0, binned.nframes), np.float32)
+    background_mean = binned.mean_image.ravel() - footprint_matrix @ trace_matrix.mean(axis=1)
     if progress:
         progress(STAGE, 1.0)
     return Sources(
@@ -143,52 +128,14 @@ def extract_sources(
         binned_traces=trace_matrix,
         background_mean=background_mean.reshape(height, width).astype(np.float32),
         ring_gain=gain,
-        bin_size=bin_size,
+        bin_size=binned.bin_size,
         notes={
-            "bin_size": bin_size,
+            "bin_size": binned.bin_size,
             "patches": len(windows),
             "sources_in_patches": found,
             "sources": int(footprint_matrix.shape[1]),
-            "binning_seconds": round(binned_seconds, 3),
         },
     )
-
-
-# ------------------------------------------------------------------------------ binning
-def _write_binned(movie: MovieSource, params: dict, path: Path, progress) -> tuple[int, np.ndarray]:
-    """Stream ``movie`` into ``path`` (dataset ``binned``) averaged in bins; return (bin, mean image)."""
-    n = movie.nframes
-    bin_size = max(1, -(-n // params["max_init_frames"]))
-    n_binned = -(-n // bin_size)
-    height, width = movie.frame_shape
-    total = np.zeros(movie.frame_shape, np.float64)
-    chunks = (min(n_binned, 32), min(height, 32), min(width, 32))
-    buffer: list[np.ndarray] = []
-    written = 0
-    carry = np.zeros(movie.frame_shape, np.float64)
-    carried = 0
-    with h5py.File(path, "w") as f:
-        dataset = f.create_dataset("binned", shape=(n_binned, height, width), dtype=np.float32, chunks=chunks)
-        for first, frames in movie.iter_chunks(params["chunk_frames"]):
-            total += frames.sum(axis=0, dtype=np.float64)
-            for frame in frames:
-                carry += frame
-                carried += 1
-                if carried == bin_size:
-                    buffer.append((carry / carried).astype(np.float32))
-                    carry[:] = 0
-                    carried = 0
-            if len(buffer) >= chunks[0]:
-                dataset[written : written + len(buffer)] = np.stack(buffer)
-                written += len(buffer)
-                buffer = []
-            if progress:
-                progress(STAGE, 0.2 * (first + len(frames)) / n)
-        if carried:
-            buffer.append((carry / carried).astype(np.float32))
-        if buffer:
-            dataset[written : written + len(buffer)] = np.stack(buffer)
-    return bin_size, (total / n).astype(np.float32)
 
 
 def _patch_windows(frame_shape, patch_size: int, overlap: int):
@@ -210,10 +157,8 @@ def _patch_windows(frame_shape, patch_size: int, overlap: int):
 # ------------------------------------------------------------------------------ one patch
 def _patch(state, window) -> tuple[list[_Component], np.ndarray]:
     """:func:`_process_patch` of one window of the binned movie (a worker's task)."""
-    binned_path, valid, params = state
-    with h5py.File(binned_path, "r") as f:
-        data = f["binned"][:, window[0], window[1]]
-    return _process_patch(data, valid[window], params)
+    binned, valid, params = state
+    return _process_patch(binned.read(slice(None), *window), valid[window], params)
 
 
 def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tuple[list[_Component], np.ndarray]:

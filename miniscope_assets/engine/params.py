@@ -40,7 +40,8 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "outlier_quality_ratio": ParamSpec(0.7, "float", 0, 1, "a frame beyond outlier_threshold is an outlier only if "
                                        "its registration quality is below this fraction of its neighbours'"),
     # source extraction
-    "neuron_diameter": ParamSpec(10.0, "float", 3, 100, "expected soma diameter, px"),
+    "neuron_diameter": ParamSpec(None, "optional_float", 3, 100, "soma diameter at half maximum, px "
+                                 "(null: measured on the data)"),
     "min_corr": ParamSpec(0.8, "float", 0, 1, "seed threshold on the local correlation image"),
     "min_pnr": ParamSpec(5.0, "float", 0, None, "seed threshold on the peak-to-noise ratio image"),
     "ring_radius_factor": ParamSpec(1.2, "float", 0.5, 5, "background ring inner radius, in neuron diameters"),

@@ -1,8 +1,10 @@
-"""run_engine: motion correction -> summary images -> sources -> classification -> traces."""
+"""run_engine: motion correction -> binned copy -> neuron size -> summary images -> sources -> traces
+-> classification."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,11 +13,13 @@ from typing import Callable
 import numpy as np
 
 import miniscope_assets
+from miniscope_assets.engine.binning import BinnedMovie, write_binned
 from miniscope_assets.engine.classification import Classification, classify_sources
 from miniscope_assets.engine.extraction import Sources, extract_sources
 from miniscope_assets.engine.h5movie import H5Movie
 from miniscope_assets.engine.motion import MotionCorrection, correct_motion
 from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.engine.neuron_size import estimate_neuron_size
 from miniscope_assets.engine.params import validate_params
 from miniscope_assets.engine.summary import compute_summary_images
 from miniscope_assets.engine.traces import Traces, extract_traces
@@ -24,6 +28,19 @@ from miniscope_assets.errors import ParameterError
 from miniscope_assets.results import ProcessingResult, SummaryImages
 
 CORRECTED_MOVIE = "corrected.h5"
+DEFAULT_NEURON_DIAMETER = 10.0  # px, when the paramset gives none and too few cells can be measured
+
+
+def neuron_size_of(binned: BinnedMovie, params: dict) -> dict:
+    """The neuron diameter the stages use and where it comes from: the paramset's, else the one
+    measured on the data (:mod:`~miniscope_assets.engine.neuron_size`), else the default."""
+    if params["neuron_diameter"] is not None:
+        return {"diameter_px": params["neuron_diameter"], "source": "paramset"}
+    size = estimate_neuron_size(binned)
+    measured = {"cells_measured": size.cells_measured, "quartiles_px": size.quartiles}
+    if size.diameter is None:
+        return {"diameter_px": DEFAULT_NEURON_DIAMETER, "source": "default (too few cells to measure)", **measured}
+    return {"diameter_px": size.diameter, "source": "measured", **measured}
 
 
 def run_engine(
@@ -64,17 +81,25 @@ def run_engine(
         motion = timed("motion_correction", correct_motion, movie, params, corrected_path, progress, n_workers), corrected_path
     motion, corrected_path = motion
     corrected = H5Movie(corrected_path)
-    summary = timed("summary_images", compute_summary_images, corrected, params, motion.reference, progress, n_workers)
-    sources = timed(
-        "source_extraction", extract_sources, corrected, params, work_dir, motion.border, progress, n_workers
-    )
-    traces = timed("traces", extract_traces, corrected, sources, params, fps, progress, n_workers)
+    descriptor, binned_path = tempfile.mkstemp(suffix=".h5", prefix="binned_", dir=work_dir)
+    os.close(descriptor)
+    try:
+        binned = timed("binning", write_binned, corrected, params, Path(binned_path), progress)
+        size = timed("neuron_size", neuron_size_of, binned, params)
+        stage_params = {**params, "neuron_diameter": size["diameter_px"]}
+        summary = timed("summary_images", compute_summary_images, corrected, stage_params, motion.reference, progress,
+                        n_workers)
+        sources = timed("source_extraction", extract_sources, binned, stage_params, motion.border, progress, n_workers)
+    finally:
+        os.unlink(binned_path)
+    traces = timed("traces", extract_traces, corrected, sources, stage_params, fps, progress, n_workers)
     classification = timed(
         "classification", classify_sources,
-        sources.footprints, movie.frame_shape, traces.snr, summary.correlation, params,
+        sources.footprints, movie.frame_shape, traces.snr, summary.correlation, stage_params,
     )
     result = assemble_result(movie, params, fps, motion, summary, sources, traces, classification, timings)
     result.notes["n_workers"] = n_workers
+    result.notes["neuron_size"] = size
     result.corrected_movie = os.path.relpath(corrected_path, work_dir)
     return result
 

@@ -273,5 +273,8 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
             "results_path": path,
             # worker processes of the built-in engine run that computed the result
             **({"n_workers": result.notes["n_workers"]} if "n_workers" in result.notes else {}),
+            # the soma diameter its stages used: the paramset's, or measured on the recording
+            **({"neuron_diameter_px": size["diameter_px"], "neuron_diameter_source": size["source"]}
+               if (size := result.notes.get("neuron_size")) else {}),
         }
     )
