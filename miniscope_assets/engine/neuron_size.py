@@ -2,8 +2,9 @@
 
 1. Candidates: the binned frames are smoothed (Gaussian, 1.5 px), and the peak over time minus
    the mean, high-passed (Gaussian 20 px background removed) and divided by the per-pixel noise
-   (median absolute successive difference), ranks pixels by transient activity; the strongest
-   local maxima at least 4 px apart are the candidates (no scale is assumed beyond 1.5-20 px).
+   (median absolute successive difference, in about 8 blocks of 32 frames), ranks pixels by
+   transient activity; the strongest local maxima at least 4 px apart are the candidates (no
+   scale is assumed beyond 1.5-20 px).
 2. Footprint of a candidate: in a window of +-24 px, every pixel's fluctuation is regressed on
    the candidate's trace (mean of its 3 x 3 pixels) and the window's mean trace outside 12 px
    (background), with a constant. The 3 x 3 pixels are regressed on the mean of the other
@@ -37,6 +38,7 @@ _SEPARATION = 9  # candidates are local maxima over 9 x 9 px
 _WINDOW = 24  # half width of a candidate's window, px: measures cells up to ~40 px across
 _SELF_SIMILARITY = 0.6
 _BLOCK = 32  # binned frames read at a time
+_NOISE_BLOCKS = 8  # blocks, spread over the movie, whose differences give the noise
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,14 @@ def _candidates(binned: BinnedMovie) -> list[tuple[int, int]]:
     total = np.zeros((height, width), np.float64)
     noise_sum = np.zeros((height, width), np.float64)
     noise_blocks = 0
-    for start in range(0, binned.nframes, _BLOCK):
+    starts = range(0, binned.nframes, _BLOCK)
+    noise_every = max(1, len(starts) // _NOISE_BLOCKS)
+    for index, start in enumerate(starts):
         block = binned.read(slice(start, start + _BLOCK))
         smooth = np.stack([cv2.GaussianBlur(f, (0, 0), _SMOOTHING, borderType=cv2.BORDER_REFLECT) for f in block])
         np.maximum(peak, smooth.max(axis=0), out=peak)
         total += smooth.sum(axis=0, dtype=np.float64)
-        if len(smooth) > 2:
+        if len(smooth) > 2 and index % noise_every == 0:
             noise_sum += median_of_samples(np.abs(np.diff(smooth, axis=0)))
             noise_blocks += 1
     if not noise_blocks:
