@@ -176,7 +176,8 @@ def _stages(args, movie_path: Path) -> dict:
         binned = timed("binning", write_binned, corrected, params, work_dir / "binned.h5")
         size = timed("neuron_size", neuron_size_of, binned, params)
         stage_params = {**params, "neuron_diameter": size["diameter_px"]}
-        summary = timed("summary_images", compute_summary_images, corrected, stage_params, motion.reference,
+        summary = timed("summary_images", compute_summary_images, corrected, stage_params,
+                        binned.mean_image, binned.max_image, motion.reference,
                         n_workers=workers)
         sources = timed("source_extraction", extract_sources, binned, stage_params, motion.border, n_workers=workers)
         traces = timed("traces", extract_traces, corrected, sources, stage_params, FPS, n_workers=workers)

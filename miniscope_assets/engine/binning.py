@@ -1,5 +1,6 @@
 """The temporally binned copy of the corrected movie (HDF5, float32): what source extraction and
-the neuron-size estimate read, written in one pass over the movie.
+the neuron-size estimate read, written in one pass over the movie that also takes its mean and
+maximum images (for the summary images).
 
 Frames are averaged in bins of ``ceil(T / max_init_frames)``, so the copy holds at most
 ``max_init_frames`` frames: it fits the patches' working memory and averages the noise down
@@ -23,12 +24,14 @@ DATASET = "binned"
 
 @dataclass(frozen=True)
 class BinnedMovie:
-    """A binned copy on disk (dataset ``binned``, (n_binned, height, width)) and its movie's mean."""
+    """A binned copy on disk (dataset ``binned``, (n_binned, height, width)) and its movie's
+    mean and maximum."""
 
     path: Path
     bin_size: int
     nframes: int  # binned frames
     mean_image: np.ndarray  # temporal mean of the full-rate movie
+    max_image: np.ndarray  # temporal maximum of the full-rate movie
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -53,6 +56,7 @@ def write_binned(movie: MovieSource, params: dict, path: Path,
     n_binned = -(-n // bin_size)
     height, width = movie.frame_shape
     total = np.zeros(movie.frame_shape, np.float64)
+    maximum = np.full(movie.frame_shape, -np.inf, np.float32)
     chunks = (min(n_binned, 32), min(height, 32), min(width, 32))
     pending: list[np.ndarray] = []
     written = 0
@@ -62,6 +66,7 @@ def write_binned(movie: MovieSource, params: dict, path: Path,
         dataset = f.create_dataset(DATASET, shape=(n_binned, height, width), dtype=np.float32, chunks=chunks)
         for first, frames in movie.iter_chunks(params["chunk_frames"]):
             total += frames.sum(axis=0, dtype=np.float64)
+            np.maximum(maximum, frames.max(axis=0), out=maximum)
             for frame in frames:
                 carry += frame
                 carried += 1
@@ -79,4 +84,4 @@ def write_binned(movie: MovieSource, params: dict, path: Path,
             pending.append((carry / carried).astype(np.float32))
         if pending:
             dataset[written : written + len(pending)] = np.stack(pending)
-    return BinnedMovie(Path(path), bin_size, n_binned, (total / n).astype(np.float32))
+    return BinnedMovie(Path(path), bin_size, n_binned, (total / n).astype(np.float32), maximum)

@@ -87,7 +87,8 @@ def run_engine(
         binned = timed("binning", write_binned, corrected, params, Path(binned_path), progress)
         size = timed("neuron_size", neuron_size_of, binned, params)
         stage_params = {**params, "neuron_diameter": size["diameter_px"]}
-        summary = timed("summary_images", compute_summary_images, corrected, stage_params, motion.reference, progress,
+        summary = timed("summary_images", compute_summary_images, corrected, stage_params,
+                        binned.mean_image, binned.max_image, motion.reference, progress,
                         n_workers)
         sources = timed("source_extraction", extract_sources, binned, stage_params, motion.border, progress, n_workers)
     finally:

@@ -1,13 +1,14 @@
-"""Stage 2: summary images of the motion-corrected movie, streamed in two passes.
+"""Stage 2: summary images of the motion-corrected movie, in one pass of its own.
 
 - ``reference``: the motion-correction template in raw intensity (mean of the registered
   template frames).
-- ``mean`` and ``max_projection``: temporal mean and maximum of the corrected frames.
+- ``mean`` and ``max_projection``: temporal mean and maximum of the corrected frames (taken by
+  the pass that writes the binned copy, :mod:`~miniscope_assets.engine.binning`).
 - ``peak_to_noise``: on the neuron band-pass filtered movie ``F`` (difference of Gaussians with
   sigmas ``neuron_diameter / 4`` and ``neuron_diameter``, which removes the diffuse background),
   ``max_t (F - mean_t F) / noise``; the noise is the median absolute frame-to-frame difference
-  within a batch of 32 frames (scaled to a standard deviation), averaged over about 16 batches
-  spread evenly over the movie.
+  within a batch of 32 frames (scaled to a standard deviation), averaged over at most 16 batches
+  spread evenly over the movie. ``mean_t F`` is the filtered mean image (the filter is linear).
 - ``correlation``: mean Pearson correlation of each pixel with its 8 neighbours, computed on
   ``F - mean_t F`` after zeroing values below 3 noise standard deviations (so that noise,
   which the spatial filter makes locally correlated, does not count; as in CNMF-E).
@@ -44,32 +45,23 @@ class _Filter:
 
     bandpass: Bandpass
     buffer: np.ndarray
-    chunk_frames: int
-    noise_every: int  # the noise is measured on every noise_every-th batch of the movie
     filtered_mean: np.ndarray | None = None
     noise: np.ndarray | None = None
 
+    def filter(self, frames: np.ndarray) -> np.ndarray:
+        """Band-passed ``frames`` (at most _BATCH) in the buffer."""
+        return self.bandpass.stack(frames, out=self.buffer[: len(frames)])
+
     def batches(self, frames: np.ndarray):
-        """Yield (offset, raw frames, band-passed frames in the buffer) in batches of <= _BATCH."""
+        """Yield the band-passed frames in the buffer, in batches of <= _BATCH."""
         for offset in range(0, len(frames), _BATCH):
-            raw = frames[offset : offset + _BATCH]
-            yield offset, raw, self.bandpass.stack(raw, out=self.buffer[: len(raw)])
+            yield self.filter(frames[offset : offset + _BATCH])
 
 
-def _first_pass(state: _Filter, chunk) -> dict:
-    """Sums, maximum and (every ``noise_every``-th batch) noise of one chunk of frames."""
-    first, frames = chunk
-    sums = {"total": frames.sum(axis=0, dtype=np.float64), "maximum": frames.max(axis=0),
-            "filtered_total": np.zeros(frames.shape[1:]), "noise_total": np.zeros(frames.shape[1:]), "noise_batches": 0}
-    batches_per_chunk = -(-state.chunk_frames // _BATCH)
-    for offset, _, filtered in state.batches(frames):
-        sums["filtered_total"] += filtered.sum(axis=0, dtype=np.float64)
-        index = first // state.chunk_frames * batches_per_chunk + offset // _BATCH
-        if len(filtered) > 1 and index % state.noise_every == 0:
-            steps = np.abs(filtered[1:] - filtered[:-1])
-            sums["noise_total"] += median_of_samples(steps) * (MAD_TO_SIGMA / np.sqrt(2))
-            sums["noise_batches"] += 1
-    return sums
+def _batch_noise(state: _Filter, chunk) -> np.ndarray:
+    """Noise standard deviation of every pixel of one band-passed batch of successive frames."""
+    filtered = state.filter(chunk[1])
+    return median_of_samples(np.abs(filtered[1:] - filtered[:-1])) * (MAD_TO_SIGMA / np.sqrt(2))
 
 
 def _second_pass(state: _Filter, chunk) -> tuple[np.ndarray, "LocalCorrelation"]:
@@ -77,45 +69,52 @@ def _second_pass(state: _Filter, chunk) -> tuple[np.ndarray, "LocalCorrelation"]
     _, frames = chunk
     peak = np.full(frames.shape[1:], -np.inf, np.float32)
     correlation = LocalCorrelation(frames.shape[1:])
-    for _, _, filtered in state.batches(frames):
+    for filtered in state.batches(frames):
         filtered -= state.filtered_mean
         np.maximum(peak, filtered.max(axis=0), out=peak)
         correlation.add(threshold_noise(filtered, state.noise))
     return peak, correlation
 
 
+def noise_batches(nframes: int) -> list[int]:
+    """First frames of the (at most _NOISE_BATCHES) batches, spread evenly, that give the noise."""
+    if nframes < 2:
+        return []
+    starts = np.linspace(0, max(nframes - _BATCH, 0), min(_NOISE_BATCHES, -(-nframes // _BATCH)))
+    return sorted({int(round(start)) for start in starts})
+
+
 def compute_summary_images(
     movie: MovieSource,
     params: dict,
+    mean: np.ndarray,
+    maximum: np.ndarray,
     reference: np.ndarray | None = None,
     progress: Callable[[str, float], None] | None = None,
     n_workers: int | None = None,
 ) -> SummaryImages:
-    """Reference, mean, max, local-correlation and peak-to-noise images (see module docstring);
-    chunks of frames are summarised by ``n_workers`` processes and the partial sums added in
-    order (the same whatever the worker count)."""
+    """Reference, mean, max, local-correlation and peak-to-noise images (see module docstring).
+
+    ``mean`` and ``maximum``: the movie's temporal mean and maximum, from the pass that wrote the
+    binned copy. The band-pass is linear, so the filtered movie's mean is the filtered mean;
+    the noise comes from a few batches; the one pass left is summarised per chunk by
+    ``n_workers`` processes, the partial sums added in order (the same whatever the worker
+    count)."""
     shape = movie.frame_shape
     n = movie.nframes
     chunk_frames = params["chunk_frames"]
     state = _Filter(Bandpass(shape, *neuron_filter_sigmas(params["neuron_diameter"])),
-                    np.empty((_BATCH, *shape), np.float32), chunk_frames,
-                    noise_every=max(1, -(-n // _BATCH) // _NOISE_BATCHES))
-    total = np.zeros(shape, np.float64)
-    maximum = np.full(shape, -np.inf, np.float32)
-    filtered_total = np.zeros(shape, np.float64)
+                    np.empty((_BATCH, *shape), np.float32))
+    state.filtered_mean = state.bandpass(mean)
+    batches = (chunk for start in noise_batches(n) for chunk in movie.iter_chunks(_BATCH, start, start + _BATCH))
     noise_total = np.zeros(shape, np.float64)
-    noise_batches = 0
-    for done, sums in enumerate(ordered_map(_first_pass, movie.iter_chunks(chunk_frames), state, n_workers), start=1):
-        total += sums["total"]
-        np.maximum(maximum, sums["maximum"], out=maximum)
-        filtered_total += sums["filtered_total"]
-        noise_total += sums["noise_total"]
-        noise_batches += sums["noise_batches"]
-        if progress:
-            progress(STAGE, 0.5 * min(done * chunk_frames, n) / n)
-    mean = (total / n).astype(np.float32)
-    state.filtered_mean = (filtered_total / n).astype(np.float32)
-    state.noise = np.maximum(noise_total / max(noise_batches, 1), 1e-6).astype(np.float32)
+    measured = 0
+    for noise in ordered_map(_batch_noise, batches, state, n_workers):
+        noise_total += noise
+        measured += 1
+    state.noise = np.maximum(noise_total / max(measured, 1), 1e-6).astype(np.float32)
+    if progress:
+        progress(STAGE, 0.1)
 
     peak = np.full(shape, -np.inf, np.float32)
     correlation = LocalCorrelation(shape)
@@ -125,11 +124,11 @@ def compute_summary_images(
         np.maximum(peak, chunk_peak, out=peak)
         correlation.merge(chunk_correlation)
         if progress:
-            progress(STAGE, 0.5 + 0.5 * min(done * chunk_frames, n) / n)
+            progress(STAGE, 0.1 + 0.9 * min(done * chunk_frames, n) / n)
     return SummaryImages(
         mean=mean,
         reference=reference if reference is not None else mean.copy(),
-        max_projection=maximum.astype(np.float32),
+        max_projection=np.asarray(maximum, np.float32),
         correlation=correlation.image(),
         peak_to_noise=(peak / state.noise).astype(np.float32),
     )
