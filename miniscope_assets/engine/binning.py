@@ -65,11 +65,15 @@ def write_binned(movie: MovieSource, params: dict, path: Path,
     with h5py.File(path, "w") as f:
         dataset = f.create_dataset(DATASET, shape=(n_binned, height, width), dtype=np.float32, chunks=chunks)
         for first, frames in movie.iter_chunks(params["chunk_frames"]):
-            total += frames.sum(axis=0, dtype=np.float64)
             np.maximum(maximum, frames.max(axis=0), out=maximum)
-            for frame in frames:
-                carry += frame
-                carried += 1
+            bins = np.arange(first, first + len(frames)) // bin_size
+            starts = np.flatnonzero(np.diff(bins, prepend=-1))  # where each bin begins in the chunk
+            for start, stop in zip(starts, np.append(starts[1:], len(frames))):
+                sums = frames[start:stop].sum(axis=0, dtype=np.float64)
+                count = stop - start
+                total += sums
+                carry += sums
+                carried += count
                 if carried == bin_size:
                     pending.append((carry / carried).astype(np.float32))
                     carry[:] = 0
