@@ -5,10 +5,11 @@
 Each case is rendered by minisim (``miniscope_assets_tests/minisim_cases.py``; seeds from 100,
 used nowhere else) in a child process into ``DIR/<case>.h5`` (uint8 movie) and ``<case>.npz``
 (truth of the detectable cells), reused on later runs. The engine then runs with default
-parameters in a fresh child process on the HDF5 movie, and the table gives per case: precision,
-recall and F1 of all masks and of the soma class (Hungarian matching of centroids within half the
-median cell diameter), median trace and spike correlation, motion RMS and largest error (px),
-wall time, CPU/wall and the child's peak RSS.
+parameters in a fresh child process on the HDF5 movie, and the table gives per case: the neuron
+diameter the engine measured (and the truth's); precision, recall and F1 of all masks and of the
+soma class (Hungarian matching of centroids within half the median cell diameter), median trace
+and spike correlation, motion RMS and largest error (px), wall time, CPU/wall and peak memory
+of the engine's process and its workers (summed PSS, as in bench_engine.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import run_child  # noqa: E402
+from bench_engine import RssSampler, cpu_seconds, run_child  # noqa: E402
 from bench_ingest import peak_rss_mib  # noqa: E402
 
 from miniscope_assets_tests.minisim_cases import MinisimCase, MinisimTruth  # noqa: E402
@@ -82,15 +83,16 @@ def _run_engine(case: MinisimCase, movie_path: Path) -> dict:
     from miniscope_assets.simulation import evaluate
 
     truth = _load_truth(movie_path.with_suffix(".npz"))
-    with tempfile.TemporaryDirectory(dir=movie_path.parent) as work_dir:
-        wall, cpu = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory(dir=movie_path.parent) as work_dir, RssSampler() as sampler:
+        wall, cpu = time.perf_counter(), cpu_seconds()
         result = run_engine(H5Movie(movie_path, "corrected"), {}, Path(work_dir), case.fps)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     figures = evaluate(result, truth)
     soma = evaluate(result.select(np.flatnonzero(result.mask_types == "soma")), truth)
     figures.update(soma_precision=soma["precision"], soma_recall=soma["recall"], soma_f1=soma["f1"],
-                   wall_s=wall, cpu_per_wall=cpu / wall, peak_rss_mib=peak_rss_mib(), frames=result.nframes,
-                   frame_shape=result.frame_shape)
+                   wall_s=wall, cpu_per_wall=cpu / wall, peak_mib=max(sampler.peaks.values()), frames=result.nframes,
+                   frame_shape=result.frame_shape, diameter_px=result.notes["neuron_size"]["diameter_px"],
+                   true_diameter_px=truth.diameter)
     return figures
 
 
@@ -112,15 +114,16 @@ def main() -> None:
         figures = run_child(_run_engine, case, stem.with_suffix(".h5"))
         rows.append((name, figures))
         print(f"{name}: {figures['n_true']} cells, F1 {figures['f1']:.3f}, {figures['wall_s']:.0f} s", flush=True)
-    header = ("case", "frames", "cells", "found", "precision", "recall", "F1", "soma P", "soma R", "soma F1",
+    header = ("case", "frames", "cells", "diameter px (true)", "found", "precision", "recall", "F1", "soma P", "soma R", "soma F1",
               "trace r", "spike r", "motion RMS", "motion max", "wall s", "frames/s", "CPU/wall", "peak MiB")
     table = []
     for name, f in rows:
-        table.append((name, f"{f['frames']}x{f['frame_shape'][0]}x{f['frame_shape'][1]}", f["n_true"], f["n_found"],
+        table.append((name, f"{f['frames']}x{f['frame_shape'][0]}x{f['frame_shape'][1]}", f["n_true"],
+                      f"{f['diameter_px']:.1f} ({f['true_diameter_px']:.1f})", f["n_found"],
                       *(f"{f[k]:.3f}" for k in ("precision", "recall", "f1", "soma_precision", "soma_recall",
                                                 "soma_f1", "median_trace_corr", "median_spike_corr")),
                       f"{f['motion_rms_px']:.2f}", f"{f['motion_max_px']:.2f}", f"{f['wall_s']:.0f}",
-                      f"{f['frames'] / f['wall_s']:.1f}", f"{f['cpu_per_wall']:.2f}", f"{f['peak_rss_mib']:.0f}"))
+                      f"{f['frames'] / f['wall_s']:.1f}", f"{f['cpu_per_wall']:.2f}", f"{f['peak_mib']:.0f}"))
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in table:
         print("| " + " | ".join(str(v) for v in row) + " |")

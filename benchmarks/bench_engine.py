@@ -174,7 +174,7 @@ def _stages(args, movie_path: Path) -> dict:
         motion = timed("motion_correction", correct_motion, movie, params, work_dir / CORRECTED_MOVIE, n_workers=workers)
         corrected = H5Movie(work_dir / CORRECTED_MOVIE)
         binned = timed("binning", write_binned, corrected, params, work_dir / "binned.h5")
-        size = timed("neuron_size", neuron_size_of, binned, params)
+        size = timed("neuron_size", neuron_size_of, binned, params, workers)
         stage_params = {**params, "neuron_diameter": size["diameter_px"]}
         summary = timed("summary_images", compute_summary_images, corrected, stage_params,
                         binned.mean_image, binned.max_image, motion.reference,

@@ -180,6 +180,7 @@ def test_one_and_two_workers_agree(tmp_path, pw_rigid):
     one = run_engine(ArrayMovie(frames), params, tmp_path / "one", 20.0, n_workers=1)
     two = run_engine(ArrayMovie(frames), params, tmp_path / "two", 20.0, n_workers=2)
     assert (one.notes["n_workers"], two.notes["n_workers"]) == (1, 2)
+    assert one.notes["neuron_size"] == two.notes["neuron_size"]
     assert one.n_masks >= 8
     np.testing.assert_array_equal(one.mask_types, two.mask_types)
     np.testing.assert_array_equal(one.footprints.toarray(), two.footprints.toarray())

@@ -29,6 +29,7 @@ import scipy.ndimage
 
 from miniscope_assets.engine.binning import BinnedMovie
 from miniscope_assets.engine.noise import median_of_samples
+from miniscope_assets.engine.workers import ordered_map
 
 CANDIDATES = 40
 MIN_CELLS = 3  # fewer measured cells: no estimate
@@ -50,20 +51,31 @@ class NeuronSize:
     quartiles: tuple[float, float] | None  # 25th and 75th percentile of the cells' diameters
 
 
-def estimate_neuron_size(binned: BinnedMovie) -> NeuronSize:
-    """Median half-maximum diameter of the most active cells of ``binned`` (module docstring)."""
-    diameters = []
-    for y, x in _candidates(binned):
-        diameter = _cell_diameter(binned, y, x)
-        if diameter is not None:
-            diameters.append(diameter)
+def estimate_neuron_size(binned: BinnedMovie, n_workers: int | None = None) -> NeuronSize:
+    """Median half-maximum diameter of the most active cells of ``binned`` (module docstring);
+    blocks of frames and candidates are measured by ``n_workers`` processes (the same result
+    whatever their number)."""
+    measured = ordered_map(_cell_diameter, _candidates(binned, n_workers), binned, n_workers)
+    diameters = [diameter for diameter in measured if diameter is not None]
     if len(diameters) < MIN_CELLS:
         return NeuronSize(None, len(diameters), None)
     low, median, high = np.percentile(diameters, [25, 50, 75])
     return NeuronSize(round(float(median), 2), len(diameters), (round(float(low), 2), round(float(high), 2)))
 
 
-def _candidates(binned: BinnedMovie) -> list[tuple[int, int]]:
+def _block_activity(state, item) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(peak, sum, noise or None) of one block of smoothed binned frames."""
+    binned, noise_every = state
+    index, start = item
+    block = binned.read(slice(start, start + _BLOCK))
+    smooth = np.stack([cv2.GaussianBlur(f, (0, 0), _SMOOTHING, borderType=cv2.BORDER_REFLECT) for f in block])
+    noise = None
+    if len(smooth) > 2 and index % noise_every == 0:
+        noise = median_of_samples(np.abs(np.diff(smooth, axis=0)))
+    return smooth.max(axis=0), smooth.sum(axis=0, dtype=np.float64), noise
+
+
+def _candidates(binned: BinnedMovie, n_workers: int | None) -> list[tuple[int, int]]:
     """(row, column) of the strongest local maxima of the noise-scaled activity image."""
     height, width = binned.frame_shape
     peak = np.full((height, width), -np.inf, np.float32)
@@ -71,14 +83,12 @@ def _candidates(binned: BinnedMovie) -> list[tuple[int, int]]:
     noise_sum = np.zeros((height, width), np.float64)
     noise_blocks = 0
     starts = range(0, binned.nframes, _BLOCK)
-    noise_every = max(1, len(starts) // _NOISE_BLOCKS)
-    for index, start in enumerate(starts):
-        block = binned.read(slice(start, start + _BLOCK))
-        smooth = np.stack([cv2.GaussianBlur(f, (0, 0), _SMOOTHING, borderType=cv2.BORDER_REFLECT) for f in block])
-        np.maximum(peak, smooth.max(axis=0), out=peak)
-        total += smooth.sum(axis=0, dtype=np.float64)
-        if len(smooth) > 2 and index % noise_every == 0:
-            noise_sum += median_of_samples(np.abs(np.diff(smooth, axis=0)))
+    state = (binned, max(1, len(starts) // _NOISE_BLOCKS))
+    for block_peak, block_total, block_noise in ordered_map(_block_activity, enumerate(starts), state, n_workers):
+        np.maximum(peak, block_peak, out=peak)
+        total += block_total
+        if block_noise is not None:
+            noise_sum += block_noise
             noise_blocks += 1
     if not noise_blocks:
         return []
@@ -92,8 +102,9 @@ def _candidates(binned: BinnedMovie) -> list[tuple[int, int]]:
     return [(int(ys[i]), int(xs[i])) for i in strongest]
 
 
-def _cell_diameter(binned: BinnedMovie, y: int, x: int) -> float | None:
-    """Half-maximum diameter of the footprint regressed on the trace at (y, x), or None."""
+def _cell_diameter(binned: BinnedMovie, candidate: tuple[int, int]) -> float | None:
+    """Half-maximum diameter of the footprint regressed on the trace at the candidate pixel, or None."""
+    y, x = candidate
     height, width = binned.frame_shape
     y0, y1 = max(y - _WINDOW, 0), min(y + _WINDOW + 1, height)
     x0, x1 = max(x - _WINDOW, 0), min(x + _WINDOW + 1, width)

@@ -31,12 +31,12 @@ CORRECTED_MOVIE = "corrected.h5"
 DEFAULT_NEURON_DIAMETER = 10.0  # px, when the paramset gives none and too few cells can be measured
 
 
-def neuron_size_of(binned: BinnedMovie, params: dict) -> dict:
+def neuron_size_of(binned: BinnedMovie, params: dict, n_workers: int | None = None) -> dict:
     """The neuron diameter the stages use and where it comes from: the paramset's, else the one
     measured on the data (:mod:`~miniscope_assets.engine.neuron_size`), else the default."""
     if params["neuron_diameter"] is not None:
         return {"diameter_px": params["neuron_diameter"], "source": "paramset"}
-    size = estimate_neuron_size(binned)
+    size = estimate_neuron_size(binned, n_workers)
     measured = {"cells_measured": size.cells_measured, "quartiles_px": size.quartiles}
     if size.diameter is None:
         return {"diameter_px": DEFAULT_NEURON_DIAMETER, "source": "default (too few cells to measure)", **measured}
@@ -85,7 +85,7 @@ def run_engine(
     os.close(descriptor)
     try:
         binned = timed("binning", write_binned, corrected, params, Path(binned_path), progress)
-        size = timed("neuron_size", neuron_size_of, binned, params)
+        size = timed("neuron_size", neuron_size_of, binned, params, n_workers)
         stage_params = {**params, "neuron_diameter": size["diameter_px"]}
         summary = timed("summary_images", compute_summary_images, corrected, stage_params,
                         binned.mean_image, binned.max_image, motion.reference, progress,
