@@ -39,6 +39,15 @@ def test_noise_alone_has_no_size(tmp_path):
     assert used["diameter_px"] == DEFAULT_NEURON_DIAMETER and used["source"].startswith("default")
 
 
+@pytest.mark.parametrize("shape", [(60, 14, 14), (2, 30, 30), (40, 5, 5)])
+def test_small_movies_have_no_size_and_no_error(tmp_path, shape):
+    rng = np.random.default_rng(2)
+    frames = rng.poisson(50, shape).astype(np.uint8)
+    frames[:, 5:9, 5:9] += (rng.random(shape[0]) * 60).astype(np.uint8)[:, None, None]  # one active blob
+    size = estimate_neuron_size(_binned(tmp_path, frames))
+    assert size.diameter is None and size.cells_measured < MIN_CELLS
+
+
 def test_a_paramset_diameter_is_used_as_given(tmp_path):
     frames = np.random.default_rng(1).poisson(60, (50, 40, 40)).astype(np.uint8)
     assert neuron_size_of(_binned(tmp_path, frames), {"neuron_diameter": 12.5}) == {

@@ -7,7 +7,7 @@
    scale is assumed beyond 1.5-20 px).
 2. Footprint of a candidate: in a window of +-24 px, every pixel's fluctuation is regressed on
    the candidate's trace (mean of its 3 x 3 pixels) and the window's mean trace outside 12 px
-   (background), with a constant. The 3 x 3 pixels are regressed on the mean of the other
+   (background, where the window has such pixels), with a constant. The 3 x 3 pixels are regressed on the mean of the other
    eight, so their own noise does not inflate them; a candidate whose 3 x 3 pixels then keep
    less than 0.6 of their coefficient is noise, not a cell, and is skipped.
 3. The diameter of a cell is that of the disk with the area of its footprint's connected part
@@ -116,8 +116,10 @@ def _cell_diameter(binned: BinnedMovie, candidate: tuple[int, int]) -> float | N
     centre = fluctuation[:, box]
     yy, xx = np.mgrid[y0 - y : y1 - y, x0 - x : x1 - x]
     outside = (yy**2 + xx**2).ravel() > (_WINDOW // 2) ** 2
-    background = fluctuation[:, outside].mean(axis=1)
-    design = np.column_stack([centre.mean(axis=1), background, np.ones(n)])
+    regressors = [centre.mean(axis=1), np.ones(n)]
+    if outside.sum() >= 10:  # a window within a small frame may have no background pixels
+        regressors.insert(1, fluctuation[:, outside].mean(axis=1))
+    design = np.column_stack(regressors)
     coefficients = np.linalg.lstsq(design, fluctuation, rcond=None)[0][0]
     inflated = coefficients[box].mean()
     others = (centre.sum(axis=1, keepdims=True) - centre) / 8  # each centre pixel's trace left out
