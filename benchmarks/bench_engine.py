@@ -1,18 +1,16 @@
 """Benchmark: the built-in engine on a simulated recording, per stage and end to end.
 
 Generates a simulated 1-photon recording (default 600x600 px x 3000 frames, 150 neurons, streamed
-from the simulator into --workdir/movie.h5 once, uint8), then, each in a fresh child process:
+from the simulator into --workdir/movie.h5 once, uint8), then, per --workers value, runs
+run_engine in a fresh child process: every stage timed by the engine, with its CPU time (this
+process and its workers, from the stage's start to the next one's, as the engine's progress
+reports them) and its peak memory (the summed proportional set size of this process and its
+workers, sampled every 100 ms).
 
-1. per --workers value: the stages one after the other (motion correction, summary images,
-   source extraction, traces, classification), each timed, with its CPU time (this process and
-   its workers) and its peak memory (the summed proportional set size of this process and its
-   workers, sampled every 100 ms);
-2. run_engine end to end with the last --workers value.
-
-Prints per stage wall time, frames/s, CPU/wall and peak memory, the time to read the movie once
-(the floor) and the stages' multiple of it, the scaling between the fewest and most workers, the
-peak next to the raw movie's in-memory size, and the accuracy against the ground truth
-(miniscope_assets.simulation.evaluate).
+Prints per stage and for the whole run wall time, frames/s, CPU/wall and peak memory, the time
+to read the movie once (the floor) and the run's multiple of it, the scaling between the fewest
+and most workers, the peak next to the raw movie's in-memory size, and the accuracy against the
+ground truth (miniscope_assets.simulation.evaluate).
 --minian [PYTHON] also runs minian on the same movie (benchmarks/minian_runner.py, in an
 interpreter where minian is installed; it is not a dependency) and prints its figures.
 
@@ -144,67 +142,37 @@ def read_floor(movie) -> float:
     return time.perf_counter() - started
 
 
-def _stages(args, movie_path: Path) -> dict:
-    """Child: every stage on its own, timed and memory-sampled."""
-    from miniscope_assets.engine import (
-        classify_sources, compute_summary_images, correct_motion, extract_sources, extract_traces, validate_params,
-    )
-    from miniscope_assets.engine.binning import write_binned
-    from miniscope_assets.engine.pipeline import CORRECTED_MOVIE, assemble_result, neuron_size_of
-    from miniscope_assets.engine.h5movie import H5Movie
-
-    params = validate_params(json.loads(args.params))
-    work_dir = args.workdir / "stages"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    movie = H5Movie(movie_path, "movie")
-    workers = args.current_workers
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    floor = read_floor(movie)
-    with RssSampler() as sampler:
-        def timed(name, function, *a, **kw):
-            sampler.enter(name)
-            started, cpu_started = time.perf_counter(), cpu_seconds()
-            value = function(*a, **kw)
-            timings[name] = time.perf_counter() - started
-            cpu[name] = cpu_seconds() - cpu_started
-            sampler.enter("idle")
-            return value
-
-        motion = timed("motion_correction", correct_motion, movie, params, work_dir / CORRECTED_MOVIE, n_workers=workers)
-        corrected = H5Movie(work_dir / CORRECTED_MOVIE)
-        binned = timed("binning", write_binned, corrected, params, work_dir / "binned.h5")
-        size = timed("neuron_size", neuron_size_of, binned, params, workers)
-        stage_params = {**params, "neuron_diameter": size["diameter_px"]}
-        summary = timed("summary_images", compute_summary_images, corrected, stage_params,
-                        binned.mean_image, binned.max_image, motion.reference,
-                        n_workers=workers)
-        sources = timed("source_extraction", extract_sources, binned, stage_params, motion.border, n_workers=workers)
-        traces = timed("traces", extract_traces, corrected, sources, stage_params, FPS, n_workers=workers)
-        classification = timed("classification", classify_sources, sources.footprints, movie.frame_shape,
-                               traces.snr, summary.correlation, stage_params)
-    result = assemble_result(movie, params, FPS, motion, summary, sources, traces, classification, timings)
-    result.notes["neuron_size"] = size
-    figures = evaluate(result, Simulation(config(args)))
-    figures.pop("trace_corr", None)
-    return {"seconds": timings, "cpu": cpu, "peak_mib": sampler.peaks, "floor": floor,
-            "process_peak_mib": max(sampler.peaks.values()), "accuracy": figures, "notes": result.notes}
-
-
-def _end_to_end(args, movie_path: Path) -> dict:
-    """Child: run_engine as the pipeline calls it."""
+def _run(args, movie_path: Path) -> dict:
+    """Child: run_engine, each stage timed by the engine, its CPU time and peak memory taken from
+    the stage's start to the next one's (as its progress reports them)."""
     from miniscope_assets.engine import run_engine
     from miniscope_assets.engine.h5movie import H5Movie
 
+    movie = H5Movie(movie_path, "movie")
+    floor = read_floor(movie)
+    cpu: dict[str, float] = {}
+    phase = {"stage": "setup", "cpu": cpu_seconds()}
     with RssSampler() as sampler:
+        def enter(stage: str) -> None:
+            now = cpu_seconds()
+            cpu[phase["stage"]] = cpu.get(phase["stage"], 0.0) + now - phase["cpu"]
+            phase.update(stage=stage, cpu=now)
+            sampler.enter(stage)
+
+        def progress(stage: str, fraction: float) -> None:
+            if stage != phase["stage"]:
+                enter(stage)
+
         started, cpu_started = time.perf_counter(), cpu_seconds()
-        result = run_engine(H5Movie(movie_path, "movie"), json.loads(args.params), args.workdir / "end_to_end", FPS,
+        result = run_engine(movie, json.loads(args.params), args.workdir / "run", FPS, progress=progress,
                             n_workers=args.current_workers)
-        wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+        wall, total_cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+        enter("idle")
     figures = evaluate(result, Simulation(config(args)))
     figures.pop("trace_corr", None)
-    return {"wall": wall, "cpu": cpu, "process_peak_mib": max(sampler.peaks.values()), "accuracy": figures,
-            "masks": result.n_masks}
+    return {"seconds": result.notes["stage_seconds"], "cpu": cpu, "peak_mib": sampler.peaks, "floor": floor,
+            "wall": wall, "total_cpu": total_cpu, "process_peak_mib": max(sampler.peaks.values()),
+            "accuracy": figures, "notes": result.notes}
 
 
 def run_minian(args, movie_path: Path) -> dict | None:
@@ -281,7 +249,6 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_engine"))
     parser.add_argument("--workers", type=int, nargs="+", default=[0],
                         help="engine worker processes, one run per value (0: every core), e.g. --workers 1 2")
-    parser.add_argument("--skip-end-to-end", action="store_true", help="only the per-stage run")
     parser.add_argument("--minian", nargs="?", const=sys.executable, metavar="PYTHON",
                         help="also run minian for comparison, with this interpreter (default: this one)")
     args = parser.parse_args()
@@ -296,34 +263,27 @@ def main() -> None:
     totals = {}
     for workers in args.workers:
         args.current_workers = workers
-        stages = run_child(_stages, args, movie_path)
-        floor = stages["floor"]
+        run = run_child(_run, args, movie_path)
+        floor = run["floor"]
         rows = []
-        for name, seconds in stages["seconds"].items():
-            rows.append((name, f"{seconds:.1f}", f"{args.frames / seconds:.0f}", f"{stages['cpu'][name] / seconds:.2f}",
-                         f"{stages['peak_mib'].get(name, 0):.0f}"))
-        total = sum(stages["seconds"].values())
+        for name, seconds in run["seconds"].items():
+            rows.append((name, f"{seconds:.1f}", f"{args.frames / seconds:.0f}", f"{run['cpu'][name] / seconds:.2f}",
+                         f"{run['peak_mib'].get(name, 0):.0f}"))
+        total = run["wall"]
         totals[workers] = total
-        rows.append(("all stages", f"{total:.1f}", f"{args.frames / total:.0f}",
-                     f"{sum(stages['cpu'].values()) / total:.2f}", f"{stages['process_peak_mib']:.0f}"))
-        print(f"\n{workers} worker(s), per stage (fresh process; memory: this process and its workers):")
+        rows.append(("run_engine", f"{total:.1f}", f"{args.frames / total:.0f}", f"{run['total_cpu'] / total:.2f}",
+                     f"{run['process_peak_mib']:.0f}"))
+        print(f"\n{workers} worker(s), run_engine in a fresh process (memory: this process and its workers):")
         _print_table(rows, ("stage", "wall s", "frames/s", "CPU/wall", "peak MiB"))
         print(f"  reading the movie once (the floor): {floor:.1f} s ({args.frames / floor:.0f} frames/s); "
-              f"all stages = {total / floor:.1f} x the floor")
-        print(f"  raw movie in memory: {raw_mib:.0f} MiB; peak / raw = {stages['process_peak_mib'] / raw_mib:.2f}")
-        print(f"  notes: {json.dumps({k: stages['notes'][k] for k in ('motion', 'extraction', 'mask_types')})}")
-        _print_accuracy(stages["accuracy"])
+              f"run_engine = {total / floor:.1f} x the floor")
+        print(f"  raw movie in memory: {raw_mib:.0f} MiB; peak / raw = {run['process_peak_mib'] / raw_mib:.2f}")
+        notes = ("neuron_size", "motion", "extraction", "mask_types")
+        print(f"  notes: {json.dumps({k: run['notes'][k] for k in notes})}")
+        _print_accuracy(run["accuracy"])
     if len(totals) > 1:
         fewest, most = min(totals), max(totals)
         print(f"\nscaling: {most} workers are {totals[fewest] / totals[most]:.2f} x as fast as {fewest}")
-
-    if not args.skip_end_to_end:
-        args.current_workers = args.workers[-1]
-        end = run_child(_end_to_end, args, movie_path)
-        print(f"\nend to end (run_engine, {args.current_workers} worker(s), fresh process): {end['wall']:.1f} s, "
-              f"{args.frames / end['wall']:.0f} frames/s, CPU/wall {end['cpu'] / end['wall']:.2f}, "
-              f"peak {end['process_peak_mib']:.0f} MiB ({end['process_peak_mib'] / raw_mib:.2f} x raw movie)")
-        _print_accuracy(end["accuracy"])
 
     if args.minian:
         other = run_minian(args, movie_path)

@@ -57,8 +57,9 @@ def run_engine(
     ``motion``: motion correction done before (its result and corrected movie, shared by runs
     with the same motion parameters); without it, motion correction writes
     ``work_dir / corrected.h5``. ``params`` are validated here too (so raw user dicts work);
-    ``progress(stage, fraction)`` is called during every stage. ``n_workers`` processes share
-    the work (None or 0: every core); the results do not depend on their number.
+    ``progress(stage, fraction)`` is called when every stage starts (0) and ends (1), and
+    during the streaming stages. ``n_workers`` processes share the work (None or 0: every
+    core); the results do not depend on their number.
     """
     params = validate_params(params)
     n_workers = worker_count(n_workers)
@@ -71,9 +72,13 @@ def run_engine(
     timings: dict[str, float] = {}
 
     def timed(stage: str, function, *args, **kwargs):
+        if progress:
+            progress(stage, 0.0)
         started = time.perf_counter()
         value = function(*args, **kwargs)
         timings[stage] = round(time.perf_counter() - started, 3)
+        if progress:
+            progress(stage, 1.0)
         return value
 
     if motion is None:

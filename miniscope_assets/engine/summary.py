@@ -76,7 +76,7 @@ def _second_pass(state: _Filter, chunk) -> tuple[np.ndarray, "LocalCorrelation"]
     return peak, correlation
 
 
-def noise_batches(nframes: int) -> list[int]:
+def _noise_batch_starts(nframes: int) -> list[int]:
     """First frames of the (at most _NOISE_BATCHES) batches, spread evenly, that give the noise."""
     if nframes < 2:
         return []
@@ -106,7 +106,7 @@ def compute_summary_images(
     state = _Filter(Bandpass(shape, *neuron_filter_sigmas(params["neuron_diameter"])),
                     np.empty((_BATCH, *shape), np.float32))
     state.filtered_mean = state.bandpass(mean)
-    batches = (chunk for start in noise_batches(n) for chunk in movie.iter_chunks(_BATCH, start, start + _BATCH))
+    batches = (chunk for start in _noise_batch_starts(n) for chunk in movie.iter_chunks(_BATCH, start, start + _BATCH))
     noise_total = np.zeros(shape, np.float64)
     measured = 0
     for noise in ordered_map(_batch_noise, batches, state, n_workers):

@@ -288,6 +288,9 @@ class ProgressLogger:
         self.last: dict[str, float] = {}
 
     def __call__(self, stage: str, fraction: float) -> None:
-        if fraction >= 1.0 or fraction - self.last.get(stage, -1.0) >= self.step:
+        last = self.last.get(stage, -1.0)
+        if fraction < last:  # the stage started again
+            last = -1.0
+        if fraction - last >= self.step or (fraction >= 1.0 > last):
             self.last[stage] = fraction
             self.log.info(f"{stage}: {100 * fraction:.0f}%")
