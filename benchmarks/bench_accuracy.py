@@ -42,8 +42,8 @@ CASES = {
 }
 
 
-def _render(case: MinisimCase, stem: Path) -> dict:
-    """Child: simulate ``case`` and store the movie (HDF5) and the truth (npz)."""
+def render_case(case: MinisimCase, stem: Path) -> dict:
+    """Child: render ``case`` and store the movie (HDF5) and the truth (npz)."""
     import dataclasses
 
     import h5py
@@ -64,7 +64,7 @@ def _render(case: MinisimCase, stem: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}
 
 
-def _load_truth(path: Path) -> MinisimTruth:
+def load_truth(path: Path) -> MinisimTruth:
     import scipy.sparse
 
     data = dict(np.load(path))
@@ -82,7 +82,7 @@ def _run_engine(case: MinisimCase, movie_path: Path) -> dict:
     from miniscope_assets.engine.h5movie import H5Movie
     from miniscope_assets.simulation import evaluate
 
-    truth = _load_truth(movie_path.with_suffix(".npz"))
+    truth = load_truth(movie_path.with_suffix(".npz"))
     with tempfile.TemporaryDirectory(dir=movie_path.parent) as work_dir, RssSampler() as sampler:
         wall, cpu = time.perf_counter(), cpu_seconds()
         result = run_engine(H5Movie(movie_path, "corrected"), {}, Path(work_dir), case.fps)
@@ -108,7 +108,7 @@ def main() -> None:
         case = CASES[name]
         stem = args.work / name.replace(" ", "_")
         if not stem.with_suffix(".h5").exists() or not stem.with_suffix(".npz").exists():
-            rendered = run_child(_render, case, stem)
+            rendered = run_child(render_case, case, stem)
             print(f"{name}: rendered in {rendered['seconds']:.0f} s (peak {rendered['peak_rss_mib']:.0f} MiB)",
                   flush=True)
         figures = run_child(_run_engine, case, stem.with_suffix(".h5"))

@@ -52,16 +52,17 @@ def ensure_movie(args) -> Path:
     if not path.is_file():
         print(f"generating {args.size}x{args.size} px x {args.frames} frames, {args.neurons} neurons -> {path}", flush=True)
         started = time.perf_counter()
-        run_child(_write_movie, args, path)
+        run_child(write_simulated_movie, config(args), path)
         print(f"  generated in {time.perf_counter() - started:.1f} s", flush=True)
     return path
 
 
-def _write_movie(args, path: Path) -> dict:
+def write_simulated_movie(simulation_config: SimulationConfig, path: Path) -> dict:
+    """Child: render the project simulator's movie into ``path`` (HDF5 dataset ``movie``, uint8)."""
     from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
     from miniscope_assets.atomic import atomic_path
 
-    simulation = Simulation(config(args))
+    simulation = Simulation(simulation_config)
     with atomic_path(path) as temporary:
         with open_for_streaming_write(temporary, simulation.frame_shape, np.uint8) as f:
             data = create_movie_dataset(f, "movie", simulation.nframes, simulation.frame_shape, np.uint8)

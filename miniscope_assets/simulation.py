@@ -358,7 +358,7 @@ def evaluate(result, simulation, max_distance: float | None = None, spike_sigma:
       distance) and a pair matches if the distance is at most ``max_distance`` (default: the
       truth's ``match_distance``; for the project simulator the mean neuron radius); true
       centroids are first moved by the template offset.
-      Returns precision, recall, F1 and the median IoU of matched footprints (pixels >= 20% of
+      Returns precision, recall, F1, the indices of the matched found masks and the median IoU of matched footprints (pixels >= 20% of
       peak; true footprints moved by the template offset).
     - traces: median Pearson correlation of matched fluorescence traces with the true calcium.
     - spikes: median correlation of matched deconvolved activity with the true spikes, both
@@ -388,6 +388,7 @@ def evaluate(result, simulation, max_distance: float | None = None, spike_sigma:
     else:
         rows = cols = np.zeros(0, np.int64)
     n_true, n_found, n_match = len(true_centres), len(found_centres), len(rows)
+    figures["matched_masks"] = np.sort(cols).tolist()
     precision = n_match / n_found if n_found else 0.0
     recall = n_match / n_true if n_true else 0.0
     figures.update(

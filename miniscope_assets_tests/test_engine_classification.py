@@ -7,6 +7,7 @@ import numpy as np
 import scipy.sparse
 
 from miniscope_assets.engine import classify_sources, validate_params
+from miniscope_assets.engine.classification import soma_probability
 
 SHAPE = (96, 96)
 
@@ -24,7 +25,7 @@ def _matrix(images) -> scipy.sparse.csc_matrix:
 
 def test_types_follow_documented_rules():
     params = validate_params({"neuron_diameter": 10})
-    horseshoe = _ellipse((70, 70), (9, 9)) - 1.5 * _ellipse((70, 76), (6, 6))
+    horseshoe = _ellipse((70, 70), (9, 9)) - 1.5 * _ellipse((70, 75), (7, 7))
     images = [
         _ellipse((20, 20), (5, 5)),  # soma-sized disk
         _ellipse((50, 20), (6, 4), 30),  # slightly elongated soma
@@ -50,10 +51,21 @@ def test_weak_or_inconsistent_sources_are_not_somata():
     assert result.confidence[0] > 0.9
 
 
-def test_confidence_drops_near_the_thresholds():
+def test_confidence_is_lower_near_a_threshold():
     params = validate_params({"neuron_diameter": 10})
-    result = classify_sources(_matrix([_ellipse((40, 40), (5, 5))]), SHAPE, np.array([6.2]), None, params)
-    assert result.types[0] == "soma" and 0.5 <= result.confidence[0] < 0.7
+    disk = _ellipse((40, 40), (5, 5))
+    near, far = (classify_sources(_matrix([disk]), SHAPE, np.array([snr]), None, params) for snr in (6.2, 30.0))
+    assert near.types[0] == far.types[0] == "soma"
+    assert 0.5 <= near.confidence[0] < far.confidence[0] <= 1
+
+
+def test_confidence_is_the_calibrated_probability_of_the_label():
+    params = validate_params({"neuron_diameter": 10})
+    images = [_ellipse((20, 20), (5, 5)), _ellipse((60, 60), (17, 17))]
+    result = classify_sources(_matrix(images), SHAPE, np.full(2, 20.0), None, params)
+    probability = soma_probability(result.features, params)
+    assert result.types.tolist() == ["soma", "neuropil"]
+    np.testing.assert_allclose(result.confidence, [probability[0], 1 - probability[1]], rtol=1e-6)
 
 
 def test_a_soma_cut_by_the_frame_edge_is_judged_without_its_shape():

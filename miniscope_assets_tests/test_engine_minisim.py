@@ -40,6 +40,8 @@ def scored(request, tmp_path_factory):
     print(case.name, {k: round(v, 3) for k, v in figures.items() if isinstance(v, float)}, "soma F1", round(soma["f1"], 3),
           "diameter", result.notes["neuron_size"], "true", round(truth.diameter, 2))
     figures["neuron_size"] = result.notes["neuron_size"]
+    figures["soma_probability"] = np.where(result.mask_types == "soma", result.mask_confidence,
+                                           1 - result.mask_confidence)
     return min_f1, truth, figures, soma
 
 
@@ -48,6 +50,15 @@ def test_detection(scored):
     assert truth.n_neurons >= 20
     assert figures["f1"] >= min_f1, figures
     assert soma["f1"] >= 0.90, soma
+
+
+def test_confidence_is_calibrated(scored):
+    """The classifier's soma probability (confidence of a soma, 1 - confidence otherwise) predicts
+    the fraction of masks that are real cells; calibrated on other minisim and project seeds."""
+    _, _, figures, _ = scored
+    probability = figures["soma_probability"]
+    observed = figures["n_matched"] / figures["n_found"]
+    assert abs(probability.mean() - observed) <= 0.05, (probability.mean(), observed)
 
 
 def test_neuron_size_measured(scored):

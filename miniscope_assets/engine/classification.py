@@ -12,19 +12,31 @@ of 1 px ("core"; the smoothing keeps pixel noise in a dim cell's footprint from 
 - ``snr``: peak SNR of the fluorescence trace;
 - ``cut``: 1 if the core touches the frame edge (the cell is cut off by it), else 0.
 
-Each criterion has a soft score in [0, 1] (logistic, 0.5 exactly at the threshold):
-area within ``soma_area_range``, elongation <= ``max_soma_elongation``, solidity >= 0.75,
-consistency >= ``min_corr``, snr >= ``min_snr``. The first matching rule gives the type:
-area above the range -> ``neuropil``; below it -> ``artefact``; too elongated -> ``dendrite``;
-any other failed criterion -> ``unknown``; otherwise ``soma``. The confidence is the lowest
-score for a soma, and ``1 - score`` of the deciding criterion otherwise. The shape of a cut
-footprint says nothing about the cell: it is judged by the upper area bound, consistency and
-SNR only. ``axon`` is never assigned: 1-photon resolution cannot tell axons from dendrites.
+Each criterion has a *margin*: the signed distance of the feature from its threshold in the
+criterion's scale (> 0 passes): area within ``soma_area_range`` (log scale 0.15), elongation <=
+``max_soma_elongation`` (0.1), solidity >= 0.75 (0.05), consistency >= ``min_corr`` (0.05),
+snr >= ``min_snr`` (1). The shape of a cut footprint says nothing about the cell: its lower area
+bound, elongation and solidity pass.
+
+The soma probability is ``logistic(intercept + sum_k w_k log sigmoid(margin_k))``: a criterion
+passed clearly adds nothing, one failed by ``d`` scale units subtracts about ``w_k x d``. The intercept and weights
+are fitted to ground truth from both simulators (a mask is real if it is matched to a true cell)
+by ``benchmarks/calibrate_classifier.py`` and stored in ``classifier_calibration.json``; every
+weight is held at least at the value where failing one criterion by half its scale alone gives
+0.5, so the thresholds stay the rules. A mask is a ``soma`` if its probability is >= 0.5;
+otherwise the first failed criterion gives its type: area above the range -> ``neuropil``; below
+it -> ``artefact``; too elongated -> ``dendrite``; any other (or none) -> ``unknown``. The
+confidence is the probability that the label is right as to soma or not: the soma probability
+for a soma, one minus it otherwise. ``axon`` is never assigned: 1-photon resolution cannot tell
+axons from dendrites.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,6 +45,11 @@ import scipy.sparse
 from miniscope_assets.engine.extraction import expected_soma_area
 
 MIN_SOLIDITY = 0.75
+RULES = (  # (criterion, the type of a non-soma mask failing it), in the order the type is decided
+    ("too_large", "neuropil"), ("too_small", "artefact"), ("elongated", "dendrite"),
+    ("irregular", "unknown"), ("inconsistent", "unknown"), ("weak", "unknown"))
+CALIBRATION_FILE = Path(__file__).with_name("classifier_calibration.json")
+CLASSIFICATION_PARAMS = ("neuron_diameter", "soma_area_range", "max_soma_elongation", "min_corr", "min_snr")
 _SMOOTHING_SIGMA = 1.0  # px: footprints are smoothed this much before their core is measured
 
 
@@ -43,10 +60,6 @@ class Classification:
     features: dict  # name -> (n,) float array
 
 
-def _logistic(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
-
-
 def footprint_features(footprints: scipy.sparse.csc_matrix, frame_shape, correlation_image: np.ndarray | None,
                        neuron_diameter: float) -> dict:
     """Shape and consistency features of every footprint (see module docstring)."""
@@ -54,6 +67,8 @@ def footprint_features(footprints: scipy.sparse.csc_matrix, frame_shape, correla
     width = frame_shape[1]
     n = footprints.shape[1]
     features = {name: np.zeros(n) for name in ("area_ratio", "elongation", "solidity", "consistency", "cut")}
+    if correlation_image is None:
+        features["consistency"][:] = np.nan
     expected = expected_soma_area(neuron_diameter)
     for k in range(n):
         start, end = footprints.indptr[k], footprints.indptr[k + 1]
@@ -90,6 +105,56 @@ def _smoothed_core(pixels: np.ndarray, values: np.ndarray, frame_shape) -> tuple
     return core_y + y0, core_x + x0, box[core_y, core_x].astype(np.float64)
 
 
+def criterion_margins(features: dict, params: dict) -> dict[str, np.ndarray]:
+    """Signed distance of every mask's feature from each criterion's threshold, in the criterion's
+    scale (> 0: passes; see the module docstring). The shape criteria of edge-cut footprints pass,
+    and so does consistency where there is no correlation image (NaN)."""
+    low, high = params["soma_area_range"]
+    log_area = np.log(np.maximum(features["area_ratio"], 1e-6))
+    consistency = (features["consistency"] - params["min_corr"]) / 0.05
+    margins = {
+        "too_large": (np.log(high) - log_area) / 0.15,
+        "too_small": (log_area - np.log(low)) / 0.15,
+        "elongated": (params["max_soma_elongation"] - features["elongation"]) / 0.1,
+        "irregular": (features["solidity"] - MIN_SOLIDITY) / 0.05,
+        "inconsistent": np.where(np.isnan(consistency), np.inf, consistency),
+        "weak": (features["snr"] - params["min_snr"]) / 1.0,
+    }
+    cut = features["cut"] > 0
+    for criterion in ("too_small", "elongated", "irregular"):
+        margins[criterion] = np.where(cut, np.inf, margins[criterion])
+    return margins
+
+
+def calibration_inputs(margins: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The soma probability's inputs: per criterion, how far a mask fails it (``log sigmoid`` of
+    its margin: 0 when it clearly passes, minus the margin when it clearly fails)."""
+    return {criterion: -np.logaddexp(0.0, -np.asarray(margin, np.float64)) for criterion, margin in margins.items()}
+
+
+CALIBRATION_INPUTS = tuple(criterion for criterion, _ in RULES)
+
+
+@functools.lru_cache(maxsize=1)
+def load_calibration() -> dict:
+    """The calibrated weights (``classifier_calibration.json``, written by
+    ``benchmarks/calibrate_classifier.py``)."""
+    return json.loads(CALIBRATION_FILE.read_text())
+
+
+def probability_of(margins: dict[str, np.ndarray]) -> np.ndarray:
+    """Calibrated probability that each mask is a real cell body, from its criterion margins."""
+    calibration = load_calibration()
+    inputs = calibration_inputs(margins)
+    logit = calibration["intercept"] + sum(weight * inputs[name] for name, weight in calibration["weights"].items())
+    return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+
+
+def soma_probability(features: dict, params: dict) -> np.ndarray:
+    """Calibrated probability that each mask is a real cell body, from its features."""
+    return probability_of(criterion_margins(features, params))
+
+
 def classify_sources(
     footprints: scipy.sparse.csc_matrix,
     frame_shape: tuple[int, int],
@@ -100,29 +165,15 @@ def classify_sources(
     """Type and confidence of every mask (see module docstring)."""
     features = footprint_features(footprints, frame_shape, correlation_image, params["neuron_diameter"])
     features["snr"] = np.asarray(snr, np.float64)
-    low, high = params["soma_area_range"]
-    log_area = np.log(np.maximum(features["area_ratio"], 1e-6))
-    scores = {
-        "too_large": _logistic((np.log(high) - log_area) / 0.15),
-        "too_small": _logistic((log_area - np.log(low)) / 0.15),
-        "elongated": _logistic((params["max_soma_elongation"] - features["elongation"]) / 0.1),
-        "irregular": _logistic((features["solidity"] - MIN_SOLIDITY) / 0.05),
-        "inconsistent": _logistic((features["consistency"] - params["min_corr"]) / 0.05)
-        if correlation_image is not None else np.ones(len(snr)),
-        "weak": _logistic((features["snr"] - params["min_snr"]) / 1.0),
-    }
-    cut = features["cut"] > 0
-    for criterion in ("too_small", "elongated", "irregular"):
-        scores[criterion][cut] = 1.0
-    rules = [("too_large", "neuropil"), ("too_small", "artefact"), ("elongated", "dendrite"),
-             ("irregular", "unknown"), ("inconsistent", "unknown"), ("weak", "unknown")]
-    n = len(snr)
-    types = np.full(n, "soma", dtype=object)
-    confidence = np.min(np.stack(list(scores.values())), axis=0) if n else np.zeros(0)
-    decided = np.zeros(n, bool)
-    for criterion, mask_type in rules:
-        failing = (scores[criterion] < 0.5) & ~decided
+    margins = criterion_margins(features, params)
+    probability = probability_of(margins)
+    soma = probability >= 0.5
+    types = np.full(len(probability), "unknown", dtype=object)
+    types[soma] = "soma"
+    decided = soma.copy()
+    for criterion, mask_type in RULES:
+        failing = (margins[criterion] < 0) & ~decided
         types[failing] = mask_type
-        confidence[failing] = 1.0 - scores[criterion][failing]
         decided |= failing
+    confidence = np.where(soma, probability, 1.0 - probability)
     return Classification(types=types, confidence=confidence.astype(np.float32), features=features)
