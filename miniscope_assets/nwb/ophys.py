@@ -35,10 +35,12 @@ from pynwb.ophys import (
 )
 
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.nwb.raw import COMPRESSION, IMAGING_PLANE, movie_data_io, timing
-from miniscope_assets.nwb.update import ophys_module
+from miniscope_assets.nwb.raw import COMPRESSION, IMAGING_PLANE, movie_dataset_io, timing
+from miniscope_assets.nwb.update import OPHYS, ophys_module
 from miniscope_assets.results import ProcessingResult
 
+CORRECTED_SERIES = "MotionCorrected"
+CORRECTED_MOVIE_DATA = f"processing/{OPHYS}/{CORRECTED_SERIES}/data"
 PIXEL_MASK_DTYPE = np.dtype([("x", np.uint32), ("y", np.uint32), ("weight", np.float32)])
 SUMMARY_DESCRIPTIONS = {
     "reference": "Template the frames were registered to",
@@ -70,15 +72,16 @@ def _shift_series(result: ProcessingResult, times: np.ndarray) -> TimeSeries:
 def add_motion_correction(
     nwbfile: NWBFile, result: ProcessingResult, times: np.ndarray, corrected: MovieSource | None
 ) -> None:
-    """Shifts, piecewise-rigid blocks, outliers, summary images and (optionally) the corrected movie."""
+    """Shifts, piecewise-rigid blocks, outliers, summary images and (optionally) the corrected
+    movie, allocated empty: the writer fills it (``CORRECTED_MOVIE_DATA``, nwb.raw.movie_filler)."""
     module = ophys_module(nwbfile)
     if result.motion_rigid is not None or result.motion_piecewise is not None:
         module.add(_shift_series(result, times))
     if corrected is not None:
         module.add(OnePhotonSeries(
-            name="MotionCorrected",
+            name=CORRECTED_SERIES,
             description=f"Motion-corrected movie ({result.method}), stored (frames, width, height)",
-            data=movie_data_io(corrected),
+            data=movie_dataset_io(corrected),
             imaging_plane=nwbfile.imaging_planes[IMAGING_PLANE],
             unit="n.a.",
             **timing(times),
@@ -208,6 +211,12 @@ def add_segmentation(nwbfile: NWBFile, result: ProcessingResult) -> None:
     ophys_module(nwbfile).add(ImageSegmentation(name="ImageSegmentation", plane_segmentations=[plane]))
 
 
+CONFIDENCE_DESCRIPTIONS = {
+    "builtin": "Probability that the mask type is right as to being a cell body or not (soma: the soma "
+    "probability; other types: one minus it), calibrated on simulated ground truth",
+}
+
+
 def classification_method(result: ProcessingResult) -> str:
     """What assigned the mask types."""
     return f"{result.method} classifier"
@@ -226,8 +235,8 @@ def add_mask_classification(nwbfile: NWBFile, result: ProcessingResult) -> None:
                                data=np.arange(result.n_masks, dtype=np.int64)),
             VectorData(name="mask_type", description="soma, axon, dendrite, neuropil, artefact or unknown",
                        data=np.asarray([str(t) for t in result.mask_types], dtype=np.str_)),
-            VectorData(name="confidence", description="Confidence of the mask type",
-                       data=np.asarray(result.mask_confidence, dtype=np.float64)),
+            VectorData(name="confidence", description=CONFIDENCE_DESCRIPTIONS.get(
+                result.method, "Confidence of the mask type"), data=np.asarray(result.mask_confidence, dtype=np.float64)),
         ],
     )
     ophys_module(nwbfile).add(table)

@@ -7,16 +7,19 @@ stored (frames, width, height) and images (width, height), i.e. x first.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
+import h5py
 import numpy as np
 from hdmf.backends.hdf5 import H5DataIO
-from hdmf.data_utils import DataChunkIterator
 from ndx_miniscope import Miniscope
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.behavior import CompassDirection, SpatialSeries
@@ -28,6 +31,7 @@ from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
 
 import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.engine.workers import worker_count
 from miniscope_assets.io.prefetch import prefetch
 from miniscope_assets.io.miniscope_v4 import read_head_orientation, read_timestamps
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
@@ -47,26 +51,51 @@ def frames_per_chunk(frame_shape: tuple[int, int], itemsize: int, nframes: int) 
     return int(max(1, min(nframes, CHUNK_BYTES // per_frame)))
 
 
-def movie_data_io(
-    movie: MovieSource, progress: Callable[[float], None] | None = None
-) -> H5DataIO:
-    """A compressed, chunked dataset writer streaming ``movie`` as (frames, width, height)."""
+def movie_dataset_io(movie: MovieSource) -> H5DataIO:
+    """An allocated, empty, chunked and gzip-compressed dataset for ``movie`` as (frames, width,
+    height); :func:`fill_movie_dataset` writes it once the file exists."""
     height, width = movie.frame_shape
     chunk = frames_per_chunk(movie.frame_shape, np.dtype(movie.dtype).itemsize, movie.nframes)
+    return H5DataIO(shape=(movie.nframes, width, height), dtype=np.dtype(movie.dtype),
+                    chunks=(chunk, width, height), **COMPRESSION)
 
-    def transposed_frames() -> Iterator[np.ndarray]:
-        for first, frames in prefetch(movie.iter_chunks(chunk)):
-            yield from frames.transpose(0, 2, 1)
-            if progress is not None:
-                progress((first + len(frames)) / movie.nframes)
 
-    iterator = DataChunkIterator(
-        data=transposed_frames(),
-        maxshape=(movie.nframes, width, height),
-        dtype=np.dtype(movie.dtype),
-        buffer_size=chunk,
-    )
-    return H5DataIO(iterator, chunks=(chunk, width, height), **COMPRESSION)
+def fill_movie_dataset(dataset: h5py.Dataset, movie: MovieSource, n_threads: int,
+                       progress: Callable[[float], None] | None = None) -> None:
+    """Write ``movie`` into the allocated ``dataset`` chunk by chunk: frames decoded ahead in a
+    thread, chunks compressed by ``n_threads`` threads (zlib releases the GIL) and written
+    directly, in order, so at most ``2 x n_threads`` chunks are in memory."""
+    chunk_shape = dataset.chunks
+    level = dataset.compression_opts
+
+    def compress(frames: np.ndarray) -> bytes:
+        block = np.zeros(chunk_shape, dataset.dtype)  # an edge chunk is stored full size
+        block[: len(frames)] = frames.transpose(0, 2, 1)
+        return zlib.compress(block.data, level)
+
+    pending: collections.deque = collections.deque()
+
+    def write_oldest() -> None:
+        first, count, compressed = pending.popleft()
+        dataset.id.write_direct_chunk((first, 0, 0), compressed.result())
+        if progress is not None:
+            progress((first + count) / movie.nframes)
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for first, frames in prefetch(movie.iter_chunks(chunk_shape[0])):
+            pending.append((first, len(frames), pool.submit(compress, frames)))
+            if len(pending) > 2 * n_threads:
+                write_oldest()
+        while pending:
+            write_oldest()
+
+
+def movie_filler(location: str, movie: MovieSource, n_threads: int | None = None,
+                 progress: Callable[[float], None] | None = None) -> Callable[[h5py.File], None]:
+    """``fill`` for :func:`write_nwbfile`: ``movie`` into the dataset at ``location`` (allocated by
+    :func:`movie_dataset_io`) with ``n_threads`` threads (None or 0: every core)."""
+    threads = worker_count(n_threads)
+    return lambda f: fill_movie_dataset(f[location], movie, threads, progress)
 
 
 def file_identifier(*parts: str) -> str:
@@ -195,22 +224,24 @@ def write_raw_nwb(
     movie: MovieSource,
     data_root: str | Path,
     progress: Callable[[float], None] | None = None,
+    n_threads: int | None = None,
 ) -> Path:
     """Write the recording's raw NWB file atomically (temporary file renamed into place): the
-    movie, and the session's behaviour cameras and head orientation where recorded."""
+    movie (compressed by ``n_threads`` threads; None or 0: every core), and the session's
+    behaviour cameras and head orientation where recorded."""
     identity, info, root = record.identity, record.info, Path(data_root)
     nwbfile = build_nwbfile(
         record, identity.raw_session_id, file_identifier(info.recording_dir, record.fingerprint),
         "Raw recording; processed results are in the files of the same session with a paramset suffix",
     )
-    nwbfile.add_acquisition(raw_series(nwbfile, info, movie_data_io(movie, progress)))
+    nwbfile.add_acquisition(raw_series(nwbfile, info, movie_dataset_io(movie)))
     shift = _clock_shift(info)
     for camera in info.behaviour_cameras:
         add_behaviour_camera(nwbfile, camera, root, Path(path).parent, shift)
     if info.head_orientation is not None:
         times, quaternions = read_head_orientation(root / info.head_orientation)
         add_head_orientation(nwbfile, times + shift, quaternions)
-    return write_nwbfile(path, nwbfile)
+    return write_nwbfile(path, nwbfile, fill=movie_filler(f"acquisition/{RAW_SERIES}/data", movie, n_threads, progress))
 
 
 def _clock_shift(info: RecordingInfo) -> float:
@@ -268,9 +299,15 @@ def add_head_orientation(nwbfile: NWBFile, times: np.ndarray, quaternions: np.nd
     )))
 
 
-def write_nwbfile(path: str | Path, nwbfile: NWBFile, in_memory: bool = False) -> Path:
-    """Write a new NWB file atomically; ``in_memory`` for small files (see nwb.update.new_hdf5)."""
+def write_nwbfile(path: str | Path, nwbfile: NWBFile, in_memory: bool = False,
+                  fill: Callable[[h5py.File], None] | None = None) -> Path:
+    """Write a new NWB file atomically; ``in_memory`` for small files (see nwb.update.new_hdf5).
+    ``fill(file)`` then writes the data of datasets allocated empty (on disk files only)."""
     path = Path(path)
-    with new_hdf5(path, in_memory) as target, NWBHDF5IO(**target, mode="w") as io:
-        io.write(nwbfile)
+    with new_hdf5(path, in_memory) as target:
+        with NWBHDF5IO(**target, mode="w") as io:
+            io.write(nwbfile)
+        if fill is not None:
+            with h5py.File(target["path"], "r+") as f:
+                fill(f)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from miniscope_assets.atomic import remove_leftovers
 from miniscope_assets.nwb.raw import write_raw_nwb
+from miniscope_assets.settings import workers_from_env
 from miniscope_assets.stages.checks import inspect_nwb
 from miniscope_assets.stages.table import RunOptions
 from miniscope_assets.stages.workspace import Recording, StageReport
@@ -27,7 +28,7 @@ def run(recording: Recording, options: RunOptions) -> StageReport:
     remove_leftovers(nwb_path.parent)
     write_raw_nwb(
         nwb_path, record, info.movie(workspace.data_root), workspace.data_root,
-        progress=lambda fraction: options.progress("raw movie to NWB", fraction),
+        progress=lambda fraction: options.progress("raw movie to NWB", fraction), n_threads=workers_from_env(),
     )
     recording.save_record(record)
     return StageReport(
