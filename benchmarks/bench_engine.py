@@ -169,7 +169,10 @@ def _run(args, movie_path: Path) -> dict:
                             n_workers=args.current_workers)
         wall, total_cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
         enter("idle")
-    figures = evaluate(result, Simulation(config(args)))
+    simulation = Simulation(config(args))
+    figures = evaluate(result, simulation)
+    soma = evaluate(result.select(np.flatnonzero(result.mask_types == "soma")), simulation)
+    figures.update(soma_precision=soma["precision"], soma_recall=soma["recall"], soma_f1=soma["f1"])
     figures.pop("trace_corr", None)
     return {"seconds": result.notes["stage_seconds"], "cpu": cpu, "peak_mib": sampler.peaks, "floor": floor,
             "wall": wall, "total_cpu": total_cpu, "process_peak_mib": max(sampler.peaks.values()),
@@ -234,7 +237,7 @@ def _print_table(rows: list[tuple], header: tuple) -> None:
 
 def _print_accuracy(figures: dict) -> None:
     keys = ("motion_rms_px", "n_true", "n_found", "n_matched", "precision", "recall", "f1",
-            "median_iou", "median_trace_corr", "median_spike_corr")
+            "median_iou", "median_trace_corr", "median_spike_corr", "soma_precision", "soma_recall", "soma_f1")
     print("  " + ", ".join(f"{k}={figures[k]:.3f}" if isinstance(figures.get(k), float) else f"{k}={figures.get(k)}"
                            for k in keys if k in figures))
 

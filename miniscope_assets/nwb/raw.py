@@ -24,16 +24,16 @@ from ndx_miniscope import Miniscope
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.behavior import CompassDirection, SpatialSeries
 from pynwb.device import Device
-from pynwb.image import ImageSeries
 from pynwb.epoch import TimeIntervals
 from pynwb.file import Subject
+from pynwb.image import ImageSeries
 from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
 
 import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.workers import worker_count
-from miniscope_assets.io.prefetch import prefetch
 from miniscope_assets.io.miniscope_v4 import read_head_orientation, read_timestamps
+from miniscope_assets.io.prefetch import prefetch
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
 from miniscope_assets.nwb.update import new_hdf5
 
