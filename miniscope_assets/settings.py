@@ -60,6 +60,7 @@ def seconds_from_env(name: str, default: float, low: float) -> float:
 
 
 def workers_from_env() -> int:
-    """Engine worker processes from MINISCOPE_WORKERS (unset or 0: every available core)."""
+    """Engine worker processes (and NWB compression threads) from MINISCOPE_WORKERS (unset or 0:
+    every available core)."""
     return finite_number(Path("$MINISCOPE_WORKERS"), "MINISCOPE_WORKERS", os.environ.get("MINISCOPE_WORKERS", 0),
                          low=0, integer=True)

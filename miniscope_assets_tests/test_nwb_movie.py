@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from miniscope_assets.engine.movie import ArrayMovie
+from miniscope_assets.errors import MiniscopeOutputError
 from miniscope_assets.nwb.raw import fill_movie_dataset
 
 
@@ -38,3 +39,29 @@ def test_a_failing_movie_raises_its_error(tmp_path):
         dataset = f.create_dataset("data", shape=(30, 8, 8), dtype=np.uint8, chunks=(5, 8, 8), compression="gzip")
         with pytest.raises(OSError, match="disk read error"):
             fill_movie_dataset(dataset, FailingMovie(frames), 2)
+
+
+def test_a_movie_with_fewer_frames_than_announced_is_refused(tmp_path):
+    movie = ArrayMovie(np.zeros((30, 8, 8), np.uint8))
+    movie.nframes = 32  # the reader announced more frames than it gives
+    with h5py.File(tmp_path / "movie.h5", "w") as f:
+        dataset = f.create_dataset("data", shape=(32, 8, 8), dtype=np.uint8, chunks=(5, 8, 8), compression="gzip")
+        with pytest.raises(MiniscopeOutputError, match="the movie gave 30 frames, 32 expected"):
+            fill_movie_dataset(dataset, movie, 2)
+
+
+class LongerMovie(ArrayMovie):
+    """Gives every frame it holds, more than the ``nframes`` it announces."""
+
+    def iter_chunks(self, chunk_frames, start=0, stop=None):
+        for first in range(start, len(self.frames), chunk_frames):
+            yield first, self.frames[first : first + chunk_frames]
+
+
+def test_a_movie_with_more_frames_than_announced_is_refused(tmp_path):
+    movie = LongerMovie(np.zeros((30, 8, 8), np.uint8))
+    movie.nframes = 24
+    with h5py.File(tmp_path / "movie.h5", "w") as f:
+        dataset = f.create_dataset("data", shape=(24, 8, 8), dtype=np.uint8, chunks=(5, 8, 8), compression="gzip")
+        with pytest.raises(MiniscopeOutputError, match="the movie gave more than 24 frames"):
+            fill_movie_dataset(dataset, movie, 2)

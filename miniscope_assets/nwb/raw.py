@@ -32,6 +32,7 @@ from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
 import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.workers import worker_count
+from miniscope_assets.errors import MiniscopeOutputError
 from miniscope_assets.io.miniscope_v4 import read_head_orientation, read_timestamps
 from miniscope_assets.io.prefetch import prefetch
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
@@ -74,20 +75,26 @@ def fill_movie_dataset(dataset: h5py.Dataset, movie: MovieSource, n_threads: int
         return zlib.compress(block.data, level)
 
     pending: collections.deque = collections.deque()
+    written = 0
 
-    def write_oldest() -> None:
+    def write_oldest() -> int:
         first, count, compressed = pending.popleft()
         dataset.id.write_direct_chunk((first, 0, 0), compressed.result())
         if progress is not None:
             progress((first + count) / movie.nframes)
+        return count
 
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         for first, frames in prefetch(movie.iter_chunks(chunk_shape[0])):
+            if first + len(frames) > movie.nframes:
+                raise MiniscopeOutputError(dataset.name, f"the movie gave more than {movie.nframes} frames")
             pending.append((first, len(frames), pool.submit(compress, frames)))
             if len(pending) > 2 * n_threads:
-                write_oldest()
+                written += write_oldest()
         while pending:
-            write_oldest()
+            written += write_oldest()
+    if written != movie.nframes:  # never leave zero-filled chunks for frames the movie lacked
+        raise MiniscopeOutputError(dataset.name, f"the movie gave {written} frames, {movie.nframes} expected")
 
 
 def movie_filler(location: str, movie: MovieSource, n_threads: int | None = None,
