@@ -53,6 +53,7 @@ _SUPPORT_CORRELATION = 0.3
 _FOOTPRINT_CUTOFF = 0.1
 _MIN_AREA_FRACTION = 0.2
 _HALS_SWEEPS = 3
+_CORRELATION_BATCH = 100  # binned frames thresholded at a time for the seeding correlation image
 
 
 @dataclass
@@ -162,11 +163,13 @@ def _patch(state, window) -> tuple[list[_Component], np.ndarray]:
 
 
 def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tuple[list[_Component], np.ndarray]:
-    """Sources of one (n, h, w) binned window (seeds only where ``seedable``) and its ring gains."""
+    """Sources of one (n, h, w) binned window (seeds only where ``seedable``) and its ring gains.
+    ``data`` is consumed: it is centred in place, so a window is held once."""
     n, h, w = data.shape
     diameter = params["neuron_diameter"]
     mean_image = data.mean(axis=0)
-    fluctuation = data - mean_image
+    fluctuation = data
+    fluctuation -= mean_image
     ring = RingAverage((h, w), *ring_radii(diameter, params["ring_radius_factor"]))
     flat = fluctuation.reshape(n, h * w)
     ring_of_data = ring.apply_stack(fluctuation).reshape(n, h * w)
@@ -226,10 +229,11 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
         local_norm = box_sum(weights * weights, radius).ravel()
         outside_norm = np.maximum(float((weights * weights).sum()) - local_norm, 1e-12)
         weighted = flat * weights.ravel()
-        regressor = weighted.sum(axis=1, keepdims=True) - _box_sum_stack(weighted.reshape(n, *shape), radius)
+        regressor = _box_sum_stack(weighted.reshape(n, *shape), radius)
+        np.subtract(weighted.sum(axis=1, keepdims=True), regressor, out=regressor)
+        del weighted
         regressor /= outside_norm
         regressors.append(regressor)
-        del weighted
     gram = np.empty((pixels, 3, 3))
     rhs = np.empty((pixels, 3))
     for i, a in enumerate(regressors):
@@ -245,8 +249,11 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
 
 
 def _box_sum_stack(images: np.ndarray, radius: int) -> np.ndarray:
-    """:func:`box_sum` of every image of a (n, h, w) stack, as (n, h * w)."""
-    return np.stack([box_sum(image, radius).ravel() for image in images])
+    """:func:`box_sum` of every image of a (n, h, w) stack, as (n, h * w) (filled in place)."""
+    sums = np.empty(images.shape, np.float32)
+    for index, image in enumerate(images):
+        sums[index] = box_sum(image, radius)
+    return sums.reshape(len(images), -1)
 
 
 def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:
@@ -256,7 +263,10 @@ def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> 
     filtered = filter_neurons(fluctuation, diameter)  # zero temporal mean: data are fluctuations
     noise = np.maximum(noise_from_differences(filtered), 1e-6)
     pnr = filtered.max(axis=0) / noise
-    correlation = LocalCorrelation((h, w)).add(threshold_noise(filtered.copy(), noise)).image()
+    correlation = LocalCorrelation((h, w))
+    for start in range(0, n, _CORRELATION_BATCH):  # thresholded copies of a batch at a time
+        correlation.add(threshold_noise(filtered[start : start + _CORRELATION_BATCH].copy(), noise))
+    correlation = correlation.image()
     blocked = ~seedable
     radius = int(np.ceil(diameter))
     min_area = _MIN_AREA_FRACTION * expected_soma_area(diameter)

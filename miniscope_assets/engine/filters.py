@@ -95,8 +95,12 @@ class RingAverage:
         return self.sum(np.asarray(image, np.float32)) / self.counts
 
     def apply_stack(self, images: np.ndarray) -> np.ndarray:
-        """Ring average of every image of a (n, height, width) stack."""
-        return np.stack([self.apply(image) for image in images]) if len(images) else images.astype(np.float32)
+        """Ring average of every image of a (n, height, width) stack (filled in place: no second
+        copy of the stack is ever held)."""
+        averaged = np.empty(images.shape, np.float32)
+        for index, image in enumerate(images):
+            averaged[index] = self.apply(image)
+        return averaged
 
 
 def box_sum(image: np.ndarray, radius: int) -> np.ndarray:

@@ -43,6 +43,7 @@ from miniscope_assets.engine.noise import trace_snr
 from miniscope_assets.engine.workers import ordered_map, worker_count
 
 STAGE = "traces"
+DEMIX_CHUNK_BYTES = 32 << 20  # float32 frames a worker demixes at once: bounds its memory at any frame size
 
 
 @dataclass
@@ -77,7 +78,8 @@ class Demixer:
 
     def demix(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(fluorescence (K, n), background under each mask (K, n)) of (n, H, W) frames."""
-        flat = frames.reshape(len(frames), -1).astype(np.float32) - self.background
+        flat = frames.reshape(len(frames), -1).astype(np.float32)
+        flat -= self.background
         projections = np.asarray(self.projector @ flat.T)  # (2K, n)
         on_footprints, on_shadows = projections[: self.k], projections[self.k :]
         fluorescence = np.linalg.solve(self.mixing, on_footprints - on_shadows)
@@ -190,8 +192,9 @@ def extract_traces(
     fluorescence = np.zeros((k, n), np.float32)
     neuropil = np.zeros((k, n), np.float32)
     if k:
-        chunks = movie.iter_chunks(params["chunk_frames"])
-        for first, f, b in ordered_map(_demix_chunk, chunks, demixer, n_workers):
+        height, width = movie.frame_shape
+        chunk_frames = max(1, min(params["chunk_frames"], DEMIX_CHUNK_BYTES // (4 * height * width)))
+        for first, f, b in ordered_map(_demix_chunk, movie.iter_chunks(chunk_frames), demixer, n_workers):
             fluorescence[:, first : first + f.shape[1]] = f
             neuropil[:, first : first + f.shape[1]] = b
             if progress:
