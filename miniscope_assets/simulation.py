@@ -358,8 +358,8 @@ def evaluate(result, simulation, max_distance: float | None = None, spike_sigma:
       distance) and a pair matches if the distance is at most ``max_distance`` (default: the
       truth's ``match_distance``; for the project simulator the mean neuron radius); true
       centroids are first moved by the template offset.
-      Returns precision, recall, F1, the indices of the matched found masks and the median IoU of matched footprints (pixels >= 20% of
-      peak; true footprints moved by the template offset).
+      Returns precision, recall, F1, the indices of the matched found masks and the median IoU
+      of matched footprints (pixels >= 20% of peak; true footprints moved by the template offset).
     - traces: median Pearson correlation of matched fluorescence traces with the true calcium.
     - spikes: median correlation of matched deconvolved activity with the true spikes, both
       smoothed with a Gaussian of ``spike_sigma`` seconds.

@@ -43,7 +43,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from miniscope_assets.engine.binning import BinnedMovie
-from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, neuron_filter_sigmas, ring_radii
+from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, map_images, neuron_filter_sigmas, ring_radii
 from miniscope_assets.engine.noise import noise_from_differences, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
 from miniscope_assets.engine.workers import ordered_map
@@ -249,11 +249,8 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
 
 
 def _box_sum_stack(images: np.ndarray, radius: int) -> np.ndarray:
-    """:func:`box_sum` of every image of a (n, h, w) stack, as (n, h * w) (filled in place)."""
-    sums = np.empty(images.shape, np.float32)
-    for index, image in enumerate(images):
-        sums[index] = box_sum(image, radius)
-    return sums.reshape(len(images), -1)
+    """:func:`box_sum` of every image of a (n, h, w) stack, as (n, h * w)."""
+    return map_images(lambda image: box_sum(image, radius), images).reshape(len(images), -1)
 
 
 def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:
@@ -263,10 +260,10 @@ def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> 
     filtered = filter_neurons(fluctuation, diameter)  # zero temporal mean: data are fluctuations
     noise = np.maximum(noise_from_differences(filtered), 1e-6)
     pnr = filtered.max(axis=0) / noise
-    correlation = LocalCorrelation((h, w))
+    moments = LocalCorrelation((h, w))
     for start in range(0, n, _CORRELATION_BATCH):  # thresholded copies of a batch at a time
-        correlation.add(threshold_noise(filtered[start : start + _CORRELATION_BATCH].copy(), noise))
-    correlation = correlation.image()
+        moments.add(threshold_noise(filtered[start : start + _CORRELATION_BATCH].copy(), noise))
+    correlation = moments.image()
     blocked = ~seedable
     radius = int(np.ceil(diameter))
     min_area = _MIN_AREA_FRACTION * expected_soma_area(diameter)

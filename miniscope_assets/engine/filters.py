@@ -95,12 +95,17 @@ class RingAverage:
         return self.sum(np.asarray(image, np.float32)) / self.counts
 
     def apply_stack(self, images: np.ndarray) -> np.ndarray:
-        """Ring average of every image of a (n, height, width) stack (filled in place: no second
-        copy of the stack is ever held)."""
-        averaged = np.empty(images.shape, np.float32)
-        for index, image in enumerate(images):
-            averaged[index] = self.apply(image)
-        return averaged
+        """Ring average of every image of a (n, height, width) stack."""
+        return map_images(self.apply, images)
+
+
+def map_images(function, images: np.ndarray) -> np.ndarray:
+    """``function`` of every image of a (n, height, width) stack, written into one new float32
+    stack image by image (a list of results and its stacked copy are never held together)."""
+    results = np.empty(images.shape, np.float32)
+    for image, target in zip(images, results):
+        target[...] = function(image)
+    return results
 
 
 def box_sum(image: np.ndarray, radius: int) -> np.ndarray:
