@@ -135,3 +135,26 @@ def test_a_bad_worker_count_is_one_clear_error(monkeypatch, value):
     monkeypatch.setenv("MINISCOPE_WORKERS", value)
     with pytest.raises(MiniscopeInputError, match="MINISCOPE_WORKERS"):
         processing_stage.engine_workers()
+
+
+def test_paramsets_share_motion_correction_and_the_movie_summary(workspace, tiny_recording):
+    """Motion correction is shared by equal motion parameters; the neuron size and summary images
+    also need equal SUMMARY_PARAMS (a different neuron_diameter computes its own)."""
+    names = ("default", "strict", "sized")
+    paramsets(workspace, {"name": "default", "method": "builtin"},
+              {"name": "strict", "method": "builtin", "params": {"min_pnr": 12.0}},
+              {"name": "sized", "method": "builtin", "params": {"neuron_diameter": 4.0}})
+    instance = DagsterInstance.ephemeral()
+    catalogs, results = {}, {}
+    for name in names:
+        result, partition = materialize_partition(workspace, tiny_recording, ["processing"], paramset=name,
+                                                  instance=instance, with_raw=name == "default")
+        catalogs[name], results[name] = metadata(result, "processing"), processing_stage.load_processing_result(partition)
+    assert [catalogs[name]["motion_correction_shared"] for name in names] == [False, True, True]
+    assert [catalogs[name]["summary_images_shared"] for name in names] == [False, True, False]
+    assert {"neuron_size", "summary_images"} <= set(results["sized"].notes["stage_seconds"])
+    assert not {"neuron_size", "summary_images"} & set(results["strict"].notes["stage_seconds"])
+    assert results["strict"].notes["neuron_size"] == results["default"].notes["neuron_size"]
+    assert results["sized"].notes["neuron_size"]["source"] == "paramset"
+    for name, image in results["default"].summary.as_dict().items():
+        np.testing.assert_array_equal(getattr(results["strict"].summary, name), image, err_msg=name)

@@ -71,6 +71,9 @@ MOTION_PARAMS = (
     "motion_lowpass_sigma", "motion_highpass_sigma", "template_frames", "template_iterations",
     "upsample_factor", "outlier_threshold", "outlier_window", "outlier_quality_ratio",
 )
+# With the motion parameters, what the neuron size and the summary images depend on: runs that
+# agree on both share them.
+SUMMARY_PARAMS = ("chunk_frames", "max_init_frames", "neuron_diameter")
 
 
 def validate_params(user_params: dict | None) -> dict:

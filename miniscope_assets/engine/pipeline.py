@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,15 @@ CORRECTED_MOVIE = "corrected.h5"
 DEFAULT_NEURON_DIAMETER = 10.0  # px, when the paramset gives none and too few cells can be measured
 
 
+@dataclass(frozen=True)
+class MovieSummary:
+    """What the stages after binning take from the whole corrected movie: the neuron size they
+    use (:func:`neuron_size_of`) and the summary images."""
+
+    neuron_size: dict
+    images: SummaryImages
+
+
 def neuron_size_of(binned: BinnedMovie, params: dict, n_workers: int | None = None) -> dict:
     """The neuron diameter the stages use and where it comes from: the paramset's, else the one
     measured on the data (:mod:`~miniscope_assets.engine.neuron_size`), else the default."""
@@ -51,15 +61,18 @@ def run_engine(
     progress: Callable[[str, float], None] | None = None,
     motion: tuple[MotionCorrection, Path] | None = None,
     n_workers: int | None = None,
+    shared_summary: Callable[[Callable[[], MovieSummary]], MovieSummary] | None = None,
 ) -> ProcessingResult:
     """Process ``movie`` with the built-in engine.
 
     ``motion``: motion correction done before (its result and corrected movie, shared by runs
     with the same motion parameters); without it, motion correction writes
-    ``work_dir / corrected.h5``. ``params`` are validated here too (so raw user dicts work);
-    ``progress(stage, fraction)`` is called when every stage starts (0) and ends (1), and
-    during the streaming stages. ``n_workers`` processes share the work (None or 0: every
-    core); the results do not depend on their number.
+    ``work_dir / corrected.h5``. ``shared_summary(compute)``: the MovieSummary of an earlier run
+    on the same corrected movie with the same ``SUMMARY_PARAMS``, else ``compute()``'s (it
+    stores it for the next); without it, computed here. ``params`` are validated here too (so
+    raw user dicts work); ``progress(stage, fraction)`` is called when every stage starts (0)
+    and ends (1), and during the streaming stages. ``n_workers`` processes share the work (None
+    or 0: every core); the results do not depend on their number.
     """
     params = validate_params(params)
     n_workers = worker_count(n_workers)
@@ -90,11 +103,17 @@ def run_engine(
     os.close(descriptor)
     try:
         binned = timed("binning", write_binned, corrected, params, Path(binned_path), progress)
-        size = timed("neuron_size", neuron_size_of, binned, params, n_workers)
+
+        def summarise() -> MovieSummary:
+            size = timed("neuron_size", neuron_size_of, binned, params, n_workers)
+            images = timed("summary_images", compute_summary_images, corrected,
+                           {**params, "neuron_diameter": size["diameter_px"]},
+                           binned.mean_image, binned.max_image, motion.reference, progress, n_workers)
+            return MovieSummary(size, images)
+
+        movie_summary = shared_summary(summarise) if shared_summary else summarise()
+        size, summary = movie_summary.neuron_size, movie_summary.images
         stage_params = {**params, "neuron_diameter": size["diameter_px"]}
-        summary = timed("summary_images", compute_summary_images, corrected, stage_params,
-                        binned.mean_image, binned.max_image, motion.reference, progress,
-                        n_workers)
         sources = timed("source_extraction", extract_sources, binned, stage_params, motion.border, progress, n_workers)
     finally:
         os.unlink(binned_path)

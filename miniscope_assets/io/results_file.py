@@ -12,6 +12,7 @@ import scipy.sparse
 
 from miniscope_assets.atomic import atomic_path
 from miniscope_assets.engine.motion import MotionCorrection
+from miniscope_assets.engine.pipeline import MovieSummary
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.results import (
     PiecewiseRigidMotion,
@@ -23,6 +24,7 @@ from miniscope_assets.results import (
 FORMAT_NAME = "miniscope-assets-results"
 FORMAT_VERSION = 1
 MOTION_FORMAT = "miniscope-assets-motion"
+SUMMARY_FORMAT = "miniscope-assets-movie-summary"
 _PIECEWISE_SCALARS = ("block_height", "block_width", "block_count_y", "block_count_x")
 _STRING = h5py.string_dtype()
 
@@ -117,6 +119,28 @@ def load_motion_correction(path: str | Path) -> MotionCorrection:
                                     notes=json.loads(f.attrs["notes"]))
     except (OSError, KeyError) as error:
         raise MiniscopeInputError(path, f"unreadable motion correction ({error})") from error
+
+
+def save_movie_summary(summary: MovieSummary, path: str | Path) -> Path:
+    """Write the engine's MovieSummary (neuron size, summary images) atomically."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        with h5py.File(temporary, "w") as f:
+            f.attrs.update(format=SUMMARY_FORMAT, neuron_size=json.dumps(summary.neuron_size, sort_keys=True))
+            _write_arrays(f.create_group("images"), summary.images.as_dict())
+    return path
+
+
+def load_movie_summary(path: str | Path) -> MovieSummary:
+    """Read a file written by :func:`save_movie_summary`."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != SUMMARY_FORMAT:
+                raise MiniscopeInputError(path, f"not a {SUMMARY_FORMAT} file")
+            return MovieSummary(json.loads(f.attrs["neuron_size"]), SummaryImages(**_read_arrays(f["images"])))
+    except (OSError, KeyError) as error:
+        raise MiniscopeInputError(path, f"unreadable movie summary ({error})") from error
 
 
 def _write_arrays(group: h5py.Group, arrays: dict) -> None:

@@ -5,9 +5,11 @@ Like element-miniscope's input-hash file, a triggered run records a hash of its 
 inputs reuses the stored results unless forced. Results are produced in a fresh folder that
 replaces the previous one only when complete. The built-in engine's motion correction is
 shared by the recording's paramsets with the same motion parameters: the shifts are estimated
-once and kept under the recording's work folder; the corrected movie (compressed) is kept only
-while a stage reads it, and written again from the shifts when needed. Stored paths are
-relative to their root.
+once and kept under the recording's work folder; the corrected movie is kept only
+while a stage reads it, and written again from the shifts when needed. Beside the shifts, the
+neuron size and summary images are kept per set of ``SUMMARY_PARAMS``, so paramsets that differ
+only in later parameters (seed thresholds, classification, traces) compute them once. Stored
+paths are relative to their root.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from miniscope_assets.io.paramsets import ParamSet
 from miniscope_assets.io.recording import RecordingInfo
 from miniscope_assets.io.results_file import (
     load_motion_correction,
+    load_movie_summary,
     load_results,
     save_motion_correction,
+    save_movie_summary,
     save_results,
 )
 from miniscope_assets.io.user_metadata import results_dir_from_recording
@@ -108,14 +112,40 @@ def load_processing_result(partition: Partition) -> ProcessingResult:
     return _load(record["results_kind"], _root(partition, record["results_root"]) / record["results_path"])
 
 
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def motion_folder(partition: Partition, params: dict) -> Path:
     """The recording's motion-correction cache for these motion parameters (shared by paramsets)."""
     from miniscope_assets.engine.params import MOTION_PARAMS
 
     recording = partition.recording
-    key = {"fingerprint": recording.record().fingerprint, "engine_version": miniscope_assets.__version__,
-           "params": {name: params[name] for name in MOTION_PARAMS}}
-    return recording.files.motion_dir(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest())
+    return recording.files.motion_dir(_digest({
+        "fingerprint": recording.record().fingerprint, "engine_version": miniscope_assets.__version__,
+        "params": {name: params[name] for name in MOTION_PARAMS}}))
+
+
+class SharedSummary:
+    """run_engine's ``shared_summary`` in a motion folder: the first run with these
+    ``SUMMARY_PARAMS`` computes the neuron size and summary images and keeps them; the others
+    (waiting on a lock while it computes) read them. ``reused`` says which this run was."""
+
+    def __init__(self, folder: Path, params: dict):
+        from miniscope_assets.engine.params import SUMMARY_PARAMS
+
+        self.path = folder / f"summary-{_digest({name: params[name] for name in SUMMARY_PARAMS})[:16]}.h5"
+        self.reused = False
+
+    def __call__(self, compute):
+        with open(self.path.parent / f".{self.path.stem}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.is_file():
+                self.reused = True
+                return load_movie_summary(self.path)
+            summary = compute()
+            save_movie_summary(summary, self.path)
+            return summary
 
 
 @contextlib.contextmanager
@@ -180,11 +210,12 @@ def engine_workers() -> int:
     return worker_count(workers_from_env())
 
 
-def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: Progress) -> tuple[str, Path, bool]:
-    """Run the method into a fresh folder, then swap it in; return (kind, results path, whether
-    an earlier motion correction was reused)."""
+def _trigger(partition: Partition, info: RecordingInfo, params: dict,
+             progress: Progress) -> tuple[str, Path, dict[str, bool]]:
+    """Run the method into a fresh folder, then swap it in; return (kind, results path, which of
+    motion correction and the movie summary an earlier run computed)."""
     files = partition.files
-    motion_shared = False
+    shared = {}
     with atomic_directory(files.processing_dir) as fresh:
         if partition.paramset.method == "builtin":
             from miniscope_assets.engine import run_engine
@@ -192,10 +223,12 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
             movie = info.movie(partition.workspace.data_root)
             folder = motion_folder(partition, params)
             n_workers = engine_workers()
+            summary = SharedSummary(folder, params)
             with shared_motion(folder, lambda: movie, params, progress, keep=partition.paramset.keep_corrected_movie,
                                n_workers=n_workers) as (motion, corrected, motion_shared):
                 result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected),
-                                    n_workers=n_workers)
+                                    n_workers=n_workers, shared_summary=summary)
+            shared = {"motion_correction_shared": motion_shared, "summary_images_shared": summary.reused}
             save_results(result, fresh / BUILTIN_RESULTS)
             kind, name = "builtin", BUILTIN_RESULTS
         else:
@@ -204,7 +237,7 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict, progress: 
             avi_paths = [partition.workspace.data_root / f for f in info.files]
             run_caiman(avi_paths, params, info.fps, fresh)
             kind, name = "caiman", ""
-    return kind, files.processing_dir / name if name else files.processing_dir, motion_shared
+    return kind, files.processing_dir / name if name else files.processing_dir, shared
 
 
 def run(partition: Partition, options: RunOptions) -> StageReport:
@@ -215,7 +248,8 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
     files = partition.files
     workspace = partition.workspace
     started = time.perf_counter()
-    reused = motion_shared = False
+    reused = False
+    shared = {"motion_correction_shared": False, "summary_images_shared": False}
     previous = json.loads(files.processing_record.read_text()) if files.processing_record.is_file() else {}
     if paramset.task_mode == "load":
         results_dir = results_dir_for_load(partition)
@@ -235,7 +269,8 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
         if reusable and not options.force:
             kind, path, reused = previous["results_kind"], previous_path, True
         else:
-            kind, path, motion_shared = _trigger(partition, info, params, options.progress)
+            kind, path, triggered_shared = _trigger(partition, info, params, options.progress)
+            shared.update(triggered_shared)
     result = _load(kind, path)
     if result.nframes != info.nframes or result.frame_shape != (info.px_height, info.px_width):
         raise MiniscopeInputError(
@@ -268,7 +303,7 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
             "compute_runtime_s": round(record["runtime_s"], 2),
             "input_hash": digest,
             "reused_existing_results": reused,
-            "motion_correction_shared": motion_shared,
+            **shared,
             "n_masks": result.n_masks,
             "results_path": path,
             # worker processes of the built-in engine run that computed the result
