@@ -70,6 +70,21 @@ def test_nwbinspector_check_fails_without_a_subject(workspace, data_root):
     )
 
 
+def test_the_dandi_check_fails_on_an_unknown_subject_and_passes_with_one(workspace, data_root, v4_recording):
+    from miniscope_assets.io.miniscope_writer import write_v4_recording
+    from miniscope_assets.stages.checks import dandi_validate
+
+    write_v4_recording(data_root / "anon", list(movie()), frames_per_file=60)
+    outcomes = {}
+    for recording in ("anon", v4_recording):
+        result, _ = materialize_recording(workspace, recording)
+        outcomes[recording] = dandi_validate(metadata(result, "recording_info")["raw_nwb_path"], workspace.output_root)
+    assert outcomes[v4_recording].passed, outcomes[v4_recording].description
+    assert not outcomes["anon"].passed
+    assert outcomes["anon"].description.startswith("dandi validate: NWBI.check_subject_")
+    assert "Subject species is missing" in outcomes["anon"].metadata["errors"]
+
+
 def test_rematerializing_rewrites_the_file_in_place(workspace, v4_recording):
     first, _ = materialize_recording(workspace, v4_recording)
     path = Path(metadata(first, "recording_info")["raw_nwb_path"])

@@ -168,11 +168,12 @@ def activity(partition: Partition, options: RunOptions) -> StageReport:
     if result.spikes is not None and result.n_masks:
         active = (result.spikes > 0.05 * result.spikes.max(axis=1, keepdims=True)).sum(axis=1)
         metadata["median_event_rate_hz"] = float(np.median(active) / info.recording_duration)
+    dandi = checks.dandi_validate(nwb_path, partition.workspace.output_root)
     return StageReport(
         metadata=metadata,
         checks=[
-            checks.inspect_nwb(nwb_path),
-            checks.dandi_validate(nwb_path, partition.workspace.output_root),
-            checks.sanity(nwb_path, partition.recording_info()),
+            checks.inspect_nwb(nwb_path, validate_schema=dandi.metadata["skipped"]),  # else dandi validated it
+            dandi,
+            checks.sanity(nwb_path, info),
         ],
     )
