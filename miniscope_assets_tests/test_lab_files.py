@@ -31,7 +31,7 @@ def test_ordinary_yaml_values_reach_the_nwb_file(workspace, data_root, recording
         "experimenter: [Doe, Jane]\nkeywords: hippocampus\nexcitation_lambda: 470\num_per_pixel: 1.2\n")
     record = workspace.read("mouse/rec")
     assert record.identity.subject == "25"
-    path = write_nwbfile(tmp_path / "x.nwb", build_nwbfile(record, "s", "id", "test"), in_memory=True)
+    path = write_nwbfile(tmp_path / "x.nwb", build_nwbfile(record, "s", "id", "test"))
     with NWBHDF5IO(str(path), "r") as io:
         nwbfile = io.read()
         assert nwbfile.subject.date_of_birth == datetime(2024, 1, 1, tzinfo=timezone.utc)

@@ -88,4 +88,4 @@ def write_cross_session_nwb(subject, registration: Registration, partitions: dic
     ]
     module.add(Images(name="AlignedSummaryImages", images=images,
                       description="Each session's summary image aligned to the first session"))
-    return write_nwbfile(path, nwbfile, in_memory=True)
+    return write_nwbfile(path, nwbfile)

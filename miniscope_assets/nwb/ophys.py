@@ -35,12 +35,11 @@ from pynwb.ophys import (
 )
 
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.nwb.raw import COMPRESSION, IMAGING_PLANE, movie_dataset_io, timing
+from miniscope_assets.nwb.raw import COMPRESSION, IMAGING_PLANE, MovieFill, movie_dataset_io, movie_filler, timing
 from miniscope_assets.nwb.update import OPHYS, ophys_module
 from miniscope_assets.results import ProcessingResult
 
 CORRECTED_SERIES = "MotionCorrected"
-CORRECTED_MOVIE_DATA = f"processing/{OPHYS}/{CORRECTED_SERIES}/data"
 PIXEL_MASK_DTYPE = np.dtype([("x", np.uint32), ("y", np.uint32), ("weight", np.float32)])
 SUMMARY_DESCRIPTIONS = {
     "reference": "Template the frames were registered to",
@@ -70,10 +69,12 @@ def _shift_series(result: ProcessingResult, times: np.ndarray) -> TimeSeries:
 
 
 def add_motion_correction(
-    nwbfile: NWBFile, result: ProcessingResult, times: np.ndarray, corrected: MovieSource | None
-) -> None:
+    nwbfile: NWBFile, result: ProcessingResult, times: np.ndarray, corrected: MovieSource | None,
+    n_threads: int | None = None,
+) -> MovieFill | None:
     """Shifts, piecewise-rigid blocks, outliers, summary images and (optionally) the corrected
-    movie, allocated empty: the writer fills it (``CORRECTED_MOVIE_DATA``, nwb.raw.movie_filler)."""
+    movie, allocated empty: returns the ``fill`` that writes it (nwb.raw.write_nwbfile), with
+    ``n_threads`` compressing."""
     module = ophys_module(nwbfile)
     if result.motion_rigid is not None or result.motion_piecewise is not None:
         module.add(_shift_series(result, times))
@@ -104,6 +105,9 @@ def add_motion_correction(
         for name, image in result.summary.as_dict().items()
     ]
     module.add(Images(name="SummaryImages", images=images, description="Summary images of the corrected movie"))
+    if corrected is None:
+        return None
+    return movie_filler(f"processing/{OPHYS}/{CORRECTED_SERIES}/data", corrected, n_threads)
 
 
 def _outlier_frames(result: ProcessingResult) -> np.ndarray | None:

@@ -97,8 +97,11 @@ def fill_movie_dataset(dataset: h5py.Dataset, movie: MovieSource, n_threads: int
         raise MiniscopeOutputError(dataset.name, f"the movie gave {written} frames, {movie.nframes} expected")
 
 
+MovieFill = Callable[[h5py.File], None]
+
+
 def movie_filler(location: str, movie: MovieSource, n_threads: int | None = None,
-                 progress: Callable[[float], None] | None = None) -> Callable[[h5py.File], None]:
+                 progress: Callable[[float], None] | None = None) -> MovieFill:
     """``fill`` for :func:`write_nwbfile`: ``movie`` into the dataset at ``location`` (allocated by
     :func:`movie_dataset_io`) with ``n_threads`` threads (None or 0: every core)."""
     threads = worker_count(n_threads)
@@ -306,12 +309,11 @@ def add_head_orientation(nwbfile: NWBFile, times: np.ndarray, quaternions: np.nd
     )))
 
 
-def write_nwbfile(path: str | Path, nwbfile: NWBFile, in_memory: bool = False,
-                  fill: Callable[[h5py.File], None] | None = None) -> Path:
-    """Write a new NWB file atomically; ``in_memory`` for small files (see nwb.update.new_hdf5).
-    ``fill(file)`` then writes the data of datasets allocated empty (on disk files only)."""
+def write_nwbfile(path: str | Path, nwbfile: NWBFile, fill: MovieFill | None = None) -> Path:
+    """Write a new NWB file atomically: built in memory (see nwb.update.new_hdf5) unless
+    ``fill(file)`` then writes a movie into datasets allocated empty (a file on disk)."""
     path = Path(path)
-    with new_hdf5(path, in_memory) as target:
+    with new_hdf5(path, in_memory=fill is None) as target:
         with NWBHDF5IO(**target, mode="w") as io:
             io.write(nwbfile)
         if fill is not None:

@@ -19,7 +19,7 @@ from pynwb import NWBFile
 from miniscope_assets.atomic import remove_leftovers
 from miniscope_assets.engine.noise import noise_from_differences
 from miniscope_assets.nwb import ophys
-from miniscope_assets.nwb.raw import build_nwbfile, file_identifier, movie_filler, write_nwbfile
+from miniscope_assets.nwb.raw import build_nwbfile, file_identifier, write_nwbfile
 from miniscope_assets.nwb.update import update_stage
 from miniscope_assets.results import ProcessingResult
 from miniscope_assets.settings import workers_from_env
@@ -88,9 +88,8 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
     existed = nwb_path.is_file()
     movie = corrected_movie_of(partition, result, options.progress) if keep_movie else contextlib.nullcontext()
     with movie as corrected:
-        ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected)
-        fill = movie_filler(ophys.CORRECTED_MOVIE_DATA, corrected, workers_from_env()) if keep_movie else None
-        write_nwbfile(nwb_path, nwbfile, in_memory=not keep_movie, fill=fill)
+        fill = ophys.add_motion_correction(nwbfile, result, record.info.timestamps, corrected, workers_from_env())
+        write_nwbfile(nwb_path, nwbfile, fill=fill)
     metadata = _common_metadata(partition, ["whole file"] if existed else [])
     rigid = result.motion_rigid
     if rigid is not None and rigid.x_shifts.size:
