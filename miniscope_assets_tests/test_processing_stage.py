@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,18 +139,22 @@ def test_a_bad_worker_count_is_one_clear_error(monkeypatch, value):
 
 
 def test_paramsets_share_motion_correction_and_the_movie_summary(workspace, tiny_recording):
-    """Motion correction is shared by equal motion parameters; the neuron size and summary images
-    also need equal SUMMARY_PARAMS (a different neuron_diameter computes its own)."""
+    """Motion correction is shared by equal motion parameters (its corrected movie kept until the
+    last of them has run); the neuron size and summary images also need equal SUMMARY_PARAMS (a
+    different neuron_diameter computes its own)."""
     names = ("default", "strict", "sized")
     paramsets(workspace, {"name": "default", "method": "builtin"},
               {"name": "strict", "method": "builtin", "params": {"min_pnr": 12.0}},
               {"name": "sized", "method": "builtin", "params": {"neuron_diameter": 4.0}})
     instance = DagsterInstance.ephemeral()
-    catalogs, results = {}, {}
+    catalogs, results, movie_kept = {}, {}, []
     for name in names:
         result, partition = materialize_partition(workspace, tiny_recording, ["processing"], paramset=name,
                                                   instance=instance, with_raw=name == "default")
         catalogs[name], results[name] = metadata(result, "processing"), processing_stage.load_processing_result(partition)
+        movie_kept.append(Path(results[name].corrected_movie).is_file())
+    # the corrected movie stays while a paramset sharing the motion correction has still to run
+    assert movie_kept == [True, True, False]
     assert [catalogs[name]["motion_correction_shared"] for name in names] == [False, True, True]
     assert [catalogs[name]["summary_images_shared"] for name in names] == [False, True, False]
     assert {"neuron_size", "summary_images"} <= set(results["sized"].notes["stage_seconds"])

@@ -6,7 +6,8 @@ inputs reuses the stored results unless forced. Results are produced in a fresh 
 replaces the previous one only when complete. The built-in engine's motion correction is
 shared by the recording's paramsets with the same motion parameters: the shifts are estimated
 once and kept under the recording's work folder; the corrected movie is kept only
-while a stage reads it, and written again from the shifts when needed. Beside the shifts, the
+while a stage reads it or another paramset sharing it has still to run, and written again
+from the shifts when needed. Beside the shifts, the
 neuron size and summary images are kept per set of ``SUMMARY_PARAMS``, so paramsets that differ
 only in later parameters (seed thresholds, classification, traces) compute them once. Stored
 paths are relative to their root.
@@ -27,7 +28,7 @@ from typing import Callable
 import miniscope_assets
 from miniscope_assets.atomic import atomic_directory, remove_leftovers, write_text_atomic
 from miniscope_assets.engine.movie import MovieSource
-from miniscope_assets.errors import MiniscopeInputError
+from miniscope_assets.errors import MiniscopeInputError, ParameterError
 from miniscope_assets.io.paramsets import ParamSet
 from miniscope_assets.io.recording import RecordingInfo
 from miniscope_assets.io.results_file import (
@@ -148,6 +149,28 @@ class SharedSummary:
             return summary
 
 
+def wanted_by_another_paramset(partition: Partition, folder: Path) -> bool:
+    """Whether another built-in paramset of the workspace, triggered, with the same motion
+    parameters (so the same motion ``folder``), has not processed this recording with its
+    current inputs yet: it would read the corrected movie, which is then kept for it."""
+    info = partition.recording_info()
+    for other in partition.workspace.paramsets():
+        if other.name == partition.paramset.name or other.method != "builtin" or other.task_mode != "trigger":
+            continue
+        sibling = partition.workspace.partition(partition.recording_key, other.name)
+        try:
+            params = validate_paramset(other)
+        except ParameterError:
+            continue  # its own run reports the error
+        if motion_folder(sibling, params) != folder:
+            continue
+        record = sibling.files.processing_record
+        digest = input_hash(info, partition.workspace.data_root, other, params)
+        if not (record.is_file() and json.loads(record.read_text()).get("input_hash") == digest):
+            return True
+    return False
+
+
 @contextlib.contextmanager
 def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress, keep: bool,
                   n_workers: int):
@@ -199,7 +222,8 @@ def corrected_movie_of(partition: Partition, result: ProcessingResult, progress:
     info = partition.recording_info()
     params = validate_paramset(partition.paramset)
     with shared_motion(path.parent, lambda: info.movie(partition.workspace.data_root), params, progress,
-                       keep=False, n_workers=engine_workers()) as (_, corrected, _):
+                       keep=wanted_by_another_paramset(partition, path.parent),
+                       n_workers=engine_workers()) as (_, corrected, _):
         yield open_corrected_movie(corrected)
 
 
@@ -224,7 +248,8 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict,
             folder = motion_folder(partition, params)
             n_workers = engine_workers()
             summary = SharedSummary(folder, params)
-            with shared_motion(folder, lambda: movie, params, progress, keep=partition.paramset.keep_corrected_movie,
+            keep = partition.paramset.keep_corrected_movie or wanted_by_another_paramset(partition, folder)
+            with shared_motion(folder, lambda: movie, params, progress, keep=keep,
                                n_workers=n_workers) as (motion, corrected, motion_shared):
                 result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected),
                                     n_workers=n_workers, shared_summary=summary)
