@@ -95,6 +95,21 @@ def atomic_path(final_path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def scratch_path(near: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``near`` (named like ``near``) that is removed on exit; a
+    crashed writer's is a leftover for :func:`remove_leftovers`."""
+    near = Path(near)
+    with translated_write_errors(near):
+        handle, temporary = tempfile.mkstemp(prefix=_partial_name(near), suffix=near.suffix, dir=near.parent)
+        os.close(handle)
+    try:
+        with translated_write_errors(near):
+            yield Path(temporary)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def atomic_hdf5(final_path: str | Path, copy_of: str | Path | None = None) -> Iterator:
     """An HDF5 file built in memory (starting as a copy of ``copy_of``), then written to
     ``final_path`` atomically by plain file writes. A full disk is then one clear error: the HDF5

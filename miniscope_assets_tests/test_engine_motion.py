@@ -167,3 +167,30 @@ def test_corrected_movie_rewritten_from_stored_shifts_is_identical(tmp_path, pw_
     with h5py.File(tmp_path / "first.h5", "r") as first, h5py.File(tmp_path / "again.h5", "r") as again:
         np.testing.assert_array_equal(first["corrected"][()], again["corrected"][()])
         assert first["corrected"].compression is None  # read four times: stored the way it reads fastest
+
+
+def test_motion_correction_decodes_a_movie_once_through_decoded_once(tmp_path):
+    """Template, shifts and corrected movie read a DecodedOnce movie: the source gives every frame
+    once, chunk boundaries may differ, and the result is the same as reading the source each time."""
+    from miniscope_assets.engine.movie import DecodedOnce
+
+    class CountingMovie(ArrayMovie):
+        frames_given = 0
+
+        def iter_chunks(self, chunk_frames, start=0, stop=None):
+            for first, frames in super().iter_chunks(chunk_frames, start, stop):
+                CountingMovie.frames_given += len(frames)
+                yield first, frames
+
+    simulation = Simulation(SimulationConfig(height=64, width=80, nframes=150, n_neurons=8, seed=4))
+    params = validate_params({"template_frames": 40, "chunk_frames": 32})
+    direct = correct_motion(ArrayMovie(_frames(simulation)), params, tmp_path / "direct.h5")
+    source = CountingMovie(_frames(simulation))
+    with DecodedOnce(source, tmp_path / "decoded.raw") as movie:
+        once = correct_motion(movie, params, tmp_path / "once.h5")
+        assert (movie.nframes, movie.frame_shape, movie.dtype) == (150, (64, 80), np.uint8)
+    assert CountingMovie.frames_given == 150
+    np.testing.assert_array_equal(once.rigid.x_shifts, direct.rigid.x_shifts)
+    np.testing.assert_array_equal(once.rigid.y_shifts, direct.rigid.y_shifts)
+    with h5py.File(tmp_path / "direct.h5", "r") as a, h5py.File(tmp_path / "once.h5", "r") as b:
+        np.testing.assert_array_equal(a["corrected"][()], b["corrected"][()])

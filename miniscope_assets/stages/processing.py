@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import miniscope_assets
-from miniscope_assets.atomic import atomic_directory, remove_leftovers, write_text_atomic
+from miniscope_assets.atomic import atomic_directory, remove_leftovers, scratch_path, write_text_atomic
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.errors import MiniscopeInputError, ParameterError
 from miniscope_assets.io.paramsets import ParamSet
@@ -182,6 +182,7 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
     in ``n_workers`` processes.
     """
     from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
+    from miniscope_assets.engine.movie import DecodedOnce
     from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
 
     corrected, record = folder / CORRECTED_MOVIE, folder / MOTION_RECORD
@@ -194,8 +195,9 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
             motion = load_motion_correction(record)
             if not corrected.is_file():
                 rewrite_corrected_movie(movie(), motion, params, corrected, progress, n_workers)
-        else:
-            motion = correct_motion(movie(), params, corrected, progress, n_workers)
+        else:  # three passes over the movie (template, shifts, corrected movie): decode it once
+            with scratch_path(folder / "decoded.raw") as scratch, DecodedOnce(movie(), scratch) as source:
+                motion = correct_motion(source, params, corrected, progress, n_workers)
             save_motion_correction(motion, record)
         fcntl.flock(lock, fcntl.LOCK_SH)
         try:
