@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -96,51 +98,56 @@ def _read_motion(group: h5py.Group) -> tuple[RigidMotion | None, PiecewiseRigidM
     return rigid, piecewise
 
 
+@contextlib.contextmanager
+def _writing(path: Path, format_name: str, **attrs) -> Iterator[h5py.File]:
+    """A new HDF5 file of ``format_name`` (with ``attrs``), renamed into place when complete."""
+    with atomic_path(path) as temporary:
+        with h5py.File(temporary, "w") as f:
+            f.attrs.update(format=format_name, **attrs)
+            yield f
+
+
+@contextlib.contextmanager
+def _reading(path: Path, format_name: str, what: str) -> Iterator[h5py.File]:
+    """``path`` open for reading once its format is checked; unreadable content is one clear error."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != format_name:
+                raise MiniscopeInputError(path, f"not a {format_name} file")
+            yield f
+    except (OSError, KeyError) as error:
+        raise MiniscopeInputError(path, f"unreadable {what} ({error})") from error
+
+
 def save_motion_correction(motion: MotionCorrection, path: str | Path) -> Path:
     """Write the engine's motion correction (shifts, reference, notes) atomically."""
     path = Path(path)
-    with atomic_path(path) as temporary:
-        with h5py.File(temporary, "w") as f:
-            f.attrs.update(format=MOTION_FORMAT, notes=json.dumps(motion.notes, sort_keys=True, default=str))
-            f.create_dataset("reference", data=np.asarray(motion.reference, dtype=np.float32))
-            _write_motion(f, motion.rigid, motion.piecewise)
+    with _writing(path, MOTION_FORMAT, notes=json.dumps(motion.notes, sort_keys=True, default=str)) as f:
+        f.create_dataset("reference", data=np.asarray(motion.reference, dtype=np.float32))
+        _write_motion(f, motion.rigid, motion.piecewise)
     return path
 
 
 def load_motion_correction(path: str | Path) -> MotionCorrection:
     """Read a file written by :func:`save_motion_correction`."""
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != MOTION_FORMAT:
-                raise MiniscopeInputError(path, f"not a {MOTION_FORMAT} file")
-            rigid, piecewise = _read_motion(f)
-            return MotionCorrection(rigid=rigid, piecewise=piecewise, reference=f["reference"][()],
-                                    notes=json.loads(f.attrs["notes"]))
-    except (OSError, KeyError) as error:
-        raise MiniscopeInputError(path, f"unreadable motion correction ({error})") from error
+    with _reading(Path(path), MOTION_FORMAT, "motion correction") as f:
+        rigid, piecewise = _read_motion(f)
+        return MotionCorrection(rigid=rigid, piecewise=piecewise, reference=f["reference"][()],
+                                notes=json.loads(f.attrs["notes"]))
 
 
 def save_movie_summary(summary: MovieSummary, path: str | Path) -> Path:
     """Write the engine's MovieSummary (neuron size, summary images) atomically."""
     path = Path(path)
-    with atomic_path(path) as temporary:
-        with h5py.File(temporary, "w") as f:
-            f.attrs.update(format=SUMMARY_FORMAT, neuron_size=json.dumps(summary.neuron_size, sort_keys=True))
-            _write_arrays(f.create_group("images"), summary.images.as_dict())
+    with _writing(path, SUMMARY_FORMAT, neuron_size=json.dumps(summary.neuron_size, sort_keys=True)) as f:
+        _write_arrays(f.create_group("images"), summary.images.as_dict())
     return path
 
 
 def load_movie_summary(path: str | Path) -> MovieSummary:
     """Read a file written by :func:`save_movie_summary`."""
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != SUMMARY_FORMAT:
-                raise MiniscopeInputError(path, f"not a {SUMMARY_FORMAT} file")
-            return MovieSummary(json.loads(f.attrs["neuron_size"]), SummaryImages(**_read_arrays(f["images"])))
-    except (OSError, KeyError) as error:
-        raise MiniscopeInputError(path, f"unreadable movie summary ({error})") from error
+    with _reading(Path(path), SUMMARY_FORMAT, "movie summary") as f:
+        return MovieSummary(json.loads(f.attrs["neuron_size"]), SummaryImages(**_read_arrays(f["images"])))
 
 
 def _write_arrays(group: h5py.Group, arrays: dict) -> None:
