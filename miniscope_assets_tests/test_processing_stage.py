@@ -151,7 +151,8 @@ def test_paramsets_share_motion_correction_and_the_movie_summary(workspace, tiny
     for name in names:
         result, partition = materialize_partition(workspace, tiny_recording, ["processing"], paramset=name,
                                                   instance=instance, with_raw=name == "default")
-        catalogs[name], results[name] = metadata(result, "processing"), processing_stage.load_processing_result(partition)
+        catalogs[name] = metadata(result, "processing")
+        results[name] = processing_stage.load_processing_result(partition)
         movie_kept.append(Path(results[name].corrected_movie).is_file())
     # the corrected movie stays while a paramset sharing the motion correction has still to run
     assert movie_kept == [True, True, False]
@@ -163,3 +164,25 @@ def test_paramsets_share_motion_correction_and_the_movie_summary(workspace, tiny
     assert results["sized"].notes["neuron_size"]["source"] == "paramset"
     for name, image in results["default"].summary.as_dict().items():
         np.testing.assert_array_equal(getattr(results["strict"].summary, name), image, err_msg=name)
+
+
+@pytest.mark.parametrize("answer, kept", [(False, False), (True, True), ("unreadable", True)])
+def test_keeping_the_corrected_movie_is_decided_when_its_last_reader_leaves(tmp_path, answer, kept):
+    """keep() is asked on the way out (a paramset that waited for the lock may have finished by
+    then); when it cannot tell (the paramsets file became unreadable) the movie is kept."""
+    from miniscope_assets.engine import ArrayMovie, validate_params
+    from miniscope_assets.stages.workspace import no_progress
+
+    decided = {"answer": "not asked yet"}
+
+    def keep():
+        if decided["answer"] == "unreadable":
+            raise MiniscopeInputError(tmp_path / "paramsets.yaml", "not valid YAML")
+        return decided["answer"]
+
+    frames = ArrayMovie(movie(nframes=12))
+    with processing_stage.shared_motion(tmp_path / "motion", lambda: frames, validate_params({}), no_progress,
+                                        keep=keep, n_workers=1) as (_, corrected, reused):
+        assert corrected.is_file() and not reused
+        decided["answer"] = answer
+    assert corrected.is_file() == kept

@@ -172,14 +172,15 @@ def wanted_by_another_paramset(partition: Partition, folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress, keep: bool,
-                  n_workers: int):
+def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress,
+                  keep: Callable[[], bool], n_workers: int):
     """Motion correction in ``folder``: estimated once (shifts and reference kept for good), the
     corrected movie written or rewritten from the stored shifts and kept only while in use.
 
     Yields (MotionCorrection, corrected movie path, whether the shifts were reused). Readers hold
-    a shared lock; the last one out removes the corrected movie unless ``keep``. The engine runs
-    in ``n_workers`` processes.
+    a shared lock; the last one out removes the corrected movie unless ``keep()`` (asked then,
+    when the runs that waited for the lock may have finished; kept if it cannot tell). The
+    engine runs in ``n_workers`` processes.
     """
     from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
     from miniscope_assets.engine.movie import DecodedOnce
@@ -203,7 +204,11 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
         try:
             yield motion, corrected, reused
         finally:
-            if not keep:
+            try:
+                keep_movie = keep()
+            except MiniscopeInputError:
+                keep_movie = True  # the paramsets file became unreadable: the next run decides
+            if not keep_movie:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     corrected.unlink(missing_ok=True)
@@ -224,7 +229,7 @@ def corrected_movie_of(partition: Partition, result: ProcessingResult, progress:
     info = partition.recording_info()
     params = validate_paramset(partition.paramset)
     with shared_motion(path.parent, lambda: info.movie(partition.workspace.data_root), params, progress,
-                       keep=wanted_by_another_paramset(partition, path.parent),
+                       keep=lambda: wanted_by_another_paramset(partition, path.parent),
                        n_workers=engine_workers()) as (_, corrected, _):
         yield open_corrected_movie(corrected)
 
@@ -250,7 +255,10 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict,
             folder = motion_folder(partition, params)
             n_workers = engine_workers()
             summary = SharedSummary(folder, params)
-            keep = partition.paramset.keep_corrected_movie or wanted_by_another_paramset(partition, folder)
+
+            def keep() -> bool:
+                return partition.paramset.keep_corrected_movie or wanted_by_another_paramset(partition, folder)
+
             with shared_motion(folder, lambda: movie, params, progress, keep=keep,
                                n_workers=n_workers) as (motion, corrected, motion_shared):
                 result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected),
