@@ -70,36 +70,13 @@ def _partial_name(final_path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(final_path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path``; rename it into place on success.
-
-    On any exception the temporary file is removed and ``final_path`` is untouched.
-    """
-    final_path = Path(final_path)
-    with translated_write_errors(final_path):
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        # Keep the real extension last: OpenCV and pynwb look at it.
-        handle, temporary = tempfile.mkstemp(
-            prefix=_partial_name(final_path), suffix=final_path.suffix, dir=final_path.parent
-        )
-        os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        with translated_write_errors(final_path):
-            yield temporary_path
-            os.chmod(temporary_path, 0o666 & ~_current_umask())
-            os.replace(temporary_path, final_path)
-    finally:
-        if temporary_path.exists():
-            temporary_path.unlink()
-
-
-@contextlib.contextmanager
 def scratch_path(near: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``near`` (named like ``near``) that is removed on exit; a
     crashed writer's is a leftover for :func:`remove_leftovers`."""
     near = Path(near)
     with translated_write_errors(near):
+        near.parent.mkdir(parents=True, exist_ok=True)
+        # Keep the real extension last: OpenCV and pynwb look at it.
         handle, temporary = tempfile.mkstemp(prefix=_partial_name(near), suffix=near.suffix, dir=near.parent)
         os.close(handle)
     try:
@@ -107,6 +84,19 @@ def scratch_path(near: str | Path) -> Iterator[Path]:
             yield Path(temporary)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final_path``; rename it into place on success.
+
+    On any exception the temporary file is removed and ``final_path`` is untouched.
+    """
+    final_path = Path(final_path)
+    with scratch_path(final_path) as temporary:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_current_umask())
+        os.replace(temporary, final_path)
 
 
 @contextlib.contextmanager

@@ -47,10 +47,10 @@ class DecodedOnce:
     use as a context manager) to release it."""
 
     def __init__(self, movie: MovieSource, path: Path):
-        self.movie, self.path = movie, Path(path)
+        self.movie = movie
         self.nframes, self.frame_shape, self.dtype = movie.nframes, tuple(movie.frame_shape), np.dtype(movie.dtype)
         self._frame_bytes = int(np.prod(self.frame_shape)) * self.dtype.itemsize
-        self._file = open(self.path, "w+b")
+        self._file = open(path, "w+b")
         self._cached = 0  # frames [0, _cached) are in the file
 
     def iter_chunks(self, chunk_frames: int, start: int = 0, stop: int | None = None):

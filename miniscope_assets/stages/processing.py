@@ -113,6 +113,12 @@ def load_processing_result(partition: Partition) -> ProcessingResult:
     return _load(record["results_kind"], _root(partition, record["results_root"]) / record["results_path"])
 
 
+def _processing_record(partition: Partition) -> dict:
+    """What the processing stage recorded for this partition (empty before its first run)."""
+    path = partition.files.processing_record
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
@@ -164,9 +170,8 @@ def wanted_by_another_paramset(partition: Partition, folder: Path) -> bool:
             continue  # its own run reports the error
         if motion_folder(sibling, params) != folder:
             continue
-        record = sibling.files.processing_record
-        digest = input_hash(info, partition.workspace.data_root, other, params)
-        if not (record.is_file() and json.loads(record.read_text()).get("input_hash") == digest):
+        if _processing_record(sibling).get("input_hash") != input_hash(info, partition.workspace.data_root,
+                                                                         other, params):
             return True
     return False
 
@@ -285,7 +290,7 @@ def run(partition: Partition, options: RunOptions) -> StageReport:
     started = time.perf_counter()
     reused = False
     shared = {"motion_correction_shared": False, "summary_images_shared": False}
-    previous = json.loads(files.processing_record.read_text()) if files.processing_record.is_file() else {}
+    previous = _processing_record(partition)
     if paramset.task_mode == "load":
         results_dir = results_dir_for_load(partition)
         if paramset.method == "builtin":
