@@ -85,6 +85,19 @@ def test_the_dandi_check_fails_on_an_unknown_subject_and_passes_with_one(workspa
     assert "Subject species is missing" in outcomes["anon"].metadata["errors"]
 
 
+def test_dandi_failing_itself_is_a_failing_check_not_a_crash(workspace, v4_recording, monkeypatch):
+    from miniscope_assets.stages import checks as nwb_checks
+
+    def broken(*paths):
+        raise RuntimeError("schema download refused")
+
+    monkeypatch.setattr(nwb_checks, "_dandi_validator", lambda: broken)
+    result, _ = materialize_recording(workspace, v4_recording)
+    outcome = nwb_checks.dandi_validate(metadata(result, "recording_info")["raw_nwb_path"], workspace.output_root)
+    assert not outcome.passed
+    assert outcome.description == "dandi validate: dandi validate failed: RuntimeError: schema download refused"
+
+
 def test_rematerializing_rewrites_the_file_in_place(workspace, v4_recording):
     first, _ = materialize_recording(workspace, v4_recording)
     path = Path(metadata(first, "recording_info")["raw_nwb_path"])

@@ -117,9 +117,11 @@ def dandi_validate(nwb_path: str | Path, output_root: str | Path) -> CheckOutcom
         (staging / relative).symlink_to(nwb_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pynwb's and hdmf's notes on reading; dandi reports what matters
-            results = list(validate(str(staging)))
-    problems = [f"{r.id}: {r.message}" for r in results
-                if r.severity is not None and r.severity.value >= type(r.severity).ERROR.value]
+            try:
+                problems = [f"{r.id}: {r.message}" for r in validate(str(staging))
+                            if r.severity is not None and r.severity.value >= type(r.severity).ERROR.value]
+            except Exception as error:  # dandi itself failed: a failing check, as the command's exit status was
+                problems = [f"dandi validate failed: {type(error).__name__}: {error}"[:500]]
     return CheckOutcome(
         name="dandi_validate",
         passed=not problems,
