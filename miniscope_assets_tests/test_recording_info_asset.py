@@ -98,6 +98,20 @@ def test_dandi_failing_itself_is_a_failing_check_not_a_crash(workspace, v4_recor
     assert outcome.description == "dandi validate: dandi validate failed: RuntimeError: schema download refused"
 
 
+def test_a_dandi_without_its_validate_function_fails_the_check_instead_of_skipping_it(monkeypatch):
+    import sys
+    import types
+
+    from miniscope_assets.stages import checks as nwb_checks
+
+    monkeypatch.setitem(sys.modules, "dandi.validate._core", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "dandi.validate", types.ModuleType("dandi.validate"))
+    validate = nwb_checks._dandi_validator()
+    assert validate is not None
+    with pytest.raises(ImportError, match="no validate function where expected"):
+        validate("folder")
+
+
 def test_rematerializing_rewrites_the_file_in_place(workspace, v4_recording):
     first, _ = materialize_recording(workspace, v4_recording)
     path = Path(metadata(first, "recording_info")["raw_nwb_path"])

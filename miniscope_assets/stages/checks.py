@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import importlib.util
 import tempfile
 import warnings
 from pathlib import Path
@@ -78,14 +79,20 @@ def _expected_checks(path: str | Path) -> set[str]:
 
 def _dandi_validator():
     """dandi's validate function (its module moved into a package in newer releases), or None
-    when the dandi client is not installed."""
+    when the dandi client is not installed. In a dandi with neither, one that fails (the check
+    fails saying so, rather than being skipped)."""
+    if importlib.util.find_spec("dandi") is None:
+        return None
     try:
         from dandi.validate._core import validate
     except ImportError:
         try:
             from dandi.validate import validate
-        except ImportError:
-            return None
+        except ImportError as error:
+            missing = str(error)
+
+            def validate(*paths):
+                raise ImportError(f"this dandi release has no validate function where expected ({missing})")
     return validate
 
 
