@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
-from miniscope_assets.engine.extraction import _fragments, _remove_background_for_seeding
+from miniscope_assets.engine.extraction import _accept, _fragments, _remove_background_for_seeding, _wider_than_a_cell
 from miniscope_assets.engine.filters import RingAverage, ring_radii
-from miniscope_assets.engine.noise import trace_snr
+from miniscope_assets.engine.noise import rise_snr, trace_snr
 
 
 def _disk(shape, centre, radius) -> np.ndarray:
@@ -57,3 +58,54 @@ def test_a_bright_cell_alone_in_its_window_is_not_fitted_away_as_background():
     centre = 24 * shape[1] + 24
     assert np.corrcoef(residual[:, centre], activity)[0, 1] > 0.95
     assert residual[:, centre].std() > 0.8 * flat[:, centre].std()
+
+
+def _slow_drift(rng, n, timescale) -> np.ndarray:
+    """Smooth noise with the given correlation time (samples), scaled to unit peak-to-median."""
+    kernel = np.exp(-0.5 * (np.arange(-3 * timescale, 3 * timescale + 1) / timescale) ** 2)
+    drift = np.convolve(rng.normal(size=n + 6 * timescale), kernel, "valid")[:n]
+    return (drift - np.median(drift)) / (drift.max() - np.median(drift))
+
+
+def test_a_transient_passes_the_rise_test_and_a_slow_drift_of_the_same_height_does_not():
+    """At 20 frames/s (window 20): transients of any decay score about their height over the
+    noise; the background drift left on a vessel (2-8 s) and plain noise score far less."""
+    rng = np.random.default_rng(2)
+    n, window, height = 2000, 20, 10.0
+    for decay_frames in (6, 20, 40):  # 0.3-2 s
+        spikes = np.zeros(n)
+        spikes[rng.choice(n - 100, 5, replace=False) + 50] = 1
+        transients = np.convolve(spikes, np.exp(-np.arange(8 * decay_frames) / decay_frames))[:n]
+        trace = height * transients / transients.max() + rng.normal(0, 1, n)
+        assert rise_snr(trace, window) > 0.8 * height
+    for timescale in (40, 160):
+        drift = height * _slow_drift(rng, n, timescale) + rng.normal(0, 1, n)
+        assert trace_snr(drift) > 0.8 * height  # the plain peak SNR takes a drift for a cell
+        assert rise_snr(drift, window) < 0.6 * height
+    assert rise_snr(rng.normal(0, 1, n), window) < 6
+    assert rise_snr(np.ones(5), 20) == 0.0  # shorter than the window: the plain peak SNR
+
+
+def test_a_source_whose_trace_only_drifts_is_rejected():
+    rng = np.random.default_rng(3)
+    shape, n = (40, 40), 1000
+    footprints = _columns(_disk(shape, (12, 12), 5), _disk(shape, (28, 28), 5))
+    events = _events(rng, n)
+    cell, vessel = 12 * events / events.max(), 12 * _slow_drift(rng, n, 40)
+    pixel_noise = np.sqrt(footprints[:, 0].sum())  # the projected traces' noise is 1
+    signal = (footprints @ np.stack([cell, vessel])).T + rng.normal(0, pixel_noise, (n, footprints.shape[0]))
+    keep = _accept(footprints, signal.astype(np.float32), {"min_snr": 6.0}, rise_window=20)
+    assert keep.tolist() == [True, False]
+
+
+def test_a_source_wider_than_a_cell_is_told_from_cells_of_the_measured_size():
+    """A cell whose half-maximum width is the diameter (or 1.3 x it) against what the ring model
+    leaves of a neuropil blob (sigma 1.5-3 diameters), cut off at one diameter from its centre."""
+    shape, diameter = (80, 80), 10.0
+    yy, xx = np.indices(shape)
+    distance = np.hypot(yy - 40.3, xx - 39.6)
+    cells = [np.exp(-0.5 * (distance / (width * diameter / 2.355)) ** 2) for width in (1.0, 1.3)]
+    blobs = [np.exp(-0.5 * (distance / (sigma * diameter)) ** 2) * (distance <= diameter) for sigma in (1.5, 3.0)]
+    footprints = np.stack([np.where(image >= 0.1 * image.max(), image, 0).ravel() for image in cells + blobs], axis=1)
+    wide = _wider_than_a_cell(scipy.sparse.csc_matrix(footprints.astype(np.float32)), shape, diameter)
+    assert wide.tolist() == [False, False, True, True]

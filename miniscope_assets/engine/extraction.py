@@ -25,10 +25,13 @@ per-pixel gain ``w`` fitted by least squares.
       around its centre, cleaned to its main connected part above 10% of its peak), then merging
       of overlapping sources whose traces correlate above ``merge_threshold``.
    c. rejection: sources smaller than ``0.2 x`` the expected soma area, sources whose projected
-      trace has a peak SNR below ``min_snr``, and fragments (no activity of their own once
-      their touching neighbours' traces are regressed out, :func:`_fragments`) are dropped; a
-      source is kept by the patches whose core, widened by half a diameter, holds its centroid.
-3. Duplicates across patches (overlapping footprints, correlated traces) are merged.
+      trace never rises ``min_snr`` noise units above its median of the second before (a
+      transient; the slow background drift left on a vessel does not), and fragments (no
+      activity of their own once their touching neighbours' traces are regressed out,
+      :func:`_fragments`) are dropped; a source is kept by the patches whose core, widened by
+      half a diameter, holds its centroid.
+3. Duplicates across patches (overlapping footprints, correlated traces) are merged; sources
+   wider than a cell (:func:`_wider_than_a_cell`) are dropped.
 Footprints are scaled to unit peak; ``b0 = mean image - A mean(C)``.
 """
 
@@ -44,7 +47,7 @@ import scipy.sparse.csgraph
 
 from miniscope_assets.engine.binning import BinnedMovie
 from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, map_images, neuron_filter_sigmas, ring_radii
-from miniscope_assets.engine.noise import noise_from_differences, trace_snr
+from miniscope_assets.engine.noise import noise_from_differences, rise_snr, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
 from miniscope_assets.engine.workers import ordered_map
 
@@ -52,7 +55,9 @@ STAGE = "source_extraction"
 _SUPPORT_CORRELATION = 0.3
 _FOOTPRINT_CUTOFF = 0.1
 _MIN_AREA_FRACTION = 0.2
+_MAX_EDGE_LEVEL = 0.3  # see _wider_than_a_cell
 _HALS_SWEEPS = 3
+RISE_WINDOW_S = 1.0  # a transient's rise is measured against the median of the second before it
 _CORRELATION_BATCH = 100  # binned frames thresholded at a time for the seeding correlation image
 
 
@@ -82,11 +87,13 @@ def expected_soma_area(neuron_diameter: float) -> float:
 def extract_sources(
     binned: BinnedMovie,
     params: dict,
+    fps: float,
     border: int = 0,
     progress: Callable[[str, float], None] | None = None,
     n_workers: int | None = None,
 ) -> Sources:
-    """Find footprints in the ``binned`` copy of the corrected movie (see module docstring).
+    """Find footprints in the ``binned`` copy of the corrected movie (see module docstring);
+    ``fps``: the frame rate of the movie before binning.
 
     ``border``: width of the frame margin filled in by motion correction
     (:attr:`MotionCorrection.border`); no source is seeded there and sources whose centroid
@@ -100,7 +107,8 @@ def extract_sources(
     # a source near a core boundary is kept by both patches (its centroid differs slightly
     # between them) and merged with itself below, never dropped by both
     reach = params["neuron_diameter"] / 2
-    patches = ordered_map(_patch, windows, (binned, valid, params), n_workers)
+    rise_window = max(2, round(RISE_WINDOW_S * fps / binned.bin_size))
+    patches = ordered_map(_patch, windows, (binned, valid, params, rise_window), n_workers)
     for index, (core, window, (components, patch_gain)) in enumerate(zip(cores, windows, patches)):
         core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
         gain[core] = patch_gain[core_in_window]
@@ -117,6 +125,8 @@ def extract_sources(
         footprint_matrix = scipy.sparse.hstack(footprints, format="csc").astype(np.float32)
         trace_matrix = np.stack(traces).astype(np.float32)
         footprint_matrix, trace_matrix = _merge_duplicates(footprint_matrix, trace_matrix, params["merge_threshold"])
+        cell_sized = ~_wider_than_a_cell(footprint_matrix, frame_shape, params["neuron_diameter"])
+        footprint_matrix, trace_matrix = footprint_matrix[:, cell_sized], trace_matrix[cell_sized]
         footprint_matrix, trace_matrix = _order(footprint_matrix, trace_matrix, width)
     else:
         footprint_matrix = scipy.sparse.csc_matrix((height * width, 0), dtype=np.float32)
@@ -158,13 +168,15 @@ def _patch_windows(frame_shape, patch_size: int, overlap: int):
 # ------------------------------------------------------------------------------ one patch
 def _patch(state, window) -> tuple[list[_Component], np.ndarray]:
     """:func:`_process_patch` of one window of the binned movie (a worker's task)."""
-    binned, valid, params = state
-    return _process_patch(binned.read(slice(None), *window), valid[window], params)
+    binned, valid, params, rise_window = state
+    return _process_patch(binned.read(slice(None), *window), valid[window], params, rise_window)
 
 
-def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tuple[list[_Component], np.ndarray]:
-    """Sources of one (n, h, w) binned window (seeds only where ``seedable``) and its ring gains.
-    ``data`` is consumed: it is centred in place, so a window is held once."""
+def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict,
+                   rise_window: int) -> tuple[list[_Component], np.ndarray]:
+    """Sources of one (n, h, w) binned window (seeds only where ``seedable``) and its ring gains
+    (``rise_window``: see :func:`_accept`). ``data`` is consumed: it is centred in place, so a
+    window is held once."""
     n, h, w = data.shape
     diameter = params["neuron_diameter"]
     mean_image = data.mean(axis=0)
@@ -191,7 +203,7 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict) -> tupl
         centres = [_centroid(f.reshape(h, w)) for f in footprints.T]
     signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
     traces = _hals_traces(footprints, signal, traces)
-    keep = _accept(footprints, signal, params)
+    keep = _accept(footprints, signal, params, rise_window)
     if not keep.all() and keep.any():
         # the neighbours of dropped sources take over their pixels
         footprints, traces = footprints[:, keep], traces[keep]
@@ -403,13 +415,42 @@ def _clean(footprints, traces, shape, diameter):
     return np.stack(keep_f, axis=1), np.stack(keep_t), centres
 
 
-def _accept(footprints, signal, params) -> np.ndarray:
-    """Sources whose footprint-projected trace reaches ``min_snr`` (peak over noise) and that are
-    not fragments (:func:`_fragments`)."""
+def _accept(footprints, signal, params, rise_window: int) -> np.ndarray:
+    """Sources whose footprint-projected trace rises by ``min_snr`` (in noise units) above the
+    median of its preceding ``rise_window`` binned frames (:func:`rise_snr`: a transient, not a
+    slow drift of the background left on structure such as a vessel) and that are not fragments
+    (:func:`_fragments`)."""
     norms = np.maximum((footprints**2).sum(axis=0), 1e-12)
     projected = (footprints.T @ signal.T) / norms[:, None]  # (k, n)
-    keep = np.array([trace_snr(trace) >= params["min_snr"] for trace in projected], bool)
+    keep = np.array([rise_snr(trace, rise_window) >= params["min_snr"] for trace in projected], bool)
     return keep & ~_fragments(footprints, projected, keep, params["min_snr"])
+
+
+def _wider_than_a_cell(footprints: scipy.sparse.csc_matrix, frame_shape, diameter: float) -> np.ndarray:
+    """Sources still, on average, at ``_MAX_EDGE_LEVEL`` of their peak at 0.75-1 diameter from
+    their centroid, where a cell's footprint has fallen to about a fifth of its peak or less:
+    cut off by the disk they may grow in, what is left of a neuropil or background structure
+    larger than a cell once the ring model has taken its surroundings."""
+    height, width = frame_shape
+    reach = int(np.ceil(diameter)) + 1
+    wide = np.zeros(footprints.shape[1], bool)
+    for k in range(footprints.shape[1]):
+        start, end = footprints.indptr[k], footprints.indptr[k + 1]
+        if end == start:
+            continue
+        ys, xs = np.divmod(footprints.indices[start:end], width)
+        values = footprints.data[start:end]
+        cy, cx = np.average(ys, weights=values), np.average(xs, weights=values)
+        y0, x0 = max(int(cy) - reach, 0), max(int(cx) - reach, 0)
+        y1, x1 = min(int(cy) + reach + 1, height), min(int(cx) + reach + 1, width)
+        box = np.zeros((y1 - y0, x1 - x0), np.float32)
+        inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+        box[ys[inside] - y0, xs[inside] - x0] = values[inside]
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        distance = np.hypot(yy - cy, xx - cx)
+        band = (distance >= 0.75 * diameter) & (distance <= diameter)
+        wide[k] = band.any() and box[band].mean() >= _MAX_EDGE_LEVEL * values.max()
+    return wide
 
 
 def _fragments(footprints: np.ndarray, projected: np.ndarray, candidates: np.ndarray, min_snr: float) -> np.ndarray:

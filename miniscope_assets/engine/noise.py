@@ -32,6 +32,19 @@ def median_of_samples(stack: np.ndarray) -> np.ndarray:
     return samples[:, middle].mean(axis=1).reshape(stack.shape[1:])
 
 
+def rise_snr(trace: np.ndarray, window: int) -> float:
+    """Largest rise of a trace above the median of its ``window`` preceding samples, over its
+    noise: how far a transient climbs above where the trace just was. A calcium transient rises
+    within a fraction of a second and scores its full height; a slow drift of the background
+    scores only what it climbs within the window."""
+    trace = np.asarray(trace, np.float64)
+    if len(trace) <= window:
+        return trace_snr(trace)
+    noise = float(noise_from_differences(trace))
+    preceding = np.median(np.lib.stride_tricks.sliding_window_view(trace[:-1], window), axis=1)
+    return float((trace[window:] - preceding).max() / max(noise, 1e-12))
+
+
 def trace_snr(trace: np.ndarray) -> float:
     """Peak signal-to-noise ratio of a trace: (max - median) / noise."""
     if len(trace) < 3:

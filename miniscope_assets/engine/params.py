@@ -50,8 +50,9 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "max_init_frames": ParamSpec(1000, "int", 50, 1_000_000, "frames of the temporally binned movie used to find sources"),
     "refine_iterations": ParamSpec(2, "int", 0, 20, "spatial/temporal/background refinement rounds per patch"),
     "merge_threshold": ParamSpec(0.8, "float", 0, 1, "trace correlation above which overlapping sources merge"),
-    "min_snr": ParamSpec(6.0, "float", 0, None, "sources whose trace, or what their touching neighbours' traces leave "
-                         "unexplained of it, has a peak SNR below this are rejected"),
+    "min_snr": ParamSpec(6.0, "float", 0, None, "sources whose trace never rises this many noise units above its "
+                         "median of the second before, or whose touching neighbours' traces leave no peak SNR "
+                         "this high unexplained, are rejected"),
     # classification
     "soma_area_range": ParamSpec([0.3, 3.0], "float_pair", 0, None, "soma area range, in expected soma areas"),
     "max_soma_elongation": ParamSpec(2.0, "float", 1, None, "largest major/minor axis ratio of a soma"),
