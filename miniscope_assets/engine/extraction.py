@@ -58,7 +58,7 @@ _MIN_AREA_FRACTION = 0.2
 _MAX_EDGE_LEVEL = 0.3  # see _wider_than_a_cell
 _HALS_SWEEPS = 3
 RISE_WINDOW_S = 1.0  # a transient's rise is measured against the median of the second before it
-_CORRELATION_BATCH = 100  # binned frames thresholded at a time for the seeding correlation image
+_FRAME_BATCH = 100  # binned frames processed at a time where a temporary copy of the window is avoided
 
 
 @dataclass
@@ -240,10 +240,10 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
     for weights in (np.ones(shape, np.float32), structure):
         local_norm = box_sum(weights * weights, radius).ravel()
         outside_norm = np.maximum(float((weights * weights).sum()) - local_norm, 1e-12)
-        weighted = flat * weights.ravel()
-        regressor = _box_sum_stack(weighted.reshape(n, *shape), radius)
-        np.subtract(weighted.sum(axis=1, keepdims=True), regressor, out=regressor)
-        del weighted
+        # weighted window total minus the weighted box around each pixel, frame by frame (no
+        # weighted copy of the window is held beside the regressors)
+        regressor = map_images(lambda frame: box_sum(frame * weights, radius), flat.reshape(n, *shape)).reshape(n, -1)
+        np.subtract((flat @ weights.ravel())[:, None], regressor, out=regressor)
         regressor /= outside_norm
         regressors.append(regressor)
     gram = np.empty((pixels, 3, 3))
@@ -254,15 +254,18 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
             gram[:, i, j] = gram[:, j, i] = np.einsum("tp,tp->p", a, regressors[j])
     gram += np.eye(3) * (1e-9 * np.trace(gram, axis1=1, axis2=2))[:, None, None] + np.eye(3) * 1e-12
     beta = np.linalg.solve(gram, rhs[..., None])[..., 0].astype(np.float32)  # (P, 3)
-    residual = flat.copy()
-    for i, regressor in enumerate(regressors):
-        residual -= regressor * beta[:, i]
+    # residual = flat - sum_i beta_i regressor_i, built in the last regressor's buffer
+    _, common, fine = regressors
+    residual = fine
+    residual *= beta[:, 2]
+    common *= beta[:, 1]
+    residual += common
+    del regressors, common
+    for start in range(0, n, _FRAME_BATCH):
+        frames = slice(start, start + _FRAME_BATCH)
+        residual[frames] += ring_of_data[frames] * beta[:, 0]
+    np.subtract(flat, residual, out=residual)
     return residual
-
-
-def _box_sum_stack(images: np.ndarray, radius: int) -> np.ndarray:
-    """:func:`box_sum` of every image of a (n, h, w) stack, as (n, h * w)."""
-    return map_images(lambda image: box_sum(image, radius), images).reshape(len(images), -1)
 
 
 def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> list[_Component]:
@@ -273,8 +276,8 @@ def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> 
     noise = np.maximum(noise_from_differences(filtered), 1e-6)
     pnr = filtered.max(axis=0) / noise
     moments = LocalCorrelation((h, w))
-    for start in range(0, n, _CORRELATION_BATCH):  # thresholded copies of a batch at a time
-        moments.add(threshold_noise(filtered[start : start + _CORRELATION_BATCH].copy(), noise))
+    for start in range(0, n, _FRAME_BATCH):  # thresholded copies of a batch at a time
+        moments.add(threshold_noise(filtered[start : start + _FRAME_BATCH].copy(), noise))
     correlation = moments.image()
     blocked = ~seedable
     radius = int(np.ceil(diameter))
@@ -354,12 +357,17 @@ def _remove_background(flat, ring_of_data, footprints, traces, ring: RingAverage
     ring_of_footprints = np.zeros_like(footprints)
     for j, footprint in enumerate(footprints.T):
         ring_of_footprints[:, j] = ring.apply(footprint.reshape(shape)).ravel()
-    residual = flat - centred_traces.T @ footprints.T
-    ring_residual = ring_of_data - centred_traces.T @ ring_of_footprints.T
+    ring_residual = centred_traces.T @ ring_of_footprints.T
+    np.subtract(ring_of_data, ring_residual, out=ring_residual)
     energy = np.einsum("tp,tp->p", ring_residual, ring_residual)
-    gain = np.where(energy > 0, np.einsum("tp,tp->p", residual, ring_residual) / np.maximum(energy, 1e-12), 1.0)
+    product = np.zeros(flat.shape[1])  # sum over frames of residual x ring(residual), a batch at a time
+    for start in range(0, len(flat), _FRAME_BATCH):
+        frames = slice(start, start + _FRAME_BATCH)
+        residual = centred_traces[:, frames].T @ footprints.T
+        np.subtract(flat[frames], residual, out=residual)
+        product += np.einsum("tp,tp->p", residual, ring_residual[frames])
+    gain = np.where(energy > 0, product / np.maximum(energy, 1e-12), 1.0)
     gain = np.clip(gain, 0.0, 2.0).astype(np.float32)
-    del residual
     signal = ring_residual  # reuse the buffer: signal = data - gain * ring(residual) + A mean(C)
     signal *= gain
     np.subtract(flat, signal, out=signal)
