@@ -68,6 +68,15 @@ class SummaryImages:
         return self.correlation if self.correlation is not None else self.mean
 
 
+def footprint_centroids(footprints: scipy.sparse.spmatrix, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the weighted centroid of every footprint column (row-major pixels of a
+    frame ``width`` px wide); 0 for an empty footprint."""
+    rows, columns = np.divmod(np.arange(footprints.shape[0]), width)
+    weights = np.asarray(footprints.sum(axis=0)).ravel()
+    weights[weights == 0] = 1.0
+    return np.asarray(footprints.T @ rows).ravel() / weights, np.asarray(footprints.T @ columns).ravel() / weights
+
+
 @dataclass
 class ProcessingResult:
     """Motion correction, masks, classification and traces of one recording x paramset."""
@@ -134,13 +143,7 @@ class ProcessingResult:
 
     def mask_centers(self) -> np.ndarray:
         """(n_masks, 2) weighted centroids as (x, y) in pixels."""
-        width = self.frame_shape[1]
-        pixel = np.arange(self.footprints.shape[0])
-        ypix, xpix = np.divmod(pixel, width)
-        weights = np.asarray(self.footprints.sum(axis=0)).ravel()
-        weights[weights == 0] = 1.0
-        cx = np.asarray(self.footprints.T @ xpix).ravel() / weights
-        cy = np.asarray(self.footprints.T @ ypix).ravel() / weights
+        cy, cx = footprint_centroids(self.footprints, self.frame_shape[1])
         return np.stack([cx, cy], axis=1)
 
     def mask_npix(self) -> np.ndarray:

@@ -50,6 +50,7 @@ from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, map_
 from miniscope_assets.engine.noise import noise_from_differences, rise_snr, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
 from miniscope_assets.engine.workers import ordered_map
+from miniscope_assets.results import footprint_centroids
 
 STAGE = "source_extraction"
 _SUPPORT_CORRELATION = 0.3
@@ -261,8 +262,7 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
     common *= beta[:, 1]
     residual += common
     del regressors, common
-    for start in range(0, n, _FRAME_BATCH):
-        frames = slice(start, start + _FRAME_BATCH)
+    for frames in _frame_batches(n):
         residual[frames] += ring_of_data[frames] * beta[:, 0]
     np.subtract(flat, residual, out=residual)
     return residual
@@ -276,8 +276,8 @@ def _initialise(fluctuation: np.ndarray, seedable: np.ndarray, params: dict) -> 
     noise = np.maximum(noise_from_differences(filtered), 1e-6)
     pnr = filtered.max(axis=0) / noise
     moments = LocalCorrelation((h, w))
-    for start in range(0, n, _FRAME_BATCH):  # thresholded copies of a batch at a time
-        moments.add(threshold_noise(filtered[start : start + _FRAME_BATCH].copy(), noise))
+    for frames in _frame_batches(n):  # thresholded copies of a batch at a time
+        moments.add(threshold_noise(filtered[frames].copy(), noise))
     correlation = moments.image()
     blocked = ~seedable
     radius = int(np.ceil(diameter))
@@ -361,8 +361,7 @@ def _remove_background(flat, ring_of_data, footprints, traces, ring: RingAverage
     np.subtract(ring_of_data, ring_residual, out=ring_residual)
     energy = np.einsum("tp,tp->p", ring_residual, ring_residual)
     product = np.zeros(flat.shape[1])  # sum over frames of residual x ring(residual), a batch at a time
-    for start in range(0, len(flat), _FRAME_BATCH):
-        frames = slice(start, start + _FRAME_BATCH)
+    for frames in _frame_batches(len(flat)):
         residual = centred_traces[:, frames].T @ footprints.T
         np.subtract(flat[frames], residual, out=residual)
         product += np.einsum("tp,tp->p", residual, ring_residual[frames])
@@ -442,13 +441,12 @@ def _wider_than_a_cell(footprints: scipy.sparse.csc_matrix, frame_shape, diamete
     height, width = frame_shape
     reach = int(np.ceil(diameter)) + 1
     wide = np.zeros(footprints.shape[1], bool)
-    for k in range(footprints.shape[1]):
+    for k, (cy, cx) in enumerate(zip(*footprint_centroids(footprints, width))):
         start, end = footprints.indptr[k], footprints.indptr[k + 1]
         if end == start:
             continue
         ys, xs = np.divmod(footprints.indices[start:end], width)
         values = footprints.data[start:end]
-        cy, cx = np.average(ys, weights=values), np.average(xs, weights=values)
         y0, x0 = max(int(cy) - reach, 0), max(int(cx) - reach, 0)
         y1, x1 = min(int(cy) + reach + 1, height), min(int(cx) + reach + 1, width)
         box = np.zeros((y1 - y0, x1 - x0), np.float32)
@@ -535,15 +533,17 @@ def _rank_one(footprints: scipy.sparse.csc_matrix, traces: np.ndarray):
 
 def _order(footprints: scipy.sparse.csc_matrix, traces: np.ndarray, width: int):
     """Deterministic order: by centroid row, then column (rounded to 0.01 px)."""
-    weights = np.maximum(np.asarray(footprints.sum(axis=0)).ravel(), 1e-12)
-    rows, cols = np.divmod(np.arange(footprints.shape[0]), width)
-    cy = np.round(np.asarray(footprints.T @ rows).ravel() / weights, 2)
-    cx = np.round(np.asarray(footprints.T @ cols).ravel() / weights, 2)
-    order = np.lexsort((cx, cy))
+    cy, cx = footprint_centroids(footprints, width)
+    order = np.lexsort((np.round(cx, 2), np.round(cy, 2)))
     return footprints[:, order].tocsc(), traces[order]
 
 
 # ------------------------------------------------------------------------------ helpers
+def _frame_batches(n: int):
+    """Slices of at most ``_FRAME_BATCH`` consecutive frames covering ``n`` frames."""
+    return (slice(start, start + _FRAME_BATCH) for start in range(0, n, _FRAME_BATCH))
+
+
 def _centroid(image: np.ndarray) -> tuple[float, float]:
     """Weighted (row, column) centre of an image (its middle if empty)."""
     total = float(image.sum())
