@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from miniscope_assets.engine.extraction import _accept, _fragments, _remove_background_for_seeding, _wider_than_a_cell
+from miniscope_assets.engine.extraction import (
+    _accept,
+    _fragments,
+    _merge_duplicates,
+    _remove_background_for_seeding,
+    _wider_than_a_cell,
+)
 from miniscope_assets.engine.filters import RingAverage, ring_radii
 from miniscope_assets.engine.noise import rise_snr, trace_snr
 
@@ -36,12 +42,46 @@ def test_a_mixture_of_two_cells_is_a_fragment_and_a_cell_with_its_own_events_is_
                           0.5 * cells[0] + 0.4 * cells[1] + noise(),  # no activity of its own
                           cells[2] + 0.3 * cells[0] + noise()])  # some crosstalk, but its own events
     assert trace_snr(projected[2]) > 6  # strong enough to pass the plain SNR test
-    fragment = _fragments(footprints, projected, np.ones(4, bool), min_snr=6.0)
+    demixed = np.stack([cells[0], cells[1], 0.5 * cells[0] + 0.4 * cells[1], cells[2]])
+    fragment = _fragments(footprints, projected, demixed, np.ones(4, bool), min_snr=6.0)
     assert fragment.tolist() == [False, False, True, False]
     # a cell is never explained away by its own fragment: the smaller one goes first
     duplicate = np.stack([cells[0] + noise(), 0.9 * cells[0] + noise()])
     pair = _columns(_disk(shape, (12, 12), 6), _disk(shape, (12, 16), 3))
-    assert _fragments(pair, duplicate, np.ones(2, bool), min_snr=6.0).tolist() == [False, True]
+    assert _fragments(pair, duplicate, duplicate, np.ones(2, bool), min_snr=6.0).tolist() == [False, True]
+
+
+def test_a_small_cell_beside_a_large_source_overlapping_it_is_not_a_fragment():
+    """The large source's projected trace carries most of the small cell's events (its footprint
+    covers the cell): regressed on it, the cell would be explained away; on its demixed trace, not."""
+    rng = np.random.default_rng(4)
+    shape, n = (40, 40), 1000
+    small, large = _events(rng, n), _events(rng, n)
+    small, large = 10 * small / small.max(), 10 * large / large.max()
+    footprints = _columns(_disk(shape, (20, 14), 4), _disk(shape, (20, 22), 8))
+    noise = lambda: rng.normal(0, 1, n)  # noqa: E731
+    projected = np.stack([small + 0.2 * large + noise(), large + 0.9 * small + noise()])
+    demixed = np.stack([small, large])
+    assert _fragments(footprints, projected, projected, np.ones(2, bool), min_snr=6.0)[0]
+    assert _fragments(footprints, projected, demixed, np.ones(2, bool), min_snr=6.0).tolist() == [False, False]
+
+
+def test_two_sources_on_one_cell_merge_whatever_their_traces_and_overlapping_cells_do_not():
+    """A factorisation splits a cell's activity between two copies of its footprint arbitrarily:
+    the copies' traces need not correlate. Two cells overlapping by a third of a diameter stay two."""
+    rng = np.random.default_rng(5)
+    shape, n = (40, 40), 1000
+    cell, other = _events(rng, n), _events(rng, n)
+    split = rng.uniform(0.2, 0.8, n)  # each frame's activity shared out at random
+    footprint = _disk(shape, (20, 20), 6)
+    copies = scipy.sparse.csc_matrix(_columns(footprint, np.roll(footprint, 1, axis=1)))
+    traces = np.stack([cell * split, cell * (1 - split)])
+    assert np.corrcoef(traces)[0, 1] < 0.8
+    merged, merged_traces = _merge_duplicates(copies, traces, 0.8)
+    assert merged.shape[1] == 1
+    assert np.corrcoef(merged_traces[0], cell)[0, 1] > 0.99
+    neighbours = scipy.sparse.csc_matrix(_columns(footprint, np.roll(footprint, 4, axis=1)))
+    assert _merge_duplicates(neighbours, np.stack([cell, other]), 0.8)[0].shape[1] == 2
 
 
 def test_a_bright_cell_alone_in_its_window_is_not_fitted_away_as_background():
@@ -94,7 +134,7 @@ def test_a_source_whose_trace_only_drifts_is_rejected():
     cell, vessel = 12 * events / events.max(), 12 * _slow_drift(rng, n, 40)
     pixel_noise = np.sqrt(footprints[:, 0].sum())  # the projected traces' noise is 1
     signal = (footprints @ np.stack([cell, vessel])).T + rng.normal(0, pixel_noise, (n, footprints.shape[0]))
-    keep = _accept(footprints, signal.astype(np.float32), {"min_snr": 6.0}, rise_window=20)
+    keep = _accept(footprints, signal.astype(np.float32), np.stack([cell, vessel]), {"min_snr": 6.0}, rise_window=20)
     assert keep.tolist() == [True, False]
 
 

@@ -23,15 +23,16 @@ per-pixel gain ``w`` fitted by least squares.
    b. refinement (``refine_iterations`` rounds): ring background and gains, then non-negative
       HALS updates of the traces and of the footprints (each within a disk of one diameter
       around its centre, cleaned to its main connected part above 10% of its peak), then merging
-      of overlapping sources whose traces correlate above ``merge_threshold``.
+      of overlapping sources whose traces correlate above ``merge_threshold`` or whose footprints
+      are nearly the same (:func:`_merge_duplicates`).
    c. rejection: sources smaller than ``0.2 x`` the expected soma area, sources whose projected
       trace never rises ``min_snr`` noise units above its median of the second before (a
       transient; the slow background drift left on a vessel does not), and fragments (no
-      activity of their own once their touching neighbours' traces are regressed out,
+      activity of their own once their touching neighbours' demixed traces are regressed out,
       :func:`_fragments`) are dropped; a source is kept by the patches whose core, widened by
       half a diameter, holds its centroid.
-3. Duplicates across patches (overlapping footprints, correlated traces) are merged; sources
-   wider than a cell (:func:`_wider_than_a_cell`) are dropped.
+3. Duplicates across patches (overlapping footprints, correlated traces or nearly the same
+   footprint) are merged; sources wider than a cell (:func:`_wider_than_a_cell`) are dropped.
 Footprints are scaled to unit peak; ``b0 = mean image - A mean(C)``.
 """
 
@@ -57,6 +58,7 @@ _SUPPORT_CORRELATION = 0.3
 _FOOTPRINT_CUTOFF = 0.1
 _MIN_AREA_FRACTION = 0.2
 _MAX_EDGE_LEVEL = 0.3  # see _wider_than_a_cell
+_DUPLICATE_COSINE = 0.8  # see _merge_duplicates
 _HALS_SWEEPS = 3
 RISE_WINDOW_S = 1.0  # a transient's rise is measured against the median of the second before it
 _FRAME_BATCH = 100  # binned frames processed at a time where a temporary copy of the window is avoided
@@ -204,7 +206,7 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict,
         centres = [_centroid(f.reshape(h, w)) for f in footprints.T]
     signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
     traces = _hals_traces(footprints, signal, traces)
-    keep = _accept(footprints, signal, params, rise_window)
+    keep = _accept(footprints, signal, traces, params, rise_window)
     if not keep.all() and keep.any():
         # the neighbours of dropped sources take over their pixels
         footprints, traces = footprints[:, keep], traces[keep]
@@ -422,15 +424,15 @@ def _clean(footprints, traces, shape, diameter):
     return np.stack(keep_f, axis=1), np.stack(keep_t), centres
 
 
-def _accept(footprints, signal, params, rise_window: int) -> np.ndarray:
+def _accept(footprints, signal, traces, params, rise_window: int) -> np.ndarray:
     """Sources whose footprint-projected trace rises by ``min_snr`` (in noise units) above the
     median of its preceding ``rise_window`` binned frames (:func:`rise_snr`: a transient, not a
     slow drift of the background left on structure such as a vessel) and that are not fragments
-    (:func:`_fragments`)."""
+    (:func:`_fragments` of their demixed ``traces``)."""
     norms = np.maximum((footprints**2).sum(axis=0), 1e-12)
     projected = (footprints.T @ signal.T) / norms[:, None]  # (k, n)
     keep = np.array([rise_snr(trace, rise_window) >= params["min_snr"] for trace in projected], bool)
-    return keep & ~_fragments(footprints, projected, keep, params["min_snr"])
+    return keep & ~_fragments(footprints, projected, traces, keep, params["min_snr"])
 
 
 def _wider_than_a_cell(footprints: scipy.sparse.csc_matrix, frame_shape, diameter: float) -> np.ndarray:
@@ -459,15 +461,17 @@ def _wider_than_a_cell(footprints: scipy.sparse.csc_matrix, frame_shape, diamete
     return wide
 
 
-def _fragments(footprints: np.ndarray, projected: np.ndarray, candidates: np.ndarray, min_snr: float) -> np.ndarray:
+def _fragments(footprints: np.ndarray, projected: np.ndarray, demixed: np.ndarray, candidates: np.ndarray,
+               min_snr: float) -> np.ndarray:
     """Sources with no activity of their own: a piece of a cell, or the pixels between touching
     cells, whose projected trace is a mixture of its neighbours' traces.
 
-    Smallest first, each candidate's trace is regressed on the traces of the sources whose
-    footprints touch it and that are still kept (least squares, with a constant); if the peak
-    SNR of what they leave unexplained is below ``min_snr`` the source is a fragment and no
-    longer explains others. Smallest first, so a cell is never explained away by its own
-    fragment.
+    Smallest first, each candidate's projected trace is regressed on the ``demixed`` (HALS)
+    traces of the sources whose footprints touch it and that are still kept (least squares, with
+    a constant); if the peak SNR of what they leave unexplained is below ``min_snr`` the source
+    is a fragment and no longer explains others. Smallest first, so a cell is never explained
+    away by its own fragment; demixed traces, because a neighbour's projected trace carries the
+    candidate's own activity where their footprints overlap and would explain a real cell away.
     """
     touching = (footprints.T @ footprints) > 0
     kept = candidates.copy()
@@ -480,7 +484,7 @@ def _fragments(footprints: np.ndarray, projected: np.ndarray, candidates: np.nda
         neighbours = neighbours[neighbours != j]
         if not len(neighbours):
             continue
-        design = np.column_stack([projected[neighbours].T, ones])
+        design = np.column_stack([demixed[neighbours].T, ones])
         residual = projected[j] - design @ np.linalg.lstsq(design, projected[j], rcond=None)[0]
         if trace_snr(residual) < min_snr:
             kept[j] = False
@@ -496,13 +500,19 @@ def _merge_duplicates_dense(footprints, traces, threshold):
 
 
 def _merge_duplicates(footprints: scipy.sparse.csc_matrix, traces: np.ndarray, threshold: float):
-    """Merge groups of spatially overlapping sources whose traces correlate above ``threshold``."""
+    """Merge groups of spatially overlapping sources whose traces correlate above ``threshold``,
+    and of sources with nearly the same footprint (cosine >= ``_DUPLICATE_COSINE``) whatever
+    their traces: a factorisation cannot tell two such sources apart, so it splits one cell's
+    activity between them arbitrarily (their traces' noise anti-correlated, their correlation low)."""
     k = footprints.shape[1]
     if k < 2:
         return footprints, traces
-    overlap = (footprints.T @ footprints).toarray() > 0
+    inner = (footprints.T @ footprints).toarray()
+    norms = np.sqrt(np.maximum(np.diag(inner), 1e-12))
     correlation = np.corrcoef(traces) if traces.shape[1] > 1 else np.eye(k)
-    linked = overlap & (np.nan_to_num(correlation) > threshold)
+    linked = ((inner > 0) & (np.nan_to_num(correlation) > threshold)) | (
+        inner / norms[:, None] / norms[None, :] >= _DUPLICATE_COSINE
+    )
     np.fill_diagonal(linked, False)
     if not linked.any():
         return footprints, traces
