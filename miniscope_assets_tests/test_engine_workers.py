@@ -1,0 +1,49 @@
+"""The engine's worker pool: order, bit-identical results, arrays passed through shared memory."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from miniscope_assets.engine import workers
+from miniscope_assets.engine.workers import ordered_map
+
+
+def _parcels() -> set[str]:
+    folder = workers._shared_folder()
+    return {name for name in os.listdir(folder) if name.startswith("miniscope-parcel-")}
+
+
+def _scaled(factor, item):
+    index, frames = item
+    if index == 3 and factor < 0:
+        raise ValueError("a worker's error")
+    return index, frames.astype(np.float32) * factor, frames[:1].sum()
+
+
+def _items(sizes):
+    rng = np.random.default_rng(0)
+    for index, size in enumerate(sizes):
+        yield index, rng.integers(0, 255, (size, 300, 300), np.uint8)  # 90 kB a frame
+
+
+def test_large_and_small_items_come_back_in_order_and_identical_whatever_the_worker_count():
+    sizes = [30, 1, 24, 2, 40, 3, 30]  # 2.7 MB, 90 kB, ...: through shared memory and by pipe
+    before = _parcels()
+    one = list(ordered_map(_scaled, _items(sizes), 1.5, 1))
+    two = list(ordered_map(_scaled, _items(sizes), 1.5, 2))
+    assert [index for index, _, _ in two] == list(range(len(sizes)))
+    for (_, frames_one, sum_one), (_, frames_two, sum_two) in zip(one, two):
+        assert frames_two.flags.writeable and frames_two.dtype == np.float32
+        np.testing.assert_array_equal(frames_one, frames_two)
+        assert sum_one == sum_two
+    assert _parcels() == before  # every file read back was removed
+
+
+def test_a_workers_error_reaches_the_caller_and_leaves_no_files():
+    before = _parcels()
+    with pytest.raises(ValueError, match="a worker's error"):
+        list(ordered_map(_scaled, _items([30] * 8), -1.0, 2))
+    assert _parcels() == before
