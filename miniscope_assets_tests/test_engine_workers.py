@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import numpy as np
@@ -46,4 +47,19 @@ def test_a_workers_error_reaches_the_caller_and_leaves_no_files():
     before = _parcels()
     with pytest.raises(ValueError, match="a worker's error"):
         list(ordered_map(_scaled, _items([30] * 8), -1.0, 2))
+    assert _parcels() == before
+
+
+def test_arrays_go_by_pipe_when_shared_memory_is_full(monkeypatch):
+    """A container's /dev/shm is often 64 MB: a parcel that cannot be written travels in the pickle."""
+    def no_space(f, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(workers, "_write_all", no_space)
+    before = _parcels()
+    results = list(ordered_map(_scaled, _items([30, 30, 30]), 2.0, 2))
+    expected = list(ordered_map(_scaled, _items([30, 30, 30]), 2.0, 1))
+    assert [index for index, _, _ in results] == [0, 1, 2]
+    for (_, got, _), (_, want, _) in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
     assert _parcels() == before

@@ -105,8 +105,9 @@ def _call(function: Callable[[Any, Any], Any], parcel: "_Parcel") -> "_Parcel":
 @dataclass(frozen=True)
 class _Parcel:
     """An object pickled with its arrays out of band: in a file in shared memory (``/dev/shm``,
-    else the temporary folder) if they hold ``_SHARE_ABOVE`` bytes or more, else in the pickle.
-    The file is removed by whoever unwraps the parcel (or discards it)."""
+    else the temporary folder) if they hold ``_SHARE_ABOVE`` bytes or more, else (or if that
+    file cannot be written, e.g. a container's /dev/shm is full) in the pickle. The file is
+    removed by whoever unwraps the parcel (or discards it)."""
 
     pickled: bytes
     path: str | None = None
@@ -119,11 +120,17 @@ class _Parcel:
         sizes = tuple(buffer.raw().nbytes for buffer in buffers)
         if sum(sizes) < _SHARE_ABOVE:
             return cls(pickle.dumps(value, protocol=5))
-        descriptor, path = tempfile.mkstemp(prefix="miniscope-parcel-", dir=_shared_folder())
+        try:
+            descriptor, path = tempfile.mkstemp(prefix="miniscope-parcel-", dir=_shared_folder())
+        except OSError:
+            return cls(pickle.dumps(value, protocol=5))
         try:
             with os.fdopen(descriptor, "wb", buffering=0) as f:
                 for buffer in buffers:
                     _write_all(f, buffer.raw())
+        except OSError:  # shared memory full (a container's small /dev/shm): by pipe after all
+            os.unlink(path)
+            return cls(pickle.dumps(value, protocol=5))
         except BaseException:
             os.unlink(path)
             raise
