@@ -264,9 +264,9 @@ def build_template(movie: MovieSource, params: dict, n_workers: int | None = Non
     frame_filter = _FrameFilter(movie.frame_shape, params)
     iterations = params["template_iterations"] if params["motion_correction"] else 0
     template = None  # the first round averages the frames as they are
-    for _ in range(iterations + 1):
+    for round_ in range(iterations + 1):
         registration = None if template is None else _Registration(template[None], params["upsample_factor"])
-        state = (frame_filter, registration, params["max_shift"])
+        state = (frame_filter, registration, params["max_shift"], round_ == iterations)
         filtered_sum = np.zeros(movie.frame_shape, np.float64)
         raw_sum = np.zeros(movie.frame_shape, np.float64)
         for chunk_filtered, chunk_raw in ordered_map(
@@ -280,8 +280,9 @@ def build_template(movie: MovieSource, params: dict, n_workers: int | None = Non
 
 def _template_sums(state, chunk) -> tuple[np.ndarray, np.ndarray]:
     """(sum of filtered frames, sum of raw frames) of one chunk, each registered to the current
-    template (unregistered before there is one)."""
-    frame_filter, registration, max_shift = state
+    template (unregistered before there is one); raw frames are summed in the last round only
+    (zeros before: only that round's reference is kept)."""
+    frame_filter, registration, max_shift, last_round = state
     _, frames = chunk
     filtered_sum = np.zeros(frames.shape[1:], np.float64)
     raw_sum = np.zeros(frames.shape[1:], np.float64)
@@ -289,12 +290,14 @@ def _template_sums(state, chunk) -> tuple[np.ndarray, np.ndarray]:
     for _, raw, filtered in frame_filter.batches(frames):
         if registration is None:
             filtered_sum += filtered.sum(axis=0)
-            raw_sum += raw.sum(axis=0, dtype=np.float64)
+            if last_round:
+                raw_sum += raw.sum(axis=0, dtype=np.float64)
             continue
         shifts = -_rigid_peaks(registration, filtered, max_shift)[0]
         for frame, image, (dy, dx) in zip(raw, filtered, shifts):
             filtered_sum += warper.translate(image, dy, dx)
-            raw_sum += warper.translate(frame, dy, dx)
+            if last_round:
+                raw_sum += warper.translate(frame, dy, dx)
     return filtered_sum, raw_sum
 
 
