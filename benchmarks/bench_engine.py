@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 import scipy.sparse
 
-from miniscope_assets.engine.workers import worker_count
+from miniscope_assets.engine.workers import PARCEL_PREFIX, shared_folder, worker_count
 from miniscope_assets.results import ProcessingResult, RigidMotion, SummaryImages
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
@@ -59,8 +59,8 @@ def ensure_movie(args) -> Path:
 
 def write_simulated_movie(simulation_config: SimulationConfig, path: Path) -> dict:
     """Child: render the project simulator's movie into ``path`` (HDF5 dataset ``movie``, uint8)."""
-    from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
     from miniscope_assets.atomic import atomic_path
+    from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
 
     simulation = Simulation(simulation_config)
     with atomic_path(path) as temporary:
@@ -73,7 +73,9 @@ def write_simulated_movie(simulation_config: SimulationConfig, path: Path) -> di
 
 class RssSampler:
     """Peak memory per named phase of this process and its worker processes (the sum of their
-    proportional set sizes, so pages shared after fork count once), sampled in a thread."""
+    proportional set sizes, so pages shared after fork count once, plus the files in shared
+    memory that carry chunks between them, whose pages no process's PSS holds), sampled in a
+    thread."""
 
     def __init__(self, interval: float = 0.1):
         self.interval = interval
@@ -92,7 +94,7 @@ class RssSampler:
                         total_kib += int(line.split()[1])
             except OSError:  # the worker ended meanwhile
                 pass
-        return total_kib / 1024
+        return total_kib / 1024 + _parcel_bytes() / 2**20
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -113,6 +115,19 @@ class RssSampler:
         self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
         self.phase = phase
         self.peaks[phase] = max(self.peaks.get(phase, 0.0), rss)
+
+
+def _parcel_bytes() -> int:
+    """Bytes of the engine workers' parcels now in shared memory (see engine/workers.py)."""
+    folder = shared_folder()
+    total = 0
+    for name in os.listdir(folder):
+        if name.startswith(PARCEL_PREFIX):
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except OSError:  # read and removed meanwhile
+                pass
+    return total
 
 
 def _process_tree(pid: int) -> list[int]:

@@ -13,8 +13,8 @@ from miniscope_assets.engine.workers import ordered_map
 
 
 def _parcels() -> set[str]:
-    folder = workers._shared_folder()
-    return {name for name in os.listdir(folder) if name.startswith("miniscope-parcel-")}
+    folder = workers.shared_folder()
+    return {name for name in os.listdir(folder) if name.startswith(workers.PARCEL_PREFIX)}
 
 
 def _scaled(factor, item):

@@ -31,6 +31,7 @@ from miniscope_assets.errors import ParameterError
 
 _state: Any = None  # a worker process's inherited state
 _SHARE_ABOVE = 1 << 20  # bytes of arrays from which an item or result travels as a file, not by pipe
+PARCEL_PREFIX = "miniscope-parcel-"  # names of those files
 
 
 def available_cores() -> int:
@@ -121,7 +122,7 @@ class _Parcel:
         if sum(sizes) < _SHARE_ABOVE:
             return cls(pickle.dumps(value, protocol=5))
         try:
-            descriptor, path = tempfile.mkstemp(prefix="miniscope-parcel-", dir=_shared_folder())
+            descriptor, path = tempfile.mkstemp(prefix=PARCEL_PREFIX, dir=shared_folder())
         except OSError:
             return cls(pickle.dumps(value, protocol=5))
         try:
@@ -153,7 +154,8 @@ class _Parcel:
                 os.unlink(self.path)
 
 
-def _shared_folder() -> str:
+def shared_folder() -> str:
+    """Where parcels are written: ``/dev/shm`` (memory), else the temporary folder."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
