@@ -393,13 +393,18 @@ def _hals_footprints(signal, traces, footprints, centres, shape, diameter):
     gram = traces @ traces.T
     projected = signal.T @ traces.T  # (P, k)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    masks = [((yy - cy) ** 2 + (xx - cx) ** 2 <= diameter**2).ravel() for cy, cx in centres]
+    disks = [np.flatnonzero((yy - cy) ** 2 + (xx - cx) ** 2 <= diameter**2) for cy, cx in centres]
     footprints = footprints.copy()
-    for _ in range(_HALS_SWEEPS):
-        for j in range(footprints.shape[1]):
+    for sweep in range(_HALS_SWEEPS):
+        for j, disk in enumerate(disks):
             if gram[j, j] > 0:
-                update = footprints[:, j] + (projected[:, j] - footprints @ gram[:, j]) / gram[j, j]
-                footprints[:, j] = np.maximum(update, 0) * masks[j]
+                if sweep == 0:  # outside its disk a footprint is zero from its first update on
+                    inside = footprints[disk, j]
+                    footprints[:, j] = 0
+                    footprints[disk, j] = inside
+                # only the disk's pixels: the other rows of footprints @ gram[:, j] are not used
+                update = footprints[disk, j] + (projected[disk, j] - footprints[disk] @ gram[:, j]) / gram[j, j]
+                footprints[disk, j] = np.maximum(update, 0)
     return footprints
 
 
