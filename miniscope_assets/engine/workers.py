@@ -107,39 +107,28 @@ def _call(function: Callable[[Any, Any], Any], parcel: "_Parcel") -> "_Parcel":
 class _Parcel:
     """An object pickled with its arrays out of band: in a file in shared memory (``/dev/shm``,
     else the temporary folder) if they hold ``_SHARE_ABOVE`` bytes or more, else (or if that
-    file cannot be written, e.g. a container's /dev/shm is full) in the pickle. The file is
-    removed by whoever unwraps the parcel (or discards it)."""
+    file cannot be written, e.g. a container's /dev/shm is full) beside the pickle, in the
+    parcel itself. The file is removed by whoever unwraps the parcel (or discards it)."""
 
     pickled: bytes
-    path: str | None = None
-    sizes: tuple[int, ...] = ()
+    path: str | None = None  # the file holding the arrays, back to back
+    sizes: tuple[int, ...] = ()  # their sizes in the file
+    inline: tuple[bytearray, ...] = ()  # or the arrays themselves
 
     @classmethod
     def wrap(cls, value: Any) -> "_Parcel":
         buffers: list[pickle.PickleBuffer] = []
         pickled = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        sizes = tuple(buffer.raw().nbytes for buffer in buffers)
-        if sum(sizes) < _SHARE_ABOVE:
-            return cls(pickle.dumps(value, protocol=5))
-        try:
-            descriptor, path = tempfile.mkstemp(prefix=PARCEL_PREFIX, dir=shared_folder())
-        except OSError:
-            return cls(pickle.dumps(value, protocol=5))
-        try:
-            with os.fdopen(descriptor, "wb", buffering=0) as f:
-                for buffer in buffers:
-                    _write_all(f, buffer.raw())
-        except OSError:  # shared memory full (a container's small /dev/shm): by pipe after all
-            os.unlink(path)
-            return cls(pickle.dumps(value, protocol=5))
-        except BaseException:
-            os.unlink(path)
-            raise
+        arrays = [buffer.raw() for buffer in buffers]
+        sizes = tuple(array.nbytes for array in arrays)
+        path = _shared_file(arrays) if sum(sizes) >= _SHARE_ABOVE else None
+        if path is None:
+            return cls(pickled, inline=tuple(bytearray(array) for array in arrays))
         return cls(pickled, path, sizes)
 
     def unwrap(self) -> Any:
         if self.path is None:
-            return pickle.loads(self.pickled)
+            return pickle.loads(self.pickled, buffers=self.inline)
         try:
             with open(self.path, "rb", buffering=0) as f:
                 buffers = [_read_exactly(f, size) for size in self.sizes]
@@ -152,6 +141,26 @@ class _Parcel:
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def _shared_file(arrays: list[memoryview]) -> str | None:
+    """A new file in :func:`shared_folder` holding ``arrays`` back to back, or None if it cannot
+    be written (shared memory full)."""
+    try:
+        descriptor, path = tempfile.mkstemp(prefix=PARCEL_PREFIX, dir=shared_folder())
+    except OSError:
+        return None
+    try:
+        with os.fdopen(descriptor, "wb", buffering=0) as f:
+            for array in arrays:
+                _write_all(f, array)
+    except OSError:
+        os.unlink(path)
+        return None
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
 
 
 def shared_folder() -> str:
