@@ -7,6 +7,7 @@ import scipy.sparse
 
 from miniscope_assets.engine.extraction import (
     _accept,
+    _follow_the_filling,
     _fragments,
     _merge_duplicates,
     _remove_background_for_seeding,
@@ -149,3 +150,24 @@ def test_a_source_wider_than_a_cell_is_told_from_cells_of_the_measured_size():
     footprints = np.stack([np.where(image >= 0.1 * image.max(), image, 0).ravel() for image in cells + blobs], axis=1)
     wide = _wider_than_a_cell(scipy.sparse.csc_matrix(footprints.astype(np.float32)), shape, diameter)
     assert wide.tolist() == [False, False, True, True]
+
+
+def test_a_source_that_follows_the_registrations_fill_in_is_dropped_and_a_cell_at_the_edge_is_not():
+    """Near the frame's edge the mirrored fill-in flickers with the motion: a "source" there
+    brightens or darkens when the frame moves its way. A real cell as much filled in keeps its own
+    events, also while the field drifts towards the edge and the cell bleaches."""
+    rng = np.random.default_rng(6)
+    n = 1000
+    walk = np.cumsum(rng.normal(0, 0.3, n))
+    filled = (walk - walk.min()) / np.ptp(walk) * 0.6  # up to 60 % of the footprint filled in
+    drift = np.linspace(0, 0.5, n) + rng.uniform(0, 0.05, n)  # the field drifting towards the edge
+    barely = filled / 10  # at most 6 % of its footprint: cannot make its activity
+    noise = lambda: rng.normal(0, 0.5, n)  # noqa: E731
+    pairs = [(filled, 5 * filled + noise(), True), (filled, 3 - 5 * filled + noise(), True),
+             (filled, 10 * _events(rng, n) + noise(), False),
+             (drift, 5 * _events(rng, n) + 6 * np.exp(-np.arange(n) / 1000) + noise(), False),  # bleaching
+             (barely, 5 * barely + 0.1 * noise(), False)]
+    follows = _follow_the_filling(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
+    assert abs(np.corrcoef(pairs[3][0], pairs[3][1])[0, 1]) > 0.35  # without the trends removed: followed
+    assert follows.tolist() == [p[2] for p in pairs]
+    assert not _follow_the_filling(np.zeros((1, n)), np.zeros((1, n))).any()  # no fill, flat trace: no warning

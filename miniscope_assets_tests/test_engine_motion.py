@@ -6,9 +6,11 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+import scipy.sparse
 
 from miniscope_assets.engine import ArrayMovie, correct_motion, validate_params
-from miniscope_assets.engine.motion import BlockGrid, flag_outliers
+from miniscope_assets.engine.motion import BlockGrid, MotionCorrection, flag_outliers
+from miniscope_assets.results import RigidMotion
 from miniscope_assets.simulation import Simulation, SimulationConfig
 
 
@@ -194,3 +196,29 @@ def test_motion_correction_decodes_a_movie_once_through_decoded_once(tmp_path):
     np.testing.assert_array_equal(once.rigid.y_shifts, direct.rigid.y_shifts)
     with h5py.File(tmp_path / "direct.h5", "r") as a, h5py.File(tmp_path / "once.h5", "r") as b:
         np.testing.assert_array_equal(a["corrected"][()], b["corrected"][()])
+
+
+def test_filled_fractions_follow_the_shift_convention():
+    """out[y, x] = raw[y - dy, x - dx]: the fraction of a footprint's weight whose source pixel
+    lies outside the raw frame, per frame and averaged over bins, against the pixel-by-pixel count."""
+    rng = np.random.default_rng(7)
+    shape = (30, 40)
+    footprints = np.zeros((*shape, 3), np.float32)
+    footprints[0:6, 3:9, 0] = rng.uniform(0.1, 1, (6, 6))  # top edge
+    footprints[24:30, 34:40, 1] = rng.uniform(0.1, 1, (6, 6))  # bottom-right corner
+    footprints[12:18, 15:21, 2] = 1  # the middle: never filled
+    shifts = np.array([[0, 0], [2, 0], [-3.5, 4.2], [0.4, -2.6], [5, 5], [-5, -5], [1.5, 0]])
+    motion = MotionCorrection(RigidMotion(x_shifts=shifts[:, 1], y_shifts=shifts[:, 0]), None,
+                              np.zeros(shape, np.float32), {})
+    yy, xx = np.indices(shape)
+    expected = np.zeros((3, len(shifts)))
+    for t, (dy, dx) in enumerate(shifts):
+        source_y, source_x = yy - dy, xx - dx
+        filled = (source_y < 0) | (source_y > shape[0] - 1) | (source_x < 0) | (source_x > shape[1] - 1)
+        expected[:, t] = (footprints * filled[..., None]).sum(axis=(0, 1)) / footprints.sum(axis=(0, 1))
+    sparse = scipy.sparse.csc_matrix(footprints.reshape(-1, 3))
+    np.testing.assert_allclose(motion.filled_fractions(sparse), expected, atol=1e-6)
+    assert expected[0].max() > 0.3 and expected[1].max() > 0.3 and not expected[2].any()
+    binned = motion.filled_fractions(sparse, bin_size=3)
+    np.testing.assert_allclose(binned, np.stack([expected[:, :3].mean(1), expected[:, 3:6].mean(1), expected[:, 6]], axis=1),
+                               atol=1e-6)

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import scipy.fft
 import scipy.ndimage
+import scipy.sparse
 
 from miniscope_assets.atomic import atomic_path
 from miniscope_assets.engine.filters import Bandpass
@@ -76,6 +77,35 @@ class MotionCorrection:
         if not shifts[0].size:
             return 0
         return int(np.ceil(np.percentile(np.max(np.stack(shifts), axis=0), 50)))
+
+    def filled_fractions(self, footprints: scipy.sparse.csc_matrix, bin_size: int = 1) -> np.ndarray:
+        """(K, bins): the fraction of each footprint's weight that the registration filled in
+        (``out[y, x] = raw[y - dy, x - dx]`` with ``(y - dy, x - dx)`` outside the raw frame),
+        averaged over bins of ``bin_size`` frames. From the rigid shifts: at the frame's edge the
+        block shifts differ from them by a fraction of a pixel."""
+        height, width = self.reference.shape
+        dy, dx = self.rigid.y_shifts.astype(np.float64), self.rigid.x_shifts.astype(np.float64)
+        # the rows [top, bottom) and columns [left, right) each frame observed
+        top, bottom = np.ceil(dy).astype(int), np.floor(height - 1 + dy).astype(int) + 1
+        left, right = np.ceil(dx).astype(int), np.floor(width - 1 + dx).astype(int) + 1
+        starts = np.arange(0, len(dy), bin_size)
+        counts = np.diff(np.append(starts, len(dy)))
+        fractions = np.zeros((footprints.shape[1], len(starts)), np.float32)
+        for k in range(footprints.shape[1]):
+            column = footprints[:, [k]].tocoo()
+            rows, columns, weights = column.row // width, column.row % width, column.data.astype(np.float64)
+            total = weights.sum()
+            if total <= 0 or not len(starts):
+                continue
+            y0, x0 = rows.min(), columns.min()
+            box = np.zeros((rows.max() - y0 + 1, columns.max() - x0 + 1))
+            box[rows - y0, columns - x0] = weights
+            integral = np.pad(box.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+            t, b = np.clip(top - y0, 0, box.shape[0]), np.clip(bottom - y0, 0, box.shape[0])
+            l, r = np.clip(left - x0, 0, box.shape[1]), np.clip(right - x0, 0, box.shape[1])
+            observed = integral[b, r] - integral[t, r] - integral[b, l] + integral[t, l]
+            fractions[k] = np.add.reduceat(1 - observed / total, starts) / counts
+        return fractions
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def run_engine(
         movie_summary = shared_summary(summarise) if shared_summary else summarise()
         size, summary = movie_summary.neuron_size, movie_summary.images
         stage_params = {**params, "neuron_diameter": size["diameter_px"]}
-        sources = timed("source_extraction", extract_sources, binned, stage_params, fps, motion.border, progress, n_workers)
+        sources = timed("source_extraction", extract_sources, binned, stage_params, fps, motion, progress, n_workers)
     finally:
         os.unlink(binned_path)
     traces = timed("traces", extract_traces, corrected, sources, stage_params, fps, progress, n_workers)
