@@ -154,20 +154,25 @@ def test_a_source_wider_than_a_cell_is_told_from_cells_of_the_measured_size():
 
 def test_a_source_that_follows_the_registrations_fill_in_is_dropped_and_a_cell_at_the_edge_is_not():
     """Near the frame's edge the mirrored fill-in flickers with the motion: a "source" there
-    brightens or darkens when the frame moves its way. A real cell as much filled in keeps its own
-    events, also while the field drifts towards the edge and the cell bleaches."""
+    brightens or darkens when the frame moves its way, or has events only while it is filled in.
+    A real cell as much filled in keeps its own events, also while the field drifts towards the
+    edge and the cell bleaches."""
     rng = np.random.default_rng(6)
     n = 1000
     walk = np.cumsum(rng.normal(0, 0.3, n))
     filled = (walk - walk.min()) / np.ptp(walk) * 0.6  # up to 60 % of the footprint filled in
+    filled[:200] = 0  # and observed whole for a while
     drift = np.linspace(0, 0.5, n) + rng.uniform(0, 0.05, n)  # the field drifting towards the edge
     barely = filled / 10  # at most 6 % of its footprint: cannot make its activity
     noise = lambda: rng.normal(0, 0.5, n)  # noqa: E731
+    only_when_filled = 10 * _events(rng, n) * (filled >= 0.1) + noise()
     pairs = [(filled, 5 * filled + noise(), True), (filled, 3 - 5 * filled + noise(), True),
+             (filled, only_when_filled, True),
              (filled, 10 * _events(rng, n) + noise(), False),
-             (drift, 5 * _events(rng, n) + 6 * np.exp(-np.arange(n) / 1000) + noise(), False),  # bleaching
+             (drift, 5 * _events(rng, n) + 12 * np.exp(-np.arange(n) / 1000) + noise(), False),  # bleaching
              (barely, 5 * barely + 0.1 * noise(), False)]
-    follows = _follow_the_filling(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
-    assert abs(np.corrcoef(pairs[3][0], pairs[3][1])[0, 1]) > 0.35  # without the trends removed: followed
+    follows = _follow_the_filling(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), 6.0, 20)
     assert follows.tolist() == [p[2] for p in pairs]
-    assert not _follow_the_filling(np.zeros((1, n)), np.zeros((1, n))).any()  # no fill, flat trace: no warning
+    assert abs(np.corrcoef(pairs[2][0], pairs[2][1])[0, 1]) < 0.35  # not followed: no events while observed
+    assert abs(np.corrcoef(pairs[4][0], pairs[4][1])[0, 1]) > 0.35  # without the trends removed: followed
+    assert not _follow_the_filling(np.zeros((1, n)), np.zeros((1, n)), 6.0, 20).any()  # no fill: no warning

@@ -51,7 +51,7 @@ import scipy.sparse.csgraph
 from miniscope_assets.engine.binning import BinnedMovie
 from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, map_images, neuron_filter_sigmas, ring_radii
 from miniscope_assets.engine.motion import MotionCorrection
-from miniscope_assets.engine.noise import noise_from_differences, rise_snr, trace_snr
+from miniscope_assets.engine.noise import noise_from_differences, rise_snr, rises, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
 from miniscope_assets.engine.workers import ordered_map
 from miniscope_assets.results import footprint_centroids
@@ -137,7 +137,8 @@ def extract_sources(
         cell_sized = ~_wider_than_a_cell(footprint_matrix, frame_shape, params["neuron_diameter"])
         footprint_matrix, trace_matrix = footprint_matrix[:, cell_sized], trace_matrix[cell_sized]
         if motion is not None:
-            real = ~_follow_the_filling(motion.filled_fractions(footprint_matrix, binned.bin_size), trace_matrix)
+            filled = motion.filled_fractions(footprint_matrix, binned.bin_size)
+            real = ~_follow_the_filling(filled, trace_matrix, params["min_snr"], rise_window)
             footprint_matrix, trace_matrix = footprint_matrix[:, real], trace_matrix[real]
         footprint_matrix, trace_matrix = _order(footprint_matrix, trace_matrix, width)
     else:
@@ -507,14 +508,16 @@ def _fragments(footprints: np.ndarray, projected: np.ndarray, demixed: np.ndarra
 
 
 # ------------------------------------------------------------------------------ merging
-def _follow_the_filling(filled: np.ndarray, traces: np.ndarray) -> np.ndarray:
-    """Sources whose trace follows the fraction of their footprint the registration filled in
-    (``filled``, (K, n) like ``traces``) where that reaches ``_MIN_FILL``: near the frame's edge the
-    mirrored fill-in flickers with the motion, and a "source" seeded on it brightens (or darkens)
-    when the frame moves its way. Follows: the absolute correlation of the two, each with its
-    linear trend removed (a slow drift of the field towards one edge and a cell's bleaching are not
-    counted), exceeds ``_FILL_CORRELATION``. On the development cases of both simulators no true
-    cell exceeded 0.25, these artefacts 0.3-0.7."""
+def _follow_the_filling(filled: np.ndarray, traces: np.ndarray, min_snr: float, rise_window: int) -> np.ndarray:
+    """Sources whose activity comes from the registration's fill-in: ``filled`` (K, n, like
+    ``traces``) is the fraction of each footprint filled in, and a source it reaches
+    ``_MIN_FILL`` for is dropped if (1) its trace follows it (absolute correlation above
+    ``_FILL_CORRELATION``, each with its linear trend removed: a slow drift of the field towards
+    one edge and a cell's bleaching are not counted), or (2) the trace never rises ``min_snr``
+    noise units (:func:`rises`, ``rise_window``) in the bins it was observed in (filled below
+    ``_MIN_FILL``). Near the frame's edge the mirrored fill-in flickers with the motion, and a
+    "source" seeded on it brightens or darkens when the frame moves its way; a cell's own
+    transients happen whether or not it is filled in."""
     time_axis = np.linspace(-1, 1, traces.shape[1])
     design = np.stack([np.ones_like(time_axis), time_axis], axis=1)
     follows = np.zeros(len(traces), bool)
@@ -522,6 +525,9 @@ def _follow_the_filling(filled: np.ndarray, traces: np.ndarray) -> np.ndarray:
         pair = np.stack([filled[k], traces[k]], axis=1).astype(np.float64)
         detrended = pair - design @ np.linalg.lstsq(design, pair, rcond=None)[0]
         follows[k] = abs(_correlate_columns(detrended[:, :1], detrended[:, 1])[0]) > _FILL_CORRELATION
+        if not follows[k] and len(traces[k]) > rise_window:
+            observed = filled[k, rise_window:] < _MIN_FILL
+            follows[k] = not observed.any() or rises(traces[k], rise_window)[observed].max() < min_snr
     return follows
 
 

@@ -40,9 +40,16 @@ def rise_snr(trace: np.ndarray, window: int) -> float:
     trace = np.asarray(trace, np.float64)
     if len(trace) <= window:
         return trace_snr(trace)
+    return float(rises(trace, window).max())
+
+
+def rises(trace: np.ndarray, window: int) -> np.ndarray:
+    """Rise of every sample from index ``window`` on above the median of the ``window`` samples
+    before it, over the trace's noise (:func:`rise_snr` is the largest); ``trace`` longer than ``window``."""
+    trace = np.asarray(trace, np.float64)
     noise = float(noise_from_differences(trace))
     preceding = np.median(np.lib.stride_tricks.sliding_window_view(trace[:-1], window), axis=1)
-    return float((trace[window:] - preceding).max() / max(noise, 1e-12))
+    return (trace[window:] - preceding) / max(noise, 1e-12)
 
 
 def trace_snr(trace: np.ndarray) -> float:
