@@ -129,7 +129,7 @@ def extract_sources(
                 traces.append(component.trace)
         if progress:
             progress(STAGE, (index + 1) / len(windows))
-    found = len(footprints)
+    found, at_edge = len(footprints), 0
     if footprints:
         footprint_matrix = scipy.sparse.hstack(footprints, format="csc").astype(np.float32)
         trace_matrix = np.stack(traces).astype(np.float32)
@@ -138,8 +138,9 @@ def extract_sources(
         footprint_matrix, trace_matrix = footprint_matrix[:, cell_sized], trace_matrix[cell_sized]
         if motion is not None:
             filled = motion.filled_fractions(footprint_matrix, binned.bin_size)
-            real = ~_follow_the_filling(filled, trace_matrix, params["min_snr"], rise_window)
-            footprint_matrix, trace_matrix = footprint_matrix[:, real], trace_matrix[real]
+            fill_in = _follow_the_filling(filled, trace_matrix, params["min_snr"], rise_window)
+            footprint_matrix, trace_matrix = footprint_matrix[:, ~fill_in], trace_matrix[~fill_in]
+            at_edge = int(fill_in.sum())
         footprint_matrix, trace_matrix = _order(footprint_matrix, trace_matrix, width)
     else:
         footprint_matrix = scipy.sparse.csc_matrix((height * width, 0), dtype=np.float32)
@@ -157,6 +158,7 @@ def extract_sources(
             "bin_size": binned.bin_size,
             "patches": len(windows),
             "sources_in_patches": found,
+            "dropped_as_edge_fill_in": at_edge,
             "sources": int(footprint_matrix.shape[1]),
         },
     )
@@ -507,7 +509,6 @@ def _fragments(footprints: np.ndarray, projected: np.ndarray, demixed: np.ndarra
     return fragment
 
 
-# ------------------------------------------------------------------------------ merging
 def _follow_the_filling(filled: np.ndarray, traces: np.ndarray, min_snr: float, rise_window: int) -> np.ndarray:
     """Sources whose activity comes from the registration's fill-in: ``filled`` (K, n, like
     ``traces``) is the fraction of each footprint filled in, and a source it reaches
@@ -531,6 +532,7 @@ def _follow_the_filling(filled: np.ndarray, traces: np.ndarray, min_snr: float, 
     return follows
 
 
+# ------------------------------------------------------------------------------ merging
 def _merge_duplicates_dense(footprints, traces, threshold):
     """:func:`_merge_duplicates` for dense (P, k) footprints."""
     merged_f, merged_t = _merge_duplicates(scipy.sparse.csc_matrix(footprints), traces, threshold)
