@@ -81,8 +81,8 @@ class MotionCorrection:
     def filled_fractions(self, footprints: scipy.sparse.csc_matrix, bin_size: int = 1) -> np.ndarray:
         """(K, bins): the fraction of each footprint's weight that the registration filled in
         (``out[y, x] = raw[y - dy, x - dx]`` with ``(y - dy, x - dx)`` outside the raw frame),
-        averaged over bins of ``bin_size`` frames. From the rigid shifts: at the frame's edge the
-        block shifts differ from them by a fraction of a pixel."""
+        averaged over bins of ``bin_size`` frames. From the rigid shifts: under piecewise-rigid
+        registration the edge blocks' local deformation is left out."""
         height, width = self.reference.shape
         dy, dx = self.rigid.y_shifts.astype(np.float64), self.rigid.x_shifts.astype(np.float64)
         # the rows [top, bottom) and columns [left, right) each frame observed
