@@ -140,16 +140,17 @@ def test_a_source_whose_trace_only_drifts_is_rejected():
 
 
 def test_a_source_wider_than_a_cell_is_told_from_cells_of_the_measured_size():
-    """A cell whose half-maximum width is the diameter (or 1.3 x it) against what the ring model
-    leaves of a neuropil blob (sigma 1.5-3 diameters), cut off at one diameter from its centre."""
+    """A cell whose half-maximum width is the diameter (or 1.4 x it: a full field's cells vary in
+    size around the measured median) against what the ring model leaves of a neuropil blob
+    (sigma 1.5-3 diameters), cut off at one diameter from its centre."""
     shape, diameter = (80, 80), 10.0
     yy, xx = np.indices(shape)
     distance = np.hypot(yy - 40.3, xx - 39.6)
-    cells = [np.exp(-0.5 * (distance / (width * diameter / 2.355)) ** 2) for width in (1.0, 1.3)]
+    cells = [np.exp(-0.5 * (distance / (width * diameter / 2.355)) ** 2) for width in (1.0, 1.3, 1.4)]
     blobs = [np.exp(-0.5 * (distance / (sigma * diameter)) ** 2) * (distance <= diameter) for sigma in (1.5, 3.0)]
     footprints = np.stack([np.where(image >= 0.1 * image.max(), image, 0).ravel() for image in cells + blobs], axis=1)
     wide = _wider_than_a_cell(scipy.sparse.csc_matrix(footprints.astype(np.float32)), shape, diameter)
-    assert wide.tolist() == [False, False, True, True]
+    assert wide.tolist() == [False, False, False, True, True]
 
 
 def test_a_source_that_follows_the_registrations_fill_in_is_dropped_and_a_cell_at_the_edge_is_not():

@@ -60,7 +60,7 @@ STAGE = "source_extraction"
 _SUPPORT_CORRELATION = 0.3
 _FOOTPRINT_CUTOFF = 0.1
 _MIN_AREA_FRACTION = 0.2
-_MAX_EDGE_LEVEL = 0.3  # see _wider_than_a_cell
+_MAX_EDGE_LEVEL = 0.4  # see _wider_than_a_cell
 _DUPLICATE_COSINE = 0.8  # see _merge_duplicates
 _FILL_CORRELATION, _MIN_FILL = 0.35, 0.1  # see _follow_the_filling
 _HALS_SWEEPS = 3
@@ -454,9 +454,10 @@ def _accept(footprints, signal, traces, params, rise_window: int) -> np.ndarray:
 
 def _wider_than_a_cell(footprints: scipy.sparse.csc_matrix, frame_shape, diameter: float) -> np.ndarray:
     """Sources still, on average, at ``_MAX_EDGE_LEVEL`` of their peak at 0.75-1 diameter from
-    their centroid, where a cell's footprint has fallen to about a fifth of its peak or less:
-    cut off by the disk they may grow in, what is left of a neuropil or background structure
-    larger than a cell once the ring model has taken its surroundings."""
+    their centroid, where a cell of the (median) diameter has fallen to about a fifth of its peak
+    and one of 1.4 x it to a third: cut off by the disk they may grow in, what is left of a
+    neuropil or background structure larger than a cell once the ring model has taken its
+    surroundings."""
     height, width = frame_shape
     reach = int(np.ceil(diameter)) + 1
     wide = np.zeros(footprints.shape[1], bool)
