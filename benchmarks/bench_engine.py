@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 import scipy.sparse
 
-from miniscope_assets.engine.workers import PARCEL_PREFIX, shared_folder, worker_count
+from miniscope_assets.engine.workers import parcel_files, worker_count
 from miniscope_assets.results import ProcessingResult, RigidMotion, SummaryImages
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
@@ -119,14 +119,12 @@ class RssSampler:
 
 def _parcel_bytes() -> int:
     """Bytes of the engine workers' parcels now in shared memory (see engine/workers.py)."""
-    folder = shared_folder()
     total = 0
-    for name in os.listdir(folder):
-        if name.startswith(PARCEL_PREFIX):
-            try:
-                total += os.stat(os.path.join(folder, name)).st_size
-            except OSError:  # read and removed meanwhile
-                pass
+    for path in parcel_files():
+        try:
+            total += os.stat(path).st_size
+        except OSError:  # read and removed meanwhile
+            pass
     return total
 
 

@@ -77,6 +77,14 @@ def footprint_centroids(footprints: scipy.sparse.spmatrix, width: int) -> tuple[
     return np.asarray(footprints.T @ rows).ravel() / weights, np.asarray(footprints.T @ columns).ravel() / weights
 
 
+def footprint_pixels(footprints: scipy.sparse.csc_matrix, k: int, width: int) -> tuple[np.ndarray, ...]:
+    """(rows, columns, values) of the stored pixels of footprint column ``k`` (row-major pixels
+    of a frame ``width`` px wide)."""
+    start, end = footprints.indptr[k], footprints.indptr[k + 1]
+    rows, columns = np.divmod(footprints.indices[start:end], width)
+    return rows, columns, footprints.data[start:end]
+
+
 @dataclass
 class ProcessingResult:
     """Motion correction, masks, classification and traces of one recording x paramset."""

@@ -13,8 +13,7 @@ from miniscope_assets.engine.workers import ordered_map
 
 
 def _parcels() -> set[str]:
-    folder = workers.shared_folder()
-    return {name for name in os.listdir(folder) if name.startswith(workers.PARCEL_PREFIX)}
+    return {os.path.basename(path) for path in workers.parcel_files()}
 
 
 def _scaled(factor, item):

@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse
 
 from miniscope_assets.engine.extraction import expected_soma_area
+from miniscope_assets.results import footprint_pixels
 
 MIN_SOLIDITY = 0.75
 RULES = (  # (criterion, the type of a non-soma mask failing it), in the order the type is decided
@@ -71,10 +72,10 @@ def footprint_features(footprints: scipy.sparse.csc_matrix, frame_shape, correla
         features["consistency"][:] = np.nan
     expected = expected_soma_area(neuron_diameter)
     for k in range(n):
-        start, end = footprints.indptr[k], footprints.indptr[k + 1]
-        if end == start:
+        ys, xs, values = footprint_pixels(footprints, k, width)
+        if not len(values):
             continue
-        ys, xs, weights = _smoothed_core(footprints.indices[start:end], footprints.data[start:end], frame_shape)
+        ys, xs, weights = _smoothed_core(ys, xs, values, frame_shape)
         features["area_ratio"][k] = len(ys) / expected
         features["cut"][k] = float(ys.min() == 0 or xs.min() == 0 or ys.max() == frame_shape[0] - 1
                                    or xs.max() == width - 1)
@@ -90,11 +91,10 @@ def footprint_features(footprints: scipy.sparse.csc_matrix, frame_shape, correla
     return features
 
 
-def _smoothed_core(pixels: np.ndarray, values: np.ndarray, frame_shape) -> tuple[np.ndarray, ...]:
+def _smoothed_core(ys: np.ndarray, xs: np.ndarray, values: np.ndarray, frame_shape) -> tuple[np.ndarray, ...]:
     """(rows, columns, values) of a footprint's core: its pixels at or above half the peak once
     smoothed by a Gaussian of ``_SMOOTHING_SIGMA`` px, so pixel noise in a dim cell's footprint
     does not make its core ragged."""
-    ys, xs = np.divmod(pixels, frame_shape[1])
     pad = int(np.ceil(3 * _SMOOTHING_SIGMA))
     y0, x0 = max(ys.min() - pad, 0), max(xs.min() - pad, 0)
     y1, x1 = min(ys.max() + pad + 1, frame_shape[0]), min(xs.max() + pad + 1, frame_shape[1])

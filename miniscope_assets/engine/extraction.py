@@ -54,7 +54,7 @@ from miniscope_assets.engine.motion import MotionCorrection
 from miniscope_assets.engine.noise import noise_from_differences, rise_snr, rises, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
 from miniscope_assets.engine.workers import ordered_map
-from miniscope_assets.results import footprint_centroids
+from miniscope_assets.results import footprint_centroids, footprint_pixels
 
 STAGE = "source_extraction"
 _SUPPORT_CORRELATION = 0.3
@@ -462,11 +462,9 @@ def _wider_than_a_cell(footprints: scipy.sparse.csc_matrix, frame_shape, diamete
     reach = int(np.ceil(diameter)) + 1
     wide = np.zeros(footprints.shape[1], bool)
     for k, (cy, cx) in enumerate(zip(*footprint_centroids(footprints, width))):
-        start, end = footprints.indptr[k], footprints.indptr[k + 1]
-        if end == start:
+        ys, xs, values = footprint_pixels(footprints, k, width)
+        if not len(values):
             continue
-        ys, xs = np.divmod(footprints.indices[start:end], width)
-        values = footprints.data[start:end]
         y0, x0 = max(int(cy) - reach, 0), max(int(cx) - reach, 0)
         y1, x1 = min(int(cy) + reach + 1, height), min(int(cx) + reach + 1, width)
         box = np.zeros((y1 - y0, x1 - x0), np.float32)

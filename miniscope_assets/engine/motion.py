@@ -45,7 +45,7 @@ from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_strea
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
 from miniscope_assets.engine.workers import ordered_map
-from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion
+from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion, footprint_pixels
 
 Progress = Callable[[str, float], None]
 STAGE = "motion_correction"
@@ -91,11 +91,12 @@ class MotionCorrection:
         starts = np.arange(0, len(dy), bin_size)
         counts = np.diff(np.append(starts, len(dy)))
         fractions = np.zeros((footprints.shape[1], len(starts)), np.float32)
+        if not len(starts):
+            return fractions
         for k in range(footprints.shape[1]):
-            column = footprints[:, [k]].tocoo()
-            rows, columns, weights = column.row // width, column.row % width, column.data.astype(np.float64)
-            total = weights.sum()
-            if total <= 0 or not len(starts):
+            rows, columns, weights = footprint_pixels(footprints, k, width)
+            total = float(weights.sum(dtype=np.float64))
+            if total <= 0:
                 continue
             y0, x0 = rows.min(), columns.min()
             box = np.zeros((rows.max() - y0 + 1, columns.max() - x0 + 1))

@@ -41,6 +41,7 @@ from miniscope_assets.engine.filters import RingAverage, ring_radii
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import trace_snr
 from miniscope_assets.engine.workers import ordered_map, worker_count
+from miniscope_assets.results import footprint_pixels
 
 STAGE = "traces"
 DEMIX_CHUNK_BYTES = 32 << 20  # float32 frames a worker demixes at once: bounds its memory at any frame size
@@ -93,15 +94,14 @@ def _ring_shadows(footprints: scipy.sparse.csc_matrix, gain: np.ndarray, ring: R
     reach = ring.outer
     columns = []
     for k in range(footprints.shape[1]):
-        start, end = footprints.indptr[k], footprints.indptr[k + 1]
-        ys, xs = np.divmod(footprints.indices[start:end], width)
+        ys, xs, values = footprint_pixels(footprints, k, width)
         if len(ys) == 0:
             columns.append(scipy.sparse.csc_matrix((height * width, 1), dtype=np.float32))
             continue
         y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, height)
         x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, width)
         local = np.zeros((y1 - y0, x1 - x0), np.float32)
-        local[ys - y0, xs - x0] = footprints.data[start:end] * gain[ys, xs] / ring.counts[ys, xs]
+        local[ys - y0, xs - x0] = values * gain[ys, xs] / ring.counts[ys, xs]
         summed = ring.sum(local)
         ly, lx = np.nonzero(summed > 1e-7 * max(float(summed.max()), 1e-30))
         rows = (ly + y0) * width + (lx + x0)

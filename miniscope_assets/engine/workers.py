@@ -168,6 +168,12 @@ def shared_folder() -> str:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
+def parcel_files() -> list[str]:
+    """Paths of the parcel files now in :func:`shared_folder` (of every engine run on this machine)."""
+    folder = shared_folder()
+    return [os.path.join(folder, name) for name in os.listdir(folder) if name.startswith(PARCEL_PREFIX)]
+
+
 def _write_all(f, data: memoryview) -> None:
     data = data.cast("B")
     while data.nbytes:
