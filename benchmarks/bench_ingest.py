@@ -17,6 +17,7 @@ from pathlib import Path
 
 from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v4_recording
+from miniscope_assets.nwb.raw import COMPRESSION
 from miniscope_assets.simulation import Simulation, SimulationConfig
 from miniscope_assets.stages import recording_info
 from miniscope_assets.stages.table import RunOptions
@@ -77,7 +78,7 @@ def main() -> None:
     print(f"peak RSS         {outcome['peak_mib']:.0f} MiB  (movie in memory: {movie_mib:.0f} MiB, "
           f"{100 * outcome['peak_mib'] / movie_mib:.0f}%)")
     print(f"AVI input        {avi_mib:.0f} MiB (FFV1)")
-    print(f"NWB output       {meta['raw_nwb_size_mb']:.0f} MB (gzip level 4) at {meta['raw_nwb_path']}")
+    print(f"NWB output       {meta['raw_nwb_size_mb']:.0f} MB ({COMPRESSION['compression']} level {COMPRESSION['compression_opts']}) at {meta['raw_nwb_path']}")
 
 
 if __name__ == "__main__":

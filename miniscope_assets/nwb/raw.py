@@ -41,7 +41,11 @@ from miniscope_assets.nwb.update import new_hdf5
 RAW_SERIES = "OnePhotonSeries"
 IMAGING_PLANE = "ImagingPlane"
 CHUNK_BYTES = 4 * 1024 * 1024
-COMPRESSION = {"compression": "gzip", "compression_opts": 4}
+# gzip level 1: on Miniscope movies (shot noise in every pixel) higher levels find little more to
+# take out and the compression is the ingest's largest cost. Measured on 4 MiB chunks: level 1 is
+# 1.6-1.7 x as fast as level 4, its output 0.7-1.8 % smaller on simulated and corrupted-stream
+# frames and 2.5 % larger on a real 200 px stream.
+COMPRESSION = {"compression": "gzip", "compression_opts": 1}
 DEFAULT_EXCITATION_NM = 470.0  # Miniscope V3/V4 blue excitation LED
 DEFAULT_EMISSION_NM = 525.0  # GCaMP emission peak
 
