@@ -139,9 +139,9 @@ def test_a_bad_worker_count_is_one_clear_error(monkeypatch, value):
 
 
 def test_paramsets_share_motion_correction_and_the_movie_summary(workspace, tiny_recording):
-    """Motion correction is shared by equal motion parameters (its corrected movie kept until the
-    last of them has run); the neuron size and summary images also need equal SUMMARY_PARAMS (a
-    different neuron_diameter computes its own)."""
+    """Motion correction is shared by equal motion parameters (its corrected movie and binned copy
+    kept until the last of them has run); the neuron size and summary images also need equal
+    SUMMARY_PARAMS (a different neuron_diameter computes its own)."""
     names = ("default", "strict", "sized")
     paramsets(workspace, {"name": "default", "method": "builtin"},
               {"name": "strict", "method": "builtin", "params": {"min_pnr": 12.0}},
@@ -160,6 +160,9 @@ def test_paramsets_share_motion_correction_and_the_movie_summary(workspace, tiny
     assert [catalogs[name]["summary_images_shared"] for name in names] == [False, True, False]
     assert {"neuron_size", "summary_images"} <= set(results["sized"].notes["stage_seconds"])
     assert not {"neuron_size", "summary_images"} & set(results["strict"].notes["stage_seconds"])
+    # the binned copy was written as the movie was corrected, and shared by all three
+    assert not any("binning" in results[name].notes["stage_seconds"] for name in names)
+    assert not list(Path(results["default"].corrected_movie).parent.glob(processing_stage.BINNED_PREFIX + "*"))
     assert results["strict"].notes["neuron_size"] == results["default"].notes["neuron_size"]
     assert results["sized"].notes["neuron_size"]["source"] == "paramset"
     for name, image in results["default"].summary.as_dict().items():
@@ -182,7 +185,9 @@ def test_keeping_the_corrected_movie_is_decided_when_its_last_reader_leaves(tmp_
 
     frames = ArrayMovie(movie(nframes=12))
     with processing_stage.shared_motion(tmp_path / "motion", lambda: frames, validate_params({}), no_progress,
-                                        keep=keep, n_workers=1) as (_, corrected, reused):
-        assert corrected.is_file() and not reused
+                                        keep=keep, n_workers=1, binned=True) as shared:
+        assert shared.corrected.is_file() and not shared.reused
+        assert shared.binned.path.is_file() and shared.binned.nframes == 12
         decided["answer"] = answer
-    assert corrected.is_file() == kept
+    assert shared.corrected.is_file() == kept
+    assert shared.binned.path.is_file() == kept  # the binned copy goes with its movie

@@ -7,7 +7,8 @@ replaces the previous one only when complete. The built-in engine's motion corre
 shared by the recording's paramsets with the same motion parameters: the shifts are estimated
 once and kept under the recording's work folder; the corrected movie is kept only
 while a stage reads it or another paramset sharing it has still to run, and written again
-from the shifts when needed. Beside the shifts, the
+from the shifts when needed; the binned copy source extraction reads is written with it (and
+goes with it). Beside the shifts, the
 neuron size and summary images are kept per set of ``SUMMARY_PARAMS``, so paramsets that differ
 only in later parameters (seed thresholds, classification, traces) compute them once. Stored
 paths are relative to their root.
@@ -23,10 +24,10 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import miniscope_assets
-from miniscope_assets.atomic import atomic_directory, remove_leftovers, scratch_path, write_text_atomic
+from miniscope_assets.atomic import atomic_directory, atomic_path, remove_leftovers, scratch_path, write_text_atomic
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.errors import MiniscopeInputError, ParameterError
 from miniscope_assets.io.paramsets import ParamSet
@@ -47,6 +48,11 @@ from miniscope_assets.stages.workspace import Partition, Progress, StageReport
 
 BUILTIN_RESULTS = "results.h5"
 MOTION_RECORD = "motion.h5"
+BINNED_PREFIX = "binned-"  # binned copies of a motion folder's corrected movie, by max_init_frames and chunk_frames
+
+if TYPE_CHECKING:
+    from miniscope_assets.engine.binning import BinnedMovie
+    from miniscope_assets.engine.motion import ChunkTap, MotionCorrection
 
 
 def validate_paramset(paramset: ParamSet) -> dict:
@@ -176,22 +182,36 @@ def wanted_by_another_paramset(partition: Partition, folder: Path) -> bool:
     return False
 
 
+class SharedMotion(NamedTuple):
+    """What :func:`shared_motion` gives a run."""
+
+    motion: MotionCorrection
+    corrected: Path  # the corrected movie
+    reused: bool  # whether the shifts were estimated by an earlier run
+    binned: BinnedMovie | None  # the binned copy of the corrected movie for the run's params, if there is one
+
+
 @contextlib.contextmanager
 def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress,
-                  keep: Callable[[], bool], n_workers: int):
+                  keep: Callable[[], bool], n_workers: int, binned: bool = False) -> Iterator[SharedMotion]:
     """Motion correction in ``folder``: estimated once (shifts and reference kept for good), the
     corrected movie written or rewritten from the stored shifts and kept only while in use.
+    With ``binned``, the binned copy of the corrected movie for ``params`` is written as the
+    movie is (no pass of its own), and lives and goes with it; a run that finds the movie
+    written without a copy for its params gets none and writes its own.
 
-    Yields (MotionCorrection, corrected movie path, whether the shifts were reused). Readers hold
-    a shared lock; the last one out removes the corrected movie unless ``keep()`` (asked then,
-    when the runs that waited for the lock may have finished; kept if it cannot tell). The
-    engine runs in ``n_workers`` processes.
+    Yields a SharedMotion. Readers hold a shared lock; the last one out removes the corrected
+    movie (and its binned copies) unless ``keep()`` (asked then, when the runs that waited for
+    the lock may have finished; kept if it cannot tell). The engine runs in ``n_workers``
+    processes.
     """
+    from miniscope_assets.engine.binning import open_binned
     from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
     from miniscope_assets.engine.movie import DecodedOnce
     from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
 
     corrected, record = folder / CORRECTED_MOVIE, folder / MOTION_RECORD
+    binned_path = folder / f"{BINNED_PREFIX}{params['max_init_frames']}-{params['chunk_frames']}.h5" if binned else None
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -200,14 +220,17 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
         if reused:
             motion = load_motion_correction(record)
             if not corrected.is_file():
-                rewrite_corrected_movie(movie(), motion, params, corrected, progress, n_workers)
+                with _binned_copy(binned_path, source := movie(), params) as tap:
+                    rewrite_corrected_movie(source, motion, params, corrected, progress, n_workers, tap)
         else:  # three passes over the movie (template, shifts, corrected movie): decode it once
-            with scratch_path(folder / "decoded.raw") as scratch, DecodedOnce(movie(), scratch) as source:
-                motion = correct_motion(source, params, corrected, progress, n_workers)
+            with (scratch_path(folder / "decoded.raw") as scratch, DecodedOnce(movie(), scratch) as source,
+                  _binned_copy(binned_path, source, params) as tap):
+                motion = correct_motion(source, params, corrected, progress, n_workers, tap)
             save_motion_correction(motion, record)
         fcntl.flock(lock, fcntl.LOCK_SH)
         try:
-            yield motion, corrected, reused
+            binned_movie = open_binned(binned_path) if binned_path is not None and binned_path.is_file() else None
+            yield SharedMotion(motion, corrected, reused, binned_movie)
         finally:
             try:
                 keep_movie = keep()
@@ -216,9 +239,27 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
             if not keep_movie:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    for copy in folder.glob(f"{BINNED_PREFIX}*.h5"):
+                        copy.unlink()
                     corrected.unlink(missing_ok=True)
                 except BlockingIOError:
                     pass  # another paramset still reads it; it removes the movie when done
+
+
+@contextlib.contextmanager
+def _binned_copy(path: Path | None, movie: MovieSource, params: dict) -> Iterator[ChunkTap | None]:
+    """The motion-correction tap that writes the binned copy of ``movie`` corrected to ``path``
+    (atomically, when the correction is done), or None if no copy is wanted or it exists."""
+    from miniscope_assets.engine.binning import BinnedWriter
+    from miniscope_assets.engine.motion import ChunkTap
+
+    if path is None or path.is_file():
+        yield None
+        return
+    with (atomic_path(path) as temporary,
+          BinnedWriter(temporary, movie.nframes, movie.frame_shape, params["max_init_frames"]) as writer):
+        yield ChunkTap(writer.reducer(), writer.add)
+        writer.finish()
 
 
 @contextlib.contextmanager
@@ -235,8 +276,8 @@ def corrected_movie_of(partition: Partition, result: ProcessingResult, progress:
     params = validate_paramset(partition.paramset)
     with shared_motion(path.parent, lambda: info.movie(partition.workspace.data_root), params, progress,
                        keep=lambda: wanted_by_another_paramset(partition, path.parent),
-                       n_workers=engine_workers()) as (_, corrected, _):
-        yield open_corrected_movie(corrected)
+                       n_workers=engine_workers()) as shared:
+        yield open_corrected_movie(shared.corrected)
 
 
 def engine_workers() -> int:
@@ -264,11 +305,12 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict,
             def keep() -> bool:
                 return partition.paramset.keep_corrected_movie or wanted_by_another_paramset(partition, folder)
 
-            with shared_motion(folder, lambda: movie, params, progress, keep=keep,
-                               n_workers=n_workers) as (motion, corrected, motion_shared):
-                result = run_engine(movie, params, fresh, info.fps, progress=progress, motion=(motion, corrected),
-                                    n_workers=n_workers, shared_summary=summary)
-            shared = {"motion_correction_shared": motion_shared, "summary_images_shared": summary.reused}
+            with shared_motion(folder, lambda: movie, params, progress, keep=keep, n_workers=n_workers,
+                               binned=True) as motion:
+                result = run_engine(movie, params, fresh, info.fps, progress=progress,
+                                    motion=(motion.motion, motion.corrected), n_workers=n_workers,
+                                    shared_summary=summary, binned=motion.binned)
+            shared = {"motion_correction_shared": motion.reused, "summary_images_shared": summary.reused}
             save_results(result, fresh / BUILTIN_RESULTS)
             kind, name = "builtin", BUILTIN_RESULTS
         else:
