@@ -24,7 +24,7 @@ from miniscope_assets.results import MASK_TYPES
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
 CHUNK = 64
-STAGES = ("motion_correction", "summary_images", "source_extraction", "traces")  # binned during motion correction
+STAGES = ("motion_correction", "binning", "summary_images", "source_extraction", "traces")
 
 
 class ChunkCheckingMovie:

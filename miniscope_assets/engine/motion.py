@@ -30,7 +30,7 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -494,43 +494,29 @@ class _ShiftApplier:
         return self.warper.remap(frame, self.map_x, self.map_y)
 
 
-@dataclass(frozen=True)
-class ChunkTap:
-    """More work on each chunk of corrected frames while it is at hand: ``reduce(first, frames)``
-    where the chunk is registered (a worker process), ``take(reduced)`` in this process, in
-    frame order."""
-
-    reduce: Callable[[int, np.ndarray], Any]
-    take: Callable[[Any], None]
-
-
-def _register_chunk(state: tuple[_ShiftApplier, Callable | None], chunk) -> tuple[int, np.ndarray, Any]:
-    """(first, registered frames in the movie's dtype, the tap's reduction of them or None) of
-    one chunk of raw frames."""
-    applier, reduce = state
+def _register_chunk(applier: _ShiftApplier, chunk) -> tuple[int, np.ndarray]:
+    """(first, registered frames in the movie's dtype) of one chunk of raw frames."""
     first, frames = chunk
     output = np.empty(frames.shape, applier.dtype)
     for i, frame in enumerate(frames):
         _store(applier.frame(first + i, frame), output[i])
-    return first, output, reduce(first, output) if reduce else None
+    return first, output
 
 
 def apply_shifts(
     movie: MovieSource, shifts: dict, output_path: Path, params: dict, progress: Progress | None = None,
-    n_workers: int | None = None, tap: ChunkTap | None = None,
+    n_workers: int | None = None,
 ) -> None:
     """Write the registered raw frames to ``output_path`` (dataset ``corrected``), atomically;
-    chunks of frames are registered (and reduced by ``tap``) by ``n_workers`` processes."""
+    chunks of frames are registered by ``n_workers`` processes."""
     n = movie.nframes
-    state = _ShiftApplier(shifts, movie.frame_shape, movie.dtype), tap.reduce if tap else None
+    applier = _ShiftApplier(shifts, movie.frame_shape, movie.dtype)
     with atomic_path(output_path) as temporary:
         with open_for_streaming_write(temporary, movie.frame_shape, movie.dtype) as f:
             dataset = create_movie_dataset(f, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
             chunks = movie.iter_chunks(params["chunk_frames"])
-            for first, registered, reduced in ordered_map(_register_chunk, chunks, state, n_workers):
+            for first, registered in ordered_map(_register_chunk, chunks, applier, n_workers):
                 dataset[first : first + len(registered)] = registered
-                if tap:
-                    tap.take(reduced)
                 if progress:
                     progress(STAGE, 0.55 + 0.45 * (first + len(registered)) / n)
 
@@ -546,7 +532,7 @@ def _store(frame: np.ndarray, target: np.ndarray) -> None:
 
 def rewrite_corrected_movie(
     movie: MovieSource, motion: MotionCorrection, params: dict, output_path: Path, progress: Progress | None = None,
-    n_workers: int | None = None, tap: ChunkTap | None = None,
+    n_workers: int | None = None,
 ) -> None:
     """Write the corrected movie again from the shifts of a earlier :func:`correct_motion` run."""
     rigid = np.stack([motion.rigid.y_shifts, motion.rigid.x_shifts], axis=1).astype(np.float64)
@@ -554,16 +540,14 @@ def rewrite_corrected_movie(
     if motion.piecewise is not None:
         grid = BlockGrid.from_params(movie.frame_shape, params["strides"], params["overlaps"])
         blocks = np.stack([motion.piecewise.y_shifts, motion.piecewise.x_shifts], axis=-1).astype(np.float64)
-    apply_shifts(movie, {"rigid": rigid, "grid": grid, "blocks": blocks}, Path(output_path), params, progress, n_workers,
-                 tap)
+    apply_shifts(movie, {"rigid": rigid, "grid": grid, "blocks": blocks}, Path(output_path), params, progress, n_workers)
 
 
 def correct_motion(
-    movie: MovieSource, params: dict, output_path: Path, progress: Progress | None = None, n_workers: int | None = None,
-    tap: ChunkTap | None = None,
+    movie: MovieSource, params: dict, output_path: Path, progress: Progress | None = None, n_workers: int | None = None
 ) -> MotionCorrection:
     """Register ``movie`` (see module docstring) and write the corrected movie to ``output_path``,
-    chunks of frames in ``n_workers`` processes, each also given to ``tap`` as it is written."""
+    chunks of frames in ``n_workers`` processes."""
     started = time.perf_counter()
     template, reference = build_template(movie, params, n_workers)
     if progress:
@@ -573,7 +557,7 @@ def correct_motion(
         if shifts[name] is not None:
             shifts[name] = shifts[name].astype(np.float32).astype(np.float64)
     estimated = time.perf_counter()
-    apply_shifts(movie, shifts, Path(output_path), params, progress, n_workers, tap)
+    apply_shifts(movie, shifts, Path(output_path), params, progress, n_workers)
     outliers = shifts["outliers"]
     rigid = RigidMotion(
         x_shifts=shifts["rigid"][:, 1].astype(np.float32),

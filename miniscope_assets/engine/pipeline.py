@@ -1,4 +1,4 @@
-"""run_engine: motion correction (with the binned copy) -> neuron size -> summary images -> sources -> traces
+"""run_engine: motion correction -> binned copy -> neuron size -> summary images -> sources -> traces
 -> classification."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Callable
 import numpy as np
 
 import miniscope_assets
-from miniscope_assets.engine.binning import BinnedMovie, BinnedWriter, write_binned
+from miniscope_assets.engine.binning import BinnedMovie, write_binned
 from miniscope_assets.engine.classification import Classification, classify_sources
 from miniscope_assets.engine.extraction import Sources, extract_sources
 from miniscope_assets.engine.h5movie import H5Movie
-from miniscope_assets.engine.motion import ChunkTap, MotionCorrection, correct_motion
+from miniscope_assets.engine.motion import MotionCorrection, correct_motion
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.neuron_size import estimate_neuron_size
 from miniscope_assets.engine.params import validate_params
@@ -67,12 +67,11 @@ def run_engine(
     """Process ``movie`` with the built-in engine.
 
     ``motion``: motion correction done before (its result and corrected movie, shared by runs
-    with the same motion parameters), and ``binned`` the binned copy of that movie if there is
-    one (else written here); without ``motion``, motion correction writes
-    ``work_dir / corrected.h5`` and, as it does, the binned copy. ``shared_summary(compute)``:
-    the MovieSummary of an earlier run on the same corrected movie with the same
-    ``SUMMARY_PARAMS``, else ``compute()``'s (it stores it for the next); without it, computed
-    here. ``params`` are validated here too (so
+    with the same motion parameters), and ``binned`` a binned copy of that movie for ``params``
+    if there is one (else written here); without ``motion``, motion correction writes
+    ``work_dir / corrected.h5``. ``shared_summary(compute)``: the MovieSummary of an earlier run
+    on the same corrected movie with the same ``SUMMARY_PARAMS``, else ``compute()``'s (it
+    stores it for the next); without it, computed here. ``params`` are validated here too (so
     raw user dicts work); ``progress(stage, fraction)`` is called when every stage starts (0)
     and ends (1), and during the streaming stages. ``n_workers`` processes share the work (None
     or 0: every core); the results do not depend on their number.
@@ -97,18 +96,14 @@ def run_engine(
             progress(stage, 1.0)
         return value
 
+    if motion is None:
+        corrected_path = work_dir / CORRECTED_MOVIE
+        motion = timed("motion_correction", correct_motion, movie, params, corrected_path, progress, n_workers), corrected_path
+    motion, corrected_path = motion
+    corrected = H5Movie(corrected_path)
     descriptor, binned_path = tempfile.mkstemp(suffix=".h5", prefix="binned_", dir=work_dir)
     os.close(descriptor)
     try:
-        if motion is None:  # the binned copy is written as the movie is corrected (one pass less)
-            corrected_path = work_dir / CORRECTED_MOVIE
-            with BinnedWriter(Path(binned_path), movie.nframes, movie.frame_shape, params["max_init_frames"]) as writer:
-                tap = ChunkTap(writer.reducer(), writer.add)
-                motion = timed("motion_correction", correct_motion, movie, params, corrected_path, progress, n_workers,
-                               tap), corrected_path
-                binned = writer.finish()
-        motion, corrected_path = motion
-        corrected = H5Movie(corrected_path)
         if binned is None:
             binned = timed("binning", write_binned, corrected, params, Path(binned_path), progress)
 

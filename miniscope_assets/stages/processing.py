@@ -7,8 +7,9 @@ replaces the previous one only when complete. The built-in engine's motion corre
 shared by the recording's paramsets with the same motion parameters: the shifts are estimated
 once and kept under the recording's work folder; the corrected movie is kept only
 while a stage reads it or another paramset sharing it has still to run, and written again
-from the shifts when needed; the binned copy source extraction reads is written with it (and
-goes with it). Beside the shifts, the
+from the shifts when needed; so is the binned copy source extraction reads (one per
+``max_init_frames`` and ``chunk_frames``), written by the first paramset that reads it. Beside
+the shifts, the
 neuron size and summary images are kept per set of ``SUMMARY_PARAMS``, so paramsets that differ
 only in later parameters (seed thresholds, classification, traces) compute them once. Stored
 paths are relative to their root.
@@ -52,7 +53,7 @@ BINNED_PREFIX = "binned-"  # binned copies of a motion folder's corrected movie,
 
 if TYPE_CHECKING:
     from miniscope_assets.engine.binning import BinnedMovie
-    from miniscope_assets.engine.motion import ChunkTap, MotionCorrection
+    from miniscope_assets.engine.motion import MotionCorrection
 
 
 def validate_paramset(paramset: ParamSet) -> dict:
@@ -188,7 +189,7 @@ class SharedMotion(NamedTuple):
     motion: MotionCorrection
     corrected: Path  # the corrected movie
     reused: bool  # whether the shifts were estimated by an earlier run
-    binned: BinnedMovie | None  # the binned copy of the corrected movie for the run's params, if there is one
+    binned: BinnedMovie | None  # the binned copy of the corrected movie for the run's params, if asked for
 
 
 @contextlib.contextmanager
@@ -196,16 +197,16 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
                   keep: Callable[[], bool], n_workers: int, binned: bool = False) -> Iterator[SharedMotion]:
     """Motion correction in ``folder``: estimated once (shifts and reference kept for good), the
     corrected movie written or rewritten from the stored shifts and kept only while in use.
-    With ``binned``, the binned copy of the corrected movie for ``params`` is written as the
-    movie is (no pass of its own), and lives and goes with it; a run that finds the movie
-    written without a copy for its params gets none and writes its own.
+    With ``binned``, the binned copy of the corrected movie for ``params`` too (written by the
+    first run that wants it, read by the others; it lives and goes with the corrected movie).
 
     Yields a SharedMotion. Readers hold a shared lock; the last one out removes the corrected
     movie (and its binned copies) unless ``keep()`` (asked then, when the runs that waited for
     the lock may have finished; kept if it cannot tell). The engine runs in ``n_workers``
     processes.
     """
-    from miniscope_assets.engine.binning import open_binned
+    from miniscope_assets.engine.binning import open_binned, write_binned
+    from miniscope_assets.engine.h5movie import H5Movie
     from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
     from miniscope_assets.engine.movie import DecodedOnce
     from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
@@ -220,17 +221,17 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
         if reused:
             motion = load_motion_correction(record)
             if not corrected.is_file():
-                with _binned_copy(binned_path, source := movie(), params) as tap:
-                    rewrite_corrected_movie(source, motion, params, corrected, progress, n_workers, tap)
+                rewrite_corrected_movie(movie(), motion, params, corrected, progress, n_workers)
         else:  # three passes over the movie (template, shifts, corrected movie): decode it once
-            with (scratch_path(folder / "decoded.raw") as scratch, DecodedOnce(movie(), scratch) as source,
-                  _binned_copy(binned_path, source, params) as tap):
-                motion = correct_motion(source, params, corrected, progress, n_workers, tap)
+            with scratch_path(folder / "decoded.raw") as scratch, DecodedOnce(movie(), scratch) as source:
+                motion = correct_motion(source, params, corrected, progress, n_workers)
             save_motion_correction(motion, record)
+        if binned_path is not None and not binned_path.is_file():
+            with atomic_path(binned_path) as temporary:
+                write_binned(H5Movie(corrected), params, temporary, progress)
         fcntl.flock(lock, fcntl.LOCK_SH)
         try:
-            binned_movie = open_binned(binned_path) if binned_path is not None and binned_path.is_file() else None
-            yield SharedMotion(motion, corrected, reused, binned_movie)
+            yield SharedMotion(motion, corrected, reused, open_binned(binned_path) if binned_path else None)
         finally:
             try:
                 keep_movie = keep()
@@ -244,22 +245,6 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
                     corrected.unlink(missing_ok=True)
                 except BlockingIOError:
                     pass  # another paramset still reads it; it removes the movie when done
-
-
-@contextlib.contextmanager
-def _binned_copy(path: Path | None, movie: MovieSource, params: dict) -> Iterator[ChunkTap | None]:
-    """The motion-correction tap that writes the binned copy of ``movie`` corrected to ``path``
-    (atomically, when the correction is done), or None if no copy is wanted or it exists."""
-    from miniscope_assets.engine.binning import BinnedWriter
-    from miniscope_assets.engine.motion import ChunkTap
-
-    if path is None or path.is_file():
-        yield None
-        return
-    with (atomic_path(path) as temporary,
-          BinnedWriter(temporary, movie.nframes, movie.frame_shape, params["max_init_frames"]) as writer):
-        yield ChunkTap(writer.reducer(), writer.add)
-        writer.finish()
 
 
 @contextlib.contextmanager
