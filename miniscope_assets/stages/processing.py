@@ -240,8 +240,8 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
             if not keep_movie:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    for copy in folder.glob(f"{BINNED_PREFIX}*.h5"):
-                        copy.unlink()
+                    for binned_copy in folder.glob(f"{BINNED_PREFIX}*.h5"):
+                        binned_copy.unlink(missing_ok=True)
                     corrected.unlink(missing_ok=True)
                 except BlockingIOError:
                     pass  # another paramset still reads it; it removes the movie when done
