@@ -79,9 +79,12 @@ class Demixer:
 
     def demix(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(fluorescence (K, n), background under each mask (K, n)) of (n, H, W) frames."""
-        flat = frames.reshape(len(frames), -1).astype(np.float32)
-        flat -= self.background
-        projections = np.asarray(self.projector @ flat.T)  # (2K, n)
+        # pixels x frames, C-ordered: the layout the sparse product reads (it would copy flat.T),
+        # made by the one copy that also converts the frames to float32
+        by_pixel = np.empty((self.background.size, len(frames)), np.float32)
+        by_pixel[:] = frames.reshape(len(frames), -1).T
+        by_pixel -= self.background[:, None]
+        projections = np.asarray(self.projector @ by_pixel)  # (2K, n)
         on_footprints, on_shadows = projections[: self.k], projections[self.k :]
         fluorescence = np.linalg.solve(self.mixing, on_footprints - on_shadows)
         background = (self.footprint_background[:, None] + on_shadows - self.shadow_gram @ fluorescence)
