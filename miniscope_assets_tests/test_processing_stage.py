@@ -160,7 +160,7 @@ def test_paramsets_share_motion_correction_and_the_movie_summary(workspace, tiny
     assert [catalogs[name]["summary_images_shared"] for name in names] == [False, True, False]
     assert {"neuron_size", "summary_images"} <= set(results["sized"].notes["stage_seconds"])
     assert not {"neuron_size", "summary_images"} & set(results["strict"].notes["stage_seconds"])
-    # the binned copy was written as the movie was corrected, and shared by all three
+    # the binned copy was written once beside the corrected movie and read by all three
     assert not any("binning" in results[name].notes["stage_seconds"] for name in names)
     assert not list(Path(results["default"].corrected_movie).parent.glob(processing_stage.BINNED_PREFIX + "*"))
     assert results["strict"].notes["neuron_size"] == results["default"].notes["neuron_size"]
