@@ -1,5 +1,5 @@
 """The binned copy of the corrected movie (engine/binning.py): bin means, the last short bin,
-chunks that cut bins, and a kept copy read back."""
+chunks that cut bins, exact 16-bit sums for 8-bit movies, and a kept copy read back."""
 
 from __future__ import annotations
 
@@ -33,6 +33,21 @@ def test_bins_are_the_means_of_their_frames_and_read_back(tmp_path, chunk_frames
     assert (kept.path, kept.bin_size, kept.nframes) == (binned.path, binned.bin_size, binned.nframes)
     np.testing.assert_array_equal(kept.mean_image, binned.mean_image)
     np.testing.assert_array_equal(kept.max_image, binned.max_image)
+    compare(kept.read(slice(7, None), slice(1, 4), slice(2, 5)), _expected_bins(frames, 5)[7:, 1:4, 2:5])
+
+
+@pytest.mark.parametrize(("dtype", "high", "stored"), [
+    (np.uint8, 255, np.uint16),  # 5 x 255 fits 16 bits: exact sums, half the bytes of float32
+    (np.uint16, 1000, np.float32),  # 5 x 65535 could overflow 16 bits, whatever the values: float32 means
+    (np.int16, 1000, np.float32),  # signed: float32 means
+])
+def test_integer_movies_whose_bin_sums_fit_16_bits_are_stored_as_sums(tmp_path, dtype, high, stored):
+    frames = np.random.default_rng(1).integers(0, high + 1, size=(23, 4, 4)).astype(dtype)
+    frames[:5, 0, 0] = high  # a full bin at the largest value
+    binned = write_binned(ArrayMovie(frames), {"max_init_frames": 5, "chunk_frames": 4}, tmp_path / "binned.h5")
+    with h5py.File(binned.path, "r") as f:
+        assert f["binned"].dtype == stored
+    np.testing.assert_array_equal(binned.read(), _expected_bins(frames, 5))
 
 
 def test_a_file_that_is_not_a_binned_copy_is_one_clear_error(tmp_path):

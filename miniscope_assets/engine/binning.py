@@ -1,11 +1,14 @@
-"""The temporally binned copy of the corrected movie (HDF5, float32): what source extraction and
-the neuron-size estimate read, written in one pass over the movie that also takes its mean and
+"""The temporally binned copy of the corrected movie (HDF5): what source extraction and the
+neuron-size estimate read, written in one pass over the movie that also takes its mean and
 maximum images (for the summary images; stored beside the copy, so :func:`open_binned` can
 read a kept copy back).
 
 Frames are averaged in bins of ``ceil(T / max_init_frames)``, so the copy holds at most
 ``max_init_frames`` frames: it fits the patches' working memory and averages the noise down
-while calcium transients (hundreds of ms) survive.
+while calcium transients (hundreds of ms) survive. A movie of unsigned integers whose bin sums
+fit 16 bits (8-bit Miniscope frames in bins of up to 257) is stored as the sums, uint16: exact,
+half the bytes of float32 means, and divided on reading into the same float32 means; any other
+movie is stored as float32 means.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from miniscope_assets.errors import MiniscopeInputError
 STAGE = "binning"
 DATASET = "binned"
 MEAN_IMAGE, MAX_IMAGE = "mean_image", "max_image"
+_SUMS = np.dtype(np.uint16)  # the stored dtype that means "bin sums", see the module docstring
 
 
 @dataclass(frozen=True)
@@ -35,15 +39,22 @@ class BinnedMovie:
     nframes: int  # binned frames
     mean_image: np.ndarray  # temporal mean of the full-rate movie
     max_image: np.ndarray  # temporal maximum of the full-rate movie
+    movie_frames: int  # frames of the full-rate movie (the last bin may hold fewer than bin_size)
 
     @property
     def frame_shape(self) -> tuple[int, int]:
         return tuple(self.mean_image.shape)
 
     def read(self, frames: slice = slice(None), rows: slice = slice(None), columns: slice = slice(None)) -> np.ndarray:
-        """Binned frames of a window, (frames, rows, columns) float32."""
+        """Binned frames of a window, (frames, rows, columns) float32 means."""
         with h5py.File(self.path, "r") as f:
-            return f[DATASET][frames, rows, columns]
+            dataset = f[DATASET]
+            if dataset.dtype != _SUMS:
+                return dataset[frames, rows, columns]
+            means = dataset.astype(np.float32)[frames, rows, columns]  # converted while read: no uint16 copy
+        counts = bin_counts(np.arange(self.nframes)[frames], self.bin_size, self.movie_frames)
+        means /= counts.astype(np.float32)[:, None, None]
+        return means
 
 
 def bin_size_for(nframes: int, max_frames: int) -> int:
@@ -51,51 +62,58 @@ def bin_size_for(nframes: int, max_frames: int) -> int:
     return max(1, -(-nframes // max_frames))
 
 
+def bin_counts(bins: np.ndarray, bin_size: int, movie_frames: int) -> np.ndarray:
+    """Frames in each of ``bins`` (indices): ``bin_size``, fewer in the last bin."""
+    return np.minimum(movie_frames - bins * bin_size, bin_size)
+
+
 def write_binned(movie: MovieSource, params: dict, path: Path,
                  progress: Callable[[str, float], None] | None = None) -> BinnedMovie:
-    """Stream ``movie`` into ``path`` averaged in bins (see module docstring)."""
+    """Stream ``movie`` into ``path`` binned (see module docstring)."""
     n = movie.nframes
     bin_size = bin_size_for(n, params["max_init_frames"])
     n_binned = -(-n // bin_size)
     height, width = movie.frame_shape
+    dtype = np.dtype(movie.dtype)
+    exact = dtype.kind == "u" and int(np.iinfo(dtype).max) * bin_size <= int(np.iinfo(_SUMS).max)
+    accumulator = _SUMS if exact else np.dtype(np.float64)
+    chunks = (min(n_binned, 32), min(height, 32), min(width, 32))
+    block = np.zeros((chunks[0], height, width), accumulator)  # bin sums of the chunk of bins being filled
+    block_start = 0  # its first bin
     total = np.zeros(movie.frame_shape, np.float64)
     maximum = np.full(movie.frame_shape, -np.inf, np.float32)
-    chunks = (min(n_binned, 32), min(height, 32), min(width, 32))
-    pending: list[np.ndarray] = []
-    written = 0
-    carry = np.zeros(movie.frame_shape, np.float64)
-    carried = 0
     with h5py.File(path, "w") as f:
-        dataset = f.create_dataset(DATASET, shape=(n_binned, height, width), dtype=np.float32, chunks=chunks)
+        dataset = f.create_dataset(DATASET, shape=(n_binned, height, width), dtype=_SUMS if exact else np.float32,
+                                   chunks=chunks)
+
+        def write(stop: int) -> None:  # the block's bins up to ``stop`` are complete
+            sums = block[: stop - block_start]
+            np.add(total, sums.sum(axis=0, dtype=np.float64), out=total)
+            if exact:
+                dataset[block_start:stop] = sums
+            else:
+                counts = bin_counts(np.arange(block_start, stop), bin_size, n)
+                dataset[block_start:stop] = (sums / counts[:, None, None]).astype(np.float32)
+            sums[:] = 0
+
         for first, frames in movie.iter_chunks(params["chunk_frames"]):
             np.maximum(maximum, frames.max(axis=0), out=maximum)
             bins = np.arange(first, first + len(frames)) // bin_size
             starts = np.flatnonzero(np.diff(bins, prepend=-1))  # where each bin begins in the chunk
             for start, stop in zip(starts, np.append(starts[1:], len(frames))):
-                sums = frames[start:stop].sum(axis=0, dtype=np.float64)
-                count = stop - start
-                total += sums
-                carry += sums
-                carried += count
-                if carried == bin_size:
-                    pending.append((carry / carried).astype(np.float32))
-                    carry[:] = 0
-                    carried = 0
-            if len(pending) >= chunks[0]:
-                dataset[written : written + len(pending)] = np.stack(pending)
-                written += len(pending)
-                pending = []
+                if bins[start] == block_start + len(block):
+                    write(bins[start])
+                    block_start = bins[start]
+                block[bins[start] - block_start] += frames[start:stop].sum(axis=0, dtype=accumulator)
             if progress:
                 progress(STAGE, (first + len(frames)) / n)
-        if carried:
-            pending.append((carry / carried).astype(np.float32))
-        if pending:
-            dataset[written : written + len(pending)] = np.stack(pending)
+        write(n_binned)
         mean = (total / n).astype(np.float32)
         f.create_dataset(MEAN_IMAGE, data=mean)
         f.create_dataset(MAX_IMAGE, data=maximum)
         f.attrs["bin_size"] = bin_size
-    return BinnedMovie(Path(path), bin_size, n_binned, mean, maximum)
+        f.attrs["movie_frames"] = n
+    return BinnedMovie(Path(path), bin_size, n_binned, mean, maximum, n)
 
 
 def open_binned(path: Path) -> BinnedMovie:
@@ -103,6 +121,6 @@ def open_binned(path: Path) -> BinnedMovie:
     try:
         with h5py.File(path, "r") as f:
             return BinnedMovie(Path(path), int(f.attrs["bin_size"]), int(f[DATASET].shape[0]), f[MEAN_IMAGE][()],
-                               f[MAX_IMAGE][()])
+                               f[MAX_IMAGE][()], int(f.attrs["movie_frames"]))
     except (OSError, KeyError) as error:
         raise MiniscopeInputError(path, f"not a binned copy of a movie ({error})") from error
