@@ -1,4 +1,5 @@
-"""The movie datasets of the NWB files: chunks compressed by threads and written directly."""
+"""The movie datasets of the NWB files: chunks compressed by threads and written directly, and
+the raw movie read back (RawNwbMovie)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from miniscope_assets.engine.movie import ArrayMovie
 from miniscope_assets.errors import MiniscopeOutputError
-from miniscope_assets.nwb.raw import fill_movie_dataset
+from miniscope_assets.nwb.raw import RAW_MOVIE, RawNwbMovie, fill_movie_dataset
 
 
 class FailingMovie(ArrayMovie):
@@ -65,3 +66,35 @@ def test_a_movie_with_more_frames_than_announced_is_refused(tmp_path):
         dataset = f.create_dataset("data", shape=(24, 8, 8), dtype=np.uint8, chunks=(5, 8, 8), compression="gzip")
         with pytest.raises(MiniscopeOutputError, match="the movie gave more than 24 frames"):
             fill_movie_dataset(dataset, movie, 2)
+
+
+def _raw_file(path, frames, **storage):
+    """A file holding ``frames`` where a raw NWB file holds its movie, stored as ``storage`` says."""
+    with h5py.File(path, "w") as f:
+        f["identifier"] = "some-identifier"
+        dataset = f.create_dataset(RAW_MOVIE, shape=(len(frames), *frames.shape[:0:-1]), dtype=frames.dtype,
+                                   **storage)
+        if storage.get("compression") == "gzip" and "shuffle" not in storage:
+            fill_movie_dataset(dataset, ArrayMovie(frames), 2)  # the writer's layout: read chunk by chunk
+        else:
+            dataset[:] = frames.transpose(0, 2, 1)
+    return path
+
+
+@pytest.mark.parametrize("storage", [
+    {"chunks": (7, 17, 13), "compression": "gzip", "compression_opts": 1},  # as written: chunks inflated by threads
+    {"chunks": (7, 17, 13), "compression": "gzip", "shuffle": True},  # another filter: read through h5py
+    {"chunks": (4, 9, 13)},  # chunks cutting the frames, uncompressed
+    {},  # contiguous
+])
+@pytest.mark.parametrize(("chunk_frames", "start", "stop"), [(5, 0, None), (7, 0, None), (100, 0, None), (3, 8, 45)])
+def test_the_raw_movie_reads_back_as_written(tmp_path, storage, chunk_frames, start, stop):
+    frames = np.random.default_rng(1).integers(0, 256, (50, 13, 17)).astype(np.uint8)  # 50 = 7 x 7 + 1
+    movie = RawNwbMovie(_raw_file(tmp_path / "raw.nwb", frames, **storage), n_threads=2)
+    assert (movie.nframes, movie.frame_shape, movie.dtype, movie.identifier) == (50, (13, 17), np.uint8,
+                                                                                 "some-identifier")
+    chunks = list(movie.iter_chunks(chunk_frames, start, stop))
+    end = 50 if stop is None else stop
+    assert [first for first, _ in chunks] == list(range(start, end, chunk_frames))
+    assert all(len(part) == min(chunk_frames, end - first) for first, part in chunks)
+    np.testing.assert_array_equal(np.concatenate([part for _, part in chunks]), frames[start:end])

@@ -24,6 +24,7 @@ from miniscope_assets.example import simulated_frames
 from miniscope_assets.io import avi
 from miniscope_assets.io.miniscope_writer import write_v4_recording
 from miniscope_assets.io.recording import read_recording
+from miniscope_assets.nwb.raw import RawNwbMovie
 from miniscope_assets.orchestration.partitions import partition_key
 from miniscope_assets.simulation import Simulation, SimulationConfig
 from miniscope_assets.stages.processing import load_processing_result
@@ -54,34 +55,37 @@ def write_session(data_root: Path, session: str, start: datetime, seed: int) -> 
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    """Every recording ingested and processed with both paramsets; counts the AVI decoding passes."""
+    """Every recording ingested and processed with both paramsets; counts the passes over the raw
+    movie per step, decoding the AVIs (``avi``) or reading the raw NWB file's copy (``nwb``)."""
     root = tmp_path_factory.mktemp("ecosystem")
     workspace = Workspace(root / "data", root / "nwb", root / "work", root / "data" / "paramsets.yaml")
     write_user_metadata(workspace.data_root / "mouse-7")
     workspace.paramsets_file.write_text(yaml.safe_dump({"paramsets": PARAMSETS}))
     recordings = write_session(workspace.data_root, "day1", datetime(2024, 5, 17, 10, 30, tzinfo=timezone.utc), 1)
     recordings += write_session(workspace.data_root, "day2", datetime(2024, 5, 18, 9, 0, tzinfo=timezone.utc), 5)
-    reads = []  # AVI reads (chunk iterations) per step
-    original = avi.AviMovie.iter_chunks
+    reads = []  # [step, {source: chunk iterations}]
+    originals = {"avi": avi.AviMovie.iter_chunks, "nwb": RawNwbMovie.iter_chunks}
 
-    def counting(self, chunk_frames, start=0, stop=None):
-        reads[-1][1] += 1
-        return original(self, chunk_frames, start, stop)
+    def counting(source):
+        def iter_chunks(self, chunk_frames, start=0, stop=None):
+            reads[-1][1][source] += 1
+            return originals[source](self, chunk_frames, start, stop)
+        return iter_chunks
 
-    avi.AviMovie.iter_chunks = counting
+    avi.AviMovie.iter_chunks, RawNwbMovie.iter_chunks = counting("avi"), counting("nwb")
     instance = DagsterInstance.ephemeral()
     try:
         keys = []
         for recording in recordings:
             key = register(workspace, recording, instance, [p["name"] for p in PARAMSETS])
-            reads.append([(key, "recording_info"), 0])
+            reads.append([(key, "recording_info"), {"avi": 0, "nwb": 0}])
             materialize_stages(workspace, key, ["recording_info"], instance)
             for paramset in PARAMSETS:
-                reads.append([(key, paramset["name"]), 0])
+                reads.append([(key, paramset["name"]), {"avi": 0, "nwb": 0}])
                 materialize_stages(workspace, partition_key(key, paramset["name"]), PARTITION_STAGES, instance)
             keys.append(key)
     finally:
-        avi.AviMovie.iter_chunks = original
+        avi.AviMovie.iter_chunks, RawNwbMovie.iter_chunks = originals["avi"], originals["nwb"]
     return workspace, keys, dict((step, count) for step, count in reads)
 
 
@@ -99,13 +103,13 @@ def test_the_raw_movie_is_written_once_and_processed_files_hold_none(outputs):
                 f.visit(names.append)
                 assert not any(n.startswith("acquisition/") for n in names)
                 assert not any(f[n].ndim == 3 and f[n].shape[0] == 200 for n in names if isinstance(f[n], h5py.Dataset))
-        # one pass over the AVIs for ingest, one for motion correction's three passes (template,
-        # shifts, corrected movie: the decoded frames are kept meanwhile); the second paramset
-        # reuses the shifts and the corrected movie the first one kept for it (no pass), which is
-        # removed once it has run; both paramsets measure the neuron size and summary images the
-        # same way: computed once, kept beside the shifts
-        assert reads[(key, "recording_info")] == 1
-        assert reads[(key, "default")] == 1 and reads[(key, "strict_pnr")] == 0
+        # the AVIs are decoded once, for ingest; motion correction reads the raw NWB file's copy
+        # once for its three passes (template, shifts, corrected movie: the frames are kept
+        # meanwhile); the second paramset reuses the shifts and the corrected movie the first one
+        # kept for it (no pass), which is removed once it has run; both paramsets measure the
+        # neuron size and summary images the same way: computed once, kept beside the shifts
+        assert reads[(key, "recording_info")] == {"avi": 1, "nwb": 0}
+        assert reads[(key, "default")] == {"avi": 0, "nwb": 1} and reads[(key, "strict_pnr")] == {"avi": 0, "nwb": 0}
         (motion,) = (workspace.work_root / key / "motion").iterdir()
         kept = sorted(p.name for p in motion.iterdir())
         assert len(kept) == 4 and kept[0] == ".lock" and kept[2] == "motion.h5", kept

@@ -131,6 +131,33 @@ def test_the_neuron_diameter_the_engine_used_is_in_the_catalog(workspace, tiny_r
     assert catalog["neuron_diameter_source"] == processed.notes["neuron_size"]["source"]
 
 
+def _frames(movie):
+    return np.concatenate([frames for _, frames in movie.iter_chunks(3)])
+
+
+def test_processing_reads_the_raw_nwb_movie_written_from_the_recordings_current_files(workspace, tiny_recording):
+    """The AVIs are decoded once per recording: processing reads the raw NWB file's movie (the same
+    frames), unless the file is missing or was written from other files (then the AVIs)."""
+    import h5py
+
+    from miniscope_assets.nwb.raw import RawNwbMovie
+
+    _, partition = materialize_partition(workspace, tiny_recording, stages=[])
+    avi = partition.recording_info().movie(workspace.data_root)
+    movie = processing_stage.raw_movie(partition)
+    assert isinstance(movie, RawNwbMovie)
+    np.testing.assert_array_equal(_frames(movie), _frames(avi))
+    raw_nwb = partition.recording.raw_nwb_path()
+    with h5py.File(raw_nwb, "r+") as f:  # as if written from the folder's files before they changed
+        del f["identifier"]
+        f["identifier"] = "written-from-other-files"
+    assert not isinstance(processing_stage.raw_movie(partition), RawNwbMovie)
+    raw_nwb.unlink()
+    movie = processing_stage.raw_movie(partition)
+    assert not isinstance(movie, RawNwbMovie)
+    np.testing.assert_array_equal(_frames(movie), _frames(avi))
+
+
 @pytest.mark.parametrize("value", ["two", "-1", "1.5"])
 def test_a_bad_worker_count_is_one_clear_error(monkeypatch, value):
     monkeypatch.setenv("MINISCOPE_WORKERS", value)

@@ -1,5 +1,6 @@
 """NWB files of a recording: the common part (session, subject, Miniscope device, imaging plane)
-and the raw file, holding the raw movie as a OnePhotonSeries written chunk by chunk, compressed.
+and the raw file, holding the raw movie as a OnePhotonSeries written chunk by chunk, compressed,
+and read back as a movie (:class:`RawNwbMovie`) by the processing stage.
 
 Array orientation follows the NWB convention used by neuroconv/roiextractors: movies are
 stored (frames, width, height) and images (width, height), i.e. x first.
@@ -39,6 +40,7 @@ from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
 from miniscope_assets.nwb.update import new_hdf5
 
 RAW_SERIES = "OnePhotonSeries"
+RAW_MOVIE = f"acquisition/{RAW_SERIES}/data"
 IMAGING_PLANE = "ImagingPlane"
 CHUNK_BYTES = 4 * 1024 * 1024
 # gzip level 1: on Miniscope movies (shot noise in every pixel) higher levels find little more to
@@ -101,6 +103,65 @@ def fill_movie_dataset(dataset: h5py.Dataset, movie: MovieSource, n_threads: int
         raise MiniscopeOutputError(dataset.name, f"the movie gave {written} frames, {movie.nframes} expected")
 
 
+class RawNwbMovie:
+    """The raw movie of a file :func:`write_raw_nwb` wrote, as a (frames, height, width)
+    MovieSource. Chunks stored with gzip alone (as :func:`fill_movie_dataset` writes them) are
+    read whole and decompressed by ``n_threads`` threads (zlib releases the GIL; None or 0:
+    every core), a few chunks ahead; other layouts are read through h5py. ``identifier``: the
+    file's (:func:`raw_identifier` of the recording it was written from)."""
+
+    def __init__(self, path: str | Path, n_threads: int | None = None):
+        self.path = Path(path)
+        with h5py.File(self.path, "r") as f:
+            identifier = f["identifier"][()]
+            self.identifier = identifier.decode() if isinstance(identifier, bytes) else str(identifier)
+            dataset = f[RAW_MOVIE]
+            self.nframes, width, height = dataset.shape
+            self.frame_shape, self.dtype = (height, width), dataset.dtype
+            self._chunk_frames = dataset.chunks[0] if dataset.chunks else self.nframes
+            self._direct = (dataset.chunks is not None and dataset.chunks[1:] == (width, height)
+                            and dataset.compression == "gzip" and not dataset.shuffle and not dataset.fletcher32
+                            and dataset.scaleoffset is None)
+        self._threads = worker_count(n_threads)
+
+    def iter_chunks(self, chunk_frames: int, start: int = 0, stop: int | None = None):
+        stop = self.nframes if stop is None else min(stop, self.nframes)
+        pending, first = None, start  # frames read but not yet yielded, from ``first`` on
+        for stored_first, frames in self._stored_chunks(start, stop):
+            frames = frames[max(start - stored_first, 0) : stop - stored_first]
+            pending = frames if pending is None else np.concatenate([pending, frames])
+            while len(pending) >= chunk_frames:
+                yield first, pending[:chunk_frames]
+                first, pending = first + chunk_frames, pending[chunk_frames:]
+        if pending is not None and len(pending):
+            yield first, pending
+
+    def _stored_chunks(self, start: int, stop: int):
+        """(first frame, frames as (n, height, width)) of the stored chunks holding start..stop."""
+        size = self._chunk_frames
+        firsts = range(start // size * size, stop, size)
+        with h5py.File(self.path, "r") as f, ThreadPoolExecutor(max_workers=self._threads) as pool:
+            dataset = f[RAW_MOVIE]
+            if not self._direct:
+                for first in firsts:
+                    yield first, np.ascontiguousarray(dataset[first : first + size].transpose(0, 2, 1))
+                return
+            shape = (size, self.frame_shape[1], self.frame_shape[0])
+
+            def inflate(first: int, filter_mask: int, stored: bytes) -> tuple[int, np.ndarray]:
+                raw = stored if filter_mask & 1 else zlib.decompress(stored)  # bit 0 set: gzip was skipped
+                block = np.frombuffer(raw, self.dtype).reshape(shape)[: self.nframes - first]
+                return first, np.ascontiguousarray(block.transpose(0, 2, 1))
+
+            pending: collections.deque = collections.deque()
+            for first in firsts:
+                pending.append(pool.submit(inflate, first, *dataset.id.read_direct_chunk((first, 0, 0))))
+                if len(pending) > 2 * self._threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
 MovieFill = Callable[[h5py.File], None]
 
 
@@ -115,6 +176,11 @@ def movie_filler(location: str, movie: MovieSource, n_threads: int | None = None
 def file_identifier(*parts: str) -> str:
     """Deterministic identifier of a file from what distinguishes it."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "miniscope-assets:" + ":".join(parts)))
+
+
+def raw_identifier(record: RecordingRecord) -> str:
+    """The raw NWB file's identifier: the recording's folder and fingerprint (its files' state)."""
+    return file_identifier(record.info.recording_dir, record.fingerprint)
 
 
 def build_nwbfile(record: RecordingRecord, session_id: str, identifier: str, purpose: str) -> NWBFile:
@@ -245,7 +311,7 @@ def write_raw_nwb(
     behaviour cameras and head orientation where recorded."""
     identity, info, root = record.identity, record.info, Path(data_root)
     nwbfile = build_nwbfile(
-        record, identity.raw_session_id, file_identifier(info.recording_dir, record.fingerprint),
+        record, identity.raw_session_id, raw_identifier(record),
         "Raw recording; processed results are in the files of the same session with a paramset suffix",
     )
     nwbfile.add_acquisition(raw_series(nwbfile, info, movie_dataset_io(movie)))
@@ -255,7 +321,7 @@ def write_raw_nwb(
     if info.head_orientation is not None:
         times, quaternions = read_head_orientation(root / info.head_orientation)
         add_head_orientation(nwbfile, times + shift, quaternions)
-    return write_nwbfile(path, nwbfile, fill=movie_filler(f"acquisition/{RAW_SERIES}/data", movie, n_threads, progress))
+    return write_nwbfile(path, nwbfile, fill=movie_filler(RAW_MOVIE, movie, n_threads, progress))
 
 
 def _clock_shift(info: RecordingInfo) -> float:

@@ -8,8 +8,9 @@ shared by the recording's paramsets with the same motion parameters: the shifts 
 once and kept under the recording's work folder; the corrected movie is kept only
 while a stage reads it or another paramset sharing it has still to run, and written again
 from the shifts when needed; so is the binned copy source extraction reads (one per
-``max_init_frames`` and ``chunk_frames``), written by the first paramset that reads it. Beside
-the shifts, the
+``max_init_frames`` and ``chunk_frames``), written by the first paramset that reads it. The raw
+movie is read from the raw NWB file the recording_info stage wrote (:func:`raw_movie`), so the
+AVIs are decoded once per recording. Beside the shifts, the
 neuron size and summary images are kept per set of ``SUMMARY_PARAMS``, so paramsets that differ
 only in later parameters (seed thresholds, classification, traces) compute them once. Stored
 paths are relative to their root.
@@ -257,12 +258,29 @@ def corrected_movie_of(partition: Partition, result: ProcessingResult, progress:
     if not (path.parent / MOTION_RECORD).is_file():
         yield open_corrected_movie(path)
         return
-    info = partition.recording_info()
     params = validate_paramset(partition.paramset)
-    with shared_motion(path.parent, lambda: info.movie(partition.workspace.data_root), params, progress,
+    with shared_motion(path.parent, lambda: raw_movie(partition), params, progress,
                        keep=lambda: wanted_by_another_paramset(partition, path.parent),
                        n_workers=engine_workers()) as shared:
         yield open_corrected_movie(shared.corrected)
+
+
+def raw_movie(partition: Partition) -> MovieSource:
+    """The recording's raw movie: the raw NWB file's copy (its frames are the AVIs' own,
+    losslessly compressed, and threads inflate them several times as fast as the AVIs decode)
+    when the file was written from the recording's current files and holds the frames the AVIs
+    would give (count, size, type); else the AVIs."""
+    from miniscope_assets.nwb.raw import RawNwbMovie, raw_identifier
+
+    record = partition.recording.record()
+    avi = record.info.movie(partition.workspace.data_root)
+    try:
+        nwb = RawNwbMovie(partition.recording.raw_nwb_path(), engine_workers())
+    except (OSError, KeyError, ValueError, TypeError):
+        return avi  # no raw NWB file (yet), or not one this package wrote
+    same = (nwb.identifier, nwb.nframes, tuple(nwb.frame_shape), nwb.dtype) == (
+        raw_identifier(record), avi.nframes, tuple(avi.frame_shape), avi.dtype)
+    return nwb if same else avi
 
 
 def engine_workers() -> int:
@@ -282,7 +300,7 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict,
         if partition.paramset.method == "builtin":
             from miniscope_assets.engine import run_engine
 
-            movie = info.movie(partition.workspace.data_root)
+            movie = raw_movie(partition)
             folder = motion_folder(partition, params)
             n_workers = engine_workers()
             summary = SharedSummary(folder, params)
