@@ -118,27 +118,29 @@ class RawNwbMovie:
             dataset = f[RAW_MOVIE]
             self.nframes, width, height = dataset.shape
             self.frame_shape, self.dtype = (height, width), dataset.dtype
-            self._chunk_frames = dataset.chunks[0] if dataset.chunks else self.nframes
             self._direct = (dataset.chunks is not None and dataset.chunks[1:] == (width, height)
                             and dataset.compression == "gzip" and not dataset.shuffle and not dataset.fletcher32
                             and dataset.scaleoffset is None)
+            # frames per read: a stored chunk, or about CHUNK_BYTES through h5py
+            self._read_frames = (dataset.chunks[0] if self._direct
+                                 else frames_per_chunk(self.frame_shape, self.dtype.itemsize, self.nframes))
         self._threads = worker_count(n_threads)
 
     def iter_chunks(self, chunk_frames: int, start: int = 0, stop: int | None = None):
         stop = self.nframes if stop is None else min(stop, self.nframes)
-        pending, first = None, start  # frames read but not yet yielded, from ``first`` on
+        pieces, count, first = [], 0, start  # frames read but not yet yielded, from ``first`` on
         for stored_first, frames in self._stored_chunks(start, stop):
-            frames = frames[max(start - stored_first, 0) : stop - stored_first]
-            pending = frames if pending is None else np.concatenate([pending, frames])
-            while len(pending) >= chunk_frames:
-                yield first, pending[:chunk_frames]
-                first, pending = first + chunk_frames, pending[chunk_frames:]
-        if pending is not None and len(pending):
-            yield first, pending
+            pieces.append(frames[max(start - stored_first, 0) : stop - stored_first])
+            count += len(pieces[-1])
+            while count >= chunk_frames:
+                yield first, _take(pieces, chunk_frames)
+                first, count = first + chunk_frames, count - chunk_frames
+        if count:
+            yield first, _take(pieces, count)
 
     def _stored_chunks(self, start: int, stop: int):
-        """(first frame, frames as (n, height, width)) of the stored chunks holding start..stop."""
-        size = self._chunk_frames
+        """(first frame, frames as (n, height, width)) of the reads covering start..stop."""
+        size = self._read_frames
         firsts = range(start // size * size, stop, size)
         with h5py.File(self.path, "r") as f, ThreadPoolExecutor(max_workers=self._threads) as pool:
             dataset = f[RAW_MOVIE]
@@ -160,6 +162,20 @@ class RawNwbMovie:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+
+
+def _take(pieces: list[np.ndarray], n: int) -> np.ndarray:
+    """The first ``n`` frames of ``pieces`` (removed from it), copied once if they span several."""
+    taken = []
+    while n:
+        piece = pieces[0]
+        taken.append(piece[:n])
+        if len(piece) > n:
+            pieces[0] = piece[n:]
+        else:
+            pieces.pop(0)
+        n -= len(taken[-1])
+    return np.concatenate(taken) if len(taken) > 1 else taken[0]
 
 
 MovieFill = Callable[[h5py.File], None]
