@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from miniscope_assets.engine.movie import ArrayMovie
-from miniscope_assets.errors import MiniscopeOutputError
+from miniscope_assets.errors import MiniscopeInputError, MiniscopeOutputError
 from miniscope_assets.nwb.raw import RAW_MOVIE, RawNwbMovie, fill_movie_dataset
 
 
@@ -98,3 +98,15 @@ def test_the_raw_movie_reads_back_as_written(tmp_path, storage, chunk_frames, st
     assert [first for first, _ in chunks] == list(range(start, end, chunk_frames))
     assert all(len(part) == min(chunk_frames, end - first) for first, part in chunks)
     np.testing.assert_array_equal(np.concatenate([part for _, part in chunks]), frames[start:end])
+
+
+def test_a_raw_movie_replaced_while_in_use_is_one_clear_error(tmp_path):
+    frames = np.zeros((20, 8, 6), np.uint8)
+    movie = RawNwbMovie(_raw_file(tmp_path / "raw.nwb", frames, chunks=(5, 6, 8), compression="gzip"))
+    other = _raw_file(tmp_path / "other.nwb", frames, chunks=(5, 6, 8), compression="gzip")
+    with h5py.File(other, "r+") as f:
+        del f["identifier"]
+        f["identifier"] = "written-from-newer-files"
+    other.rename(tmp_path / "raw.nwb")  # as recording_info replaces the file atomically
+    with pytest.raises(MiniscopeInputError, match="raw.nwb: the raw NWB file was replaced while in use"):
+        list(movie.iter_chunks(5))

@@ -33,7 +33,7 @@ from pynwb.ophys import ImagingPlane, OnePhotonSeries, OpticalChannel
 import miniscope_assets
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.workers import worker_count
-from miniscope_assets.errors import MiniscopeOutputError
+from miniscope_assets.errors import MiniscopeInputError, MiniscopeOutputError
 from miniscope_assets.io.miniscope_v4 import read_head_orientation, read_timestamps
 from miniscope_assets.io.prefetch import prefetch
 from miniscope_assets.io.recording import RecordingInfo, RecordingRecord
@@ -113,8 +113,7 @@ class RawNwbMovie:
     def __init__(self, path: str | Path, n_threads: int | None = None):
         self.path = Path(path)
         with h5py.File(self.path, "r") as f:
-            identifier = f["identifier"][()]
-            self.identifier = identifier.decode() if isinstance(identifier, bytes) else str(identifier)
+            self.identifier = _identifier(f)
             dataset = f[RAW_MOVIE]
             self.nframes, width, height = dataset.shape
             self.frame_shape, self.dtype = (height, width), dataset.dtype
@@ -143,6 +142,9 @@ class RawNwbMovie:
         size = self._read_frames
         firsts = range(start // size * size, stop, size)
         with h5py.File(self.path, "r") as f, ThreadPoolExecutor(max_workers=self._threads) as pool:
+            if _identifier(f) != self.identifier:  # replaced (renamed over) since it was opened
+                raise MiniscopeInputError(self.path, f"the raw NWB file was replaced while in use (identifier "
+                                                     f"{_identifier(f)}, {self.identifier} when opened)")
             dataset = f[RAW_MOVIE]
             if not self._direct:
                 for first in firsts:
@@ -162,6 +164,11 @@ class RawNwbMovie:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+
+
+def _identifier(f: h5py.File) -> str:
+    value = f["identifier"][()]
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _take(pieces: list[np.ndarray], n: int) -> np.ndarray:
