@@ -16,7 +16,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -75,30 +75,24 @@ def fill_movie_dataset(dataset: h5py.Dataset, movie: MovieSource, n_threads: int
     chunk_shape = dataset.chunks
     level = dataset.compression_opts
 
-    def compress(frames: np.ndarray) -> bytes:
+    def compress(first: int, frames: np.ndarray) -> tuple[int, int, bytes]:
         block = np.zeros(chunk_shape, dataset.dtype)  # an edge chunk is stored full size
         block[: len(frames)] = frames.transpose(0, 2, 1)
-        return zlib.compress(block.data, level)
+        return first, len(frames), zlib.compress(block.data, level)
 
-    pending: collections.deque = collections.deque()
-    written = 0
-
-    def write_oldest() -> int:
-        first, count, compressed = pending.popleft()
-        dataset.id.write_direct_chunk((first, 0, 0), compressed.result())
-        if progress is not None:
-            progress((first + count) / movie.nframes)
-        return count
-
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+    def chunks():
         for first, frames in prefetch(movie.iter_chunks(chunk_shape[0])):
             if first + len(frames) > movie.nframes:
                 raise MiniscopeOutputError(dataset.name, f"the movie gave more than {movie.nframes} frames")
-            pending.append((first, len(frames), pool.submit(compress, frames)))
-            if len(pending) > 2 * n_threads:
-                written += write_oldest()
-        while pending:
-            written += write_oldest()
+            yield first, frames
+
+    written = 0
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for first, count, compressed in _in_order(pool, compress, chunks(), 2 * n_threads):
+            dataset.id.write_direct_chunk((first, 0, 0), compressed)
+            written += count
+            if progress is not None:
+                progress((first + count) / movie.nframes)
     if written != movie.nframes:  # never leave zero-filled chunks for frames the movie lacked
         raise MiniscopeOutputError(dataset.name, f"the movie gave {written} frames, {movie.nframes} expected")
 
@@ -157,13 +151,20 @@ class RawNwbMovie:
                 block = np.frombuffer(raw, self.dtype).reshape(shape)[: self.nframes - first]
                 return first, np.ascontiguousarray(block.transpose(0, 2, 1))
 
-            pending: collections.deque = collections.deque()
-            for first in firsts:
-                pending.append(pool.submit(inflate, first, *dataset.id.read_direct_chunk((first, 0, 0))))
-                if len(pending) > 2 * self._threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            stored = ((first, *dataset.id.read_direct_chunk((first, 0, 0))) for first in firsts)
+            yield from _in_order(pool, inflate, stored, 2 * self._threads)
+
+
+def _in_order(pool: ThreadPoolExecutor, function: Callable, items: Iterable[tuple], ahead: int) -> Iterator:
+    """``function(*item)`` for each of ``items``, run by ``pool`` and yielded in order, at most
+    ``ahead`` of them submitted beyond the one being yielded (bounding what is in memory)."""
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.submit(function, *item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _identifier(f: h5py.File) -> str:
