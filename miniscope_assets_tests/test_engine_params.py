@@ -7,6 +7,7 @@ import json
 import pytest
 
 from miniscope_assets.engine import ENGINE_DEFAULTS, PARAM_SPECS, validate_params
+from miniscope_assets.engine.extraction import patch_overlap
 from miniscope_assets.errors import ParameterError
 
 
@@ -50,6 +51,8 @@ def test_unknown_keys_are_named():
         ({"soma_area_range": [3.0, 0.5]}, "soma_area_range"),
         ({"decay_time": 0}, "decay_time"),
         ({"chunk_frames": None}, "chunk_frames"),
+        ({"patch_overlap": 2.5}, "integer"),
+        ({"patch_overlap": -1}, ">= 0"),
     ],
 )
 def test_bad_types_and_ranges_are_rejected(bad, fragment):
@@ -60,3 +63,12 @@ def test_bad_types_and_ranges_are_rejected(bad, fragment):
 def test_optional_decay_time():
     assert validate_params({"decay_time": None})["decay_time"] is None
     assert validate_params({"decay_time": 0.4})["decay_time"] == 0.4
+
+
+def test_optional_patch_overlap_is_derived_from_the_neuron_diameter():
+    assert validate_params({})["patch_overlap"] is None
+    assert validate_params({"patch_overlap": 20.0})["patch_overlap"] == 20
+    derived = {**validate_params({}), "neuron_diameter": 10.49}
+    assert patch_overlap(derived) == 16  # 1.5 diameters, rounded up
+    assert patch_overlap({**derived, "neuron_diameter": 20.0}) == 30
+    assert patch_overlap({**derived, "patch_overlap": 0}) == 0  # given, even zero, is used

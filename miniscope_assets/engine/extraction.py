@@ -11,7 +11,8 @@ per-pixel gain ``w`` fitted by least squares.
 1. Input: the corrected movie binned in time (:mod:`~miniscope_assets.engine.binning`, at most
    ``max_init_frames`` frames).
 2. Patches: square cores of ``patch_size`` px tile the frame; each is processed with a margin of
-   ``patch_overlap`` px (only that window is in memory):
+   ``patch_overlap`` px (only that window is in memory; by default 1.5 diameters, see
+   :func:`patch_overlap`):
    a. seeds: the fluctuations minus a per-pixel least-squares background (ring average, window
       mean, fluctuation of the window's fine static structure; see
       :func:`_remove_background_for_seeding`) are band-passed at the soma scale, giving a
@@ -112,7 +113,8 @@ def extract_sources(
     footprints, traces, gain = [], [], np.ones(frame_shape, np.float32)
     valid = np.zeros(frame_shape, bool)
     valid[border : height - border, border : width - border] = True
-    cores, windows = zip(*_patch_windows(frame_shape, params["patch_size"], params["patch_overlap"]))
+    overlap = patch_overlap(params)
+    cores, windows = zip(*_patch_windows(frame_shape, params["patch_size"], overlap))
     # a source near a core boundary is kept by both patches (its centroid differs slightly
     # between them) and merged with itself below, never dropped by both
     reach = params["neuron_diameter"] / 2
@@ -157,11 +159,22 @@ def extract_sources(
         notes={
             "bin_size": binned.bin_size,
             "patches": len(windows),
+            "patch_overlap_px": overlap,
             "sources_in_patches": found,
             "dropped_as_edge_fill_in": at_edge,
             "sources": int(footprint_matrix.shape[1]),
         },
     )
+
+
+def patch_overlap(params: dict) -> int:
+    """The margin around patch cores, px: ``patch_overlap``, or if null 1.5 neuron diameters. A
+    patch keeps the sources whose centroid lies within half a diameter of its core, and a
+    footprint reaches one diameter from its centroid (the disk it is refined in): with this
+    margin every kept footprint lies whole in the window. The ring around its edge pixels may
+    leave the window; the ring average is then over the part inside."""
+    given = params["patch_overlap"]
+    return given if given is not None else int(np.ceil(1.5 * params["neuron_diameter"]))
 
 
 def _patch_windows(frame_shape, patch_size: int, overlap: int):

@@ -14,7 +14,7 @@ class ParamSpec:
     """One engine parameter: default, kind, allowed range and a one-line meaning with unit."""
 
     default: Any
-    kind: str  # "bool", "int", "float", "optional_float", "int_pair" or "float_pair"
+    kind: str  # "bool", "int", "float", "optional_int", "optional_float", "int_pair" or "float_pair"
     minimum: float | None = None
     maximum: float | None = None
     doc: str = ""
@@ -45,8 +45,9 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "min_corr": ParamSpec(0.8, "float", 0, 1, "seed threshold on the local correlation image"),
     "min_pnr": ParamSpec(5.0, "float", 0, None, "seed threshold on the peak-to-noise ratio image"),
     "ring_radius_factor": ParamSpec(1.2, "float", 0.5, 5, "background ring inner radius, in neuron diameters"),
-    "patch_size": ParamSpec(64, "int", 16, 4096, "core size of the square patches used to find sources, px"),
-    "patch_overlap": ParamSpec(24, "int", 0, 4096, "margin added around every patch core, px"),
+    "patch_size": ParamSpec(80, "int", 16, 4096, "core size of the square patches used to find sources, px"),
+    "patch_overlap": ParamSpec(None, "optional_int", 0, 4096, "margin added around every patch core, px (null: "
+                               "1.5 neuron diameters, the farthest a kept source's footprint reaches beyond the core)"),
     "max_init_frames": ParamSpec(1000, "int", 50, 1_000_000, "frames of the temporally binned movie used to find sources"),
     "refine_iterations": ParamSpec(2, "int", 0, 20, "spatial/temporal/background refinement rounds per patch"),
     "merge_threshold": ParamSpec(0.8, "float", 0, 1, "trace correlation above which overlapping sources merge"),
@@ -113,14 +114,14 @@ def _check(name: str, value: Any, spec: ParamSpec) -> Any:
         if not isinstance(value, bool):
             raise ParameterError(f"{name} must be true or false, got {value!r}")
         return value
-    if spec.kind == "optional_float" and value is None:
+    if spec.kind.startswith("optional_") and value is None:
         return None
     if spec.kind in ("int_pair", "float_pair"):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ParameterError(f"{name} must be a pair of numbers, got {value!r}")
         element = "int" if spec.kind == "int_pair" else "float"
         return [_check_number(name, v, element, spec) for v in value]
-    return _check_number(name, value, "int" if spec.kind == "int" else "float", spec)
+    return _check_number(name, value, "int" if spec.kind in ("int", "optional_int") else "float", spec)
 
 
 def _check_number(name: str, value: Any, kind: str, spec: ParamSpec) -> int | float:
