@@ -119,9 +119,8 @@ def _check(name: str, value: Any, spec: ParamSpec) -> Any:
     if spec.kind in ("int_pair", "float_pair"):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ParameterError(f"{name} must be a pair of numbers, got {value!r}")
-        element = "int" if spec.kind == "int_pair" else "float"
-        return [_check_number(name, v, element, spec) for v in value]
-    return _check_number(name, value, "int" if spec.kind in ("int", "optional_int") else "float", spec)
+        return [_check_number(name, v, spec.kind.removesuffix("_pair"), spec) for v in value]
+    return _check_number(name, value, spec.kind.removeprefix("optional_"), spec)
 
 
 def _check_number(name: str, value: Any, kind: str, spec: ParamSpec) -> int | float:
