@@ -60,14 +60,13 @@ def ensure_movie(args) -> Path:
 def write_simulated_movie(simulation_config: SimulationConfig, path: Path) -> dict:
     """Child: render the project simulator's movie into ``path`` (HDF5 dataset ``movie``, uint8)."""
     from miniscope_assets.atomic import atomic_path
-    from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
+    from miniscope_assets.engine.h5movie import create_frame_file
 
     simulation = Simulation(simulation_config)
     with atomic_path(path) as temporary:
-        with open_for_streaming_write(temporary, simulation.frame_shape, np.uint8) as f:
-            data = create_movie_dataset(f, "movie", simulation.nframes, simulation.frame_shape, np.uint8)
-            for first, frames in simulation.iter_chunks(100):
-                data[first : first + len(frames)] = frames
+        movie = create_frame_file(temporary, "movie", simulation.nframes, simulation.frame_shape, np.uint8)
+        for first, frames in simulation.iter_chunks(100):
+            movie.write(first, frames)
     return {}
 
 

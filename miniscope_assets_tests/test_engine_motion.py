@@ -171,6 +171,29 @@ def test_corrected_movie_rewritten_from_stored_shifts_is_identical(tmp_path, pw_
         assert first["corrected"].compression is None  # read four times: stored the way it reads fastest
 
 
+def _write_chunk(target, chunk):
+    first, frames = chunk
+    target.write(first, frames)
+    return first
+
+
+def test_frame_file_takes_frames_from_any_process_in_any_order(tmp_path):
+    from miniscope_assets.engine.h5movie import H5Movie, create_frame_file
+    from miniscope_assets.engine.workers import ordered_map
+
+    frames = np.random.default_rng(3).integers(0, 60000, (23, 7, 5)).astype(">u2")  # not the native byte order
+    target = create_frame_file(tmp_path / "movie.h5", "movie", len(frames), (7, 5), frames.dtype)
+    chunks = [(first, frames[first : first + 4]) for first in range(0, len(frames), 4)][::-1]
+    assert list(ordered_map(_write_chunk, chunks, target, 2)) == [first for first, _ in chunks]
+    movie = H5Movie(tmp_path / "movie.h5", "movie")
+    assert (movie.nframes, movie.frame_shape, movie.dtype) == (23, (7, 5), np.dtype(">u2"))
+    np.testing.assert_array_equal(np.concatenate([c for _, c in movie.iter_chunks(5)]), frames)
+    with pytest.raises(ValueError, match="do not fit"):
+        target.write(0, frames[:2].astype(np.uint16))
+    empty = create_frame_file(tmp_path / "empty.h5", "movie", 0, (7, 5), np.uint8)
+    assert H5Movie(empty.path, "movie").nframes == 0
+
+
 def test_motion_correction_decodes_a_movie_once_through_decoded_once(tmp_path):
     """Template, shifts and corrected movie read a DecodedOnce movie: the source gives every frame
     once, chunk boundaries may differ, and the result is the same as reading the source each time."""

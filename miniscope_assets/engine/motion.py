@@ -21,7 +21,8 @@
    shifts; a corrupted frame does not.
 6. The shifts are applied to the raw frames (cubic interpolation, mirrored borders): rigid by a
    translation, piecewise by a smooth field bilinearly interpolated between block centres
-   (cv2.remap). The result is written to HDF5 chunk by chunk.
+   (cv2.remap). Each worker writes the chunks it registers straight into the corrected movie's
+   HDF5 file (:class:`~miniscope_assets.engine.h5movie.FrameFile`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import scipy.sparse
 from miniscope_assets.atomic import atomic_path
 from miniscope_assets.engine.filters import Bandpass
 from miniscope_assets.engine.h5movie import DATASET as CORRECTED_DATASET
-from miniscope_assets.engine.h5movie import create_movie_dataset, open_for_streaming_write
+from miniscope_assets.engine.h5movie import FrameFile, create_frame_file
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
 from miniscope_assets.engine.workers import ordered_map
@@ -471,11 +472,12 @@ def _interpolate_outliers(values: np.ndarray, outliers: np.ndarray) -> np.ndarra
 
 
 class _ShiftApplier:
-    """Registers raw frames with known shifts (a worker's inherited state)."""
+    """Registers raw frames with known shifts and writes them to ``target`` (a worker's inherited state)."""
 
-    def __init__(self, shifts: dict, frame_shape, dtype):
+    def __init__(self, shifts: dict, target: FrameFile):
         self.shifts = shifts
-        self.dtype = dtype
+        self.target = target
+        frame_shape = target.frame_shape
         self.warper = _Warper(frame_shape)
         grid: BlockGrid | None = shifts["grid"]
         if grid:
@@ -494,13 +496,14 @@ class _ShiftApplier:
         return self.warper.remap(frame, self.map_x, self.map_y)
 
 
-def _register_chunk(applier: _ShiftApplier, chunk) -> tuple[int, np.ndarray]:
-    """(first, registered frames in the movie's dtype) of one chunk of raw frames."""
+def _register_chunk(applier: _ShiftApplier, chunk) -> int:
+    """Register one chunk of raw frames, write it to the corrected movie and return its length."""
     first, frames = chunk
-    output = np.empty(frames.shape, applier.dtype)
+    output = np.empty(frames.shape, applier.target.dtype)
     for i, frame in enumerate(frames):
         _store(applier.frame(first + i, frame), output[i])
-    return first, output
+    applier.target.write(first, output)
+    return len(frames)
 
 
 def apply_shifts(
@@ -508,17 +511,16 @@ def apply_shifts(
     n_workers: int | None = None,
 ) -> None:
     """Write the registered raw frames to ``output_path`` (dataset ``corrected``), atomically;
-    chunks of frames are registered by ``n_workers`` processes."""
+    chunks of frames are registered and written by ``n_workers`` processes."""
     n = movie.nframes
-    applier = _ShiftApplier(shifts, movie.frame_shape, movie.dtype)
     with atomic_path(output_path) as temporary:
-        with open_for_streaming_write(temporary, movie.frame_shape, movie.dtype) as f:
-            dataset = create_movie_dataset(f, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
-            chunks = movie.iter_chunks(params["chunk_frames"])
-            for first, registered in ordered_map(_register_chunk, chunks, applier, n_workers):
-                dataset[first : first + len(registered)] = registered
-                if progress:
-                    progress(STAGE, 0.55 + 0.45 * (first + len(registered)) / n)
+        target = create_frame_file(temporary, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
+        done = 0
+        for count in ordered_map(_register_chunk, movie.iter_chunks(params["chunk_frames"]),
+                                 _ShiftApplier(shifts, target), n_workers):
+            done += count
+            if progress:
+                progress(STAGE, 0.55 + 0.45 * done / n)
 
 
 def _store(frame: np.ndarray, target: np.ndarray) -> None:
