@@ -178,14 +178,20 @@ class _Registration:
         self.template_norms = np.sqrt(np.einsum("nij,nij->n", templates * self.taper, templates * self.taper))
         self.upsample_factor = upsample_factor
 
-    def correlate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(spectrum products, circular cross-correlations, image norms) of (n, h, w) images with
-        the templates."""
+    def _spectra(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(spectrum products with the templates, image norms) of (n, h, w) images."""
         tapered = images * self.taper
         norms = np.sqrt(np.einsum("nij,nij->n", tapered, tapered))  # no squared copy of the batch
-        product = scipy.fft.rfft2(tapered) * self.template_spectra
-        del tapered  # freed before the correlations are allocated
-        return product, scipy.fft.irfft2(product, s=self.shape), norms
+        return scipy.fft.rfft2(tapered) * self.template_spectra, norms
+
+    def _correlation_window(self, product: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Circular cross-correlations (n, m, m) at lags ``rows`` x ``columns`` (each (n, m)) only:
+        the inverse transform along y for every column frequency, then along x for the m rows
+        searched alone (41 of a 600 px frame's 600 rows for a 20 px search)."""
+        along_y = scipy.fft.ifft(product, axis=-2)
+        picked = along_y[np.arange(len(product))[:, None], rows]  # (n, m, w // 2 + 1)
+        correlation_rows = scipy.fft.irfft(picked, n=self.shape[1], axis=-1)  # (n, m, w)
+        return np.take_along_axis(correlation_rows, columns[:, None, :], axis=-1)
 
     def peaks(self, images: np.ndarray, centres: np.ndarray, radius: int) -> tuple[np.ndarray, ...]:
         """Sub-pixel correlation peaks (n, 2) searched within ``radius`` of integer ``centres`` (n, 2).
@@ -195,12 +201,12 @@ class _Registration:
         template moved). A peak at lag ``d`` means ``image(y + d) ~ template(y)``; the correction
         shift is ``-d``.
         """
-        product, correlation, norms = self.correlate(images)
+        product, norms = self._spectra(images)
         offsets = np.arange(-radius, radius + 1)
         n = len(images)
         rows = (centres[:, 0, None] + offsets) % self.shape[0]  # (n, 2r+1)
         cols = (centres[:, 1, None] + offsets) % self.shape[1]
-        window = correlation[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        window = self._correlation_window(product, rows, cols)
         flat = window.reshape(n, -1).argmax(axis=1)
         iy, ix = np.divmod(flat, len(offsets))
         integer = np.stack([centres[:, 0] + offsets[iy], centres[:, 1] + offsets[ix]], axis=1)
@@ -215,16 +221,14 @@ def _refine_peaks(product: np.ndarray, peaks: np.ndarray, shape, upsample: int) 
     """Correlation maxima on a 1/upsample grid within +-0.75 px of ``peaks`` (matrix DFT of rfft spectra)."""
     height, width = shape
     base_y, base_x, offsets = _upsampling_kernels(height, width, upsample)
-    freq_y = np.fft.fftfreq(height)
-    freq_x = np.fft.rfftfreq(width)
-    # Moving the integer peak to the origin is a phase ramp on the spectrum.
-    phase_y = np.exp(2j * np.pi * peaks[:, 0, None] * freq_y).astype(np.complex64)
-    phase_x = np.exp(2j * np.pi * peaks[:, 1, None] * freq_x).astype(np.complex64)
-    centred = product * phase_y[:, :, None] * phase_x[:, None, :]  # (n, H, Wh)
+    # Moving the integer peak to the origin is a phase ramp on the spectrum, applied to the
+    # kernels instead (31 rows at upsample_factor 20; a spectrum has as many as the image).
+    phase_y = np.exp(2j * np.pi * peaks[:, 0, None] * np.fft.fftfreq(height)).astype(np.complex64)
+    phase_x = np.exp(2j * np.pi * peaks[:, 1, None] * np.fft.rfftfreq(width)).astype(np.complex64)
+    rows = np.matmul(base_y[None] * phase_y[:, None, :], product)  # (n, m, Wh)
+    rows *= phase_x[:, None, :]
     n, m = len(peaks), len(offsets)
-    # two large matrix products rather than n small ones (much faster with a threaded BLAS)
-    rows = (base_y @ centred.transpose(1, 0, 2).reshape(height, -1)).reshape(m, n, -1)  # (m, n, Wh)
-    upsampled = np.real(rows.transpose(1, 0, 2).reshape(n * m, -1) @ base_x).reshape(n, m, m)
+    upsampled = np.real(rows.reshape(n * m, -1) @ base_x).reshape(n, m, m)
     iy, ix = np.divmod(upsampled.reshape(n, -1).argmax(axis=1), m)
     return peaks + np.stack([offsets[iy], offsets[ix]], axis=1)
 
