@@ -84,3 +84,10 @@ class H5Movie:
             data = f[self.dataset]
             for first in range(start, stop, chunk_frames):
                 yield first, data[first : min(first + chunk_frames, stop)]
+
+    def readable_anywhere(self, start: int, stop: int) -> bool:
+        return True  # a file any process opens
+
+    def read_frames(self, first: int, stop: int) -> np.ndarray:
+        with h5py.File(self.path, "r") as f:
+            return f[self.dataset][first:stop]

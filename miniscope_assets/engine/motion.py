@@ -45,7 +45,7 @@ from miniscope_assets.engine.h5movie import DATASET as CORRECTED_DATASET
 from miniscope_assets.engine.h5movie import FrameFile, create_frame_file
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
-from miniscope_assets.engine.workers import ordered_map
+from miniscope_assets.engine.workers import map_chunks
 from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion, footprint_pixels
 
 Progress = Callable[[str, float], None]
@@ -305,8 +305,8 @@ def build_template(movie: MovieSource, params: dict, n_workers: int | None = Non
         state = (frame_filter, registration, params["max_shift"], round_ == iterations)
         filtered_sum = np.zeros(movie.frame_shape, np.float64)
         raw_sum = np.zeros(movie.frame_shape, np.float64)
-        for chunk_filtered, chunk_raw in ordered_map(
-            _template_sums, movie.iter_chunks(params["chunk_frames"], 0, stop), state, n_workers
+        for chunk_filtered, chunk_raw in map_chunks(
+            _template_sums, movie, params["chunk_frames"], state, n_workers, [(0, stop)]
         ):
             filtered_sum += chunk_filtered
             raw_sum += chunk_raw
@@ -417,9 +417,8 @@ def estimate_shifts(
             block_registration=_Registration(grid.cut(template), params["upsample_factor"]) if grid else None,
             grid=grid, max_shift=params["max_shift"], deviation=params["max_deviation_rigid"],
         )
-        chunks = movie.iter_chunks(params["chunk_frames"])
-        for first, chunk_rigid, border, chunk_quality, chunk_blocks in ordered_map(
-            _chunk_shifts, chunks, estimator, n_workers
+        for first, chunk_rigid, border, chunk_quality, chunk_blocks in map_chunks(
+            _chunk_shifts, movie, params["chunk_frames"], estimator, n_workers
         ):
             frames = slice(first, first + len(chunk_rigid))
             rigid[frames], rigid_border[frames], quality[frames] = chunk_rigid, border, chunk_quality
@@ -520,8 +519,8 @@ def apply_shifts(
     with atomic_path(output_path) as temporary:
         target = create_frame_file(temporary, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
         done = 0
-        for count in ordered_map(_register_chunk, movie.iter_chunks(params["chunk_frames"]),
-                                 _ShiftApplier(shifts, target), n_workers):
+        for count in map_chunks(_register_chunk, movie, params["chunk_frames"], _ShiftApplier(shifts, target),
+                                n_workers):
             done += count
             if progress:
                 progress(STAGE, 0.55 + 0.45 * done / n)

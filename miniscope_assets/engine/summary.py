@@ -24,7 +24,7 @@ import numpy as np
 from miniscope_assets.engine.filters import Bandpass, neuron_filter_sigmas
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA, median_of_samples
-from miniscope_assets.engine.workers import ordered_map
+from miniscope_assets.engine.workers import map_chunks
 from miniscope_assets.results import SummaryImages
 
 STAGE = "summary_images"
@@ -106,10 +106,10 @@ def compute_summary_images(
     state = _Filter(Bandpass(shape, *neuron_filter_sigmas(params["neuron_diameter"])),
                     np.empty((_BATCH, *shape), np.float32))
     state.filtered_mean = state.bandpass(mean)
-    batches = (chunk for start in _noise_batch_starts(n) for chunk in movie.iter_chunks(_BATCH, start, start + _BATCH))
+    batches = [(start, start + _BATCH) for start in _noise_batch_starts(n)]
     noise_total = np.zeros(shape, np.float64)
     measured = 0
-    for noise in ordered_map(_batch_noise, batches, state, n_workers):
+    for noise in map_chunks(_batch_noise, movie, _BATCH, state, n_workers, batches):
         noise_total += noise
         measured += 1
     state.noise = np.maximum(noise_total / max(measured, 1), 1e-6).astype(np.float32)
@@ -119,7 +119,7 @@ def compute_summary_images(
     peak = np.full(shape, -np.inf, np.float32)
     correlation = LocalCorrelation(shape)
     for done, (chunk_peak, chunk_correlation) in enumerate(
-        ordered_map(_second_pass, movie.iter_chunks(chunk_frames), state, n_workers), start=1
+        map_chunks(_second_pass, movie, chunk_frames, state, n_workers), start=1
     ):
         np.maximum(peak, chunk_peak, out=peak)
         correlation.merge(chunk_correlation)

@@ -40,7 +40,7 @@ from miniscope_assets.engine.extraction import Sources
 from miniscope_assets.engine.filters import RingAverage, ring_radii
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.engine.noise import trace_snr
-from miniscope_assets.engine.workers import ordered_map, worker_count
+from miniscope_assets.engine.workers import map_chunks, ordered_map, worker_count
 from miniscope_assets.results import footprint_pixels
 
 STAGE = "traces"
@@ -197,7 +197,7 @@ def extract_traces(
     if k:
         height, width = movie.frame_shape
         chunk_frames = max(1, min(params["chunk_frames"], DEMIX_CHUNK_BYTES // (4 * height * width)))
-        for first, f, b in ordered_map(_demix_chunk, movie.iter_chunks(chunk_frames), demixer, n_workers):
+        for first, f, b in map_chunks(_demix_chunk, movie, chunk_frames, demixer, n_workers):
             fluorescence[:, first : first + f.shape[1]] = f
             neuropil[:, first : first + f.shape[1]] = b
             if progress:

@@ -5,7 +5,9 @@ in order. With one worker it runs in this process; with more, in a pool of forke
 inherit ``state`` (templates, parameters: never pickled) and receive each item by pipe. The
 arrays of an item or a result (a chunk of frames, its registered copy) do not go through the
 pipe, which moves about 150 MB/s at the cost of both processes' time: they are written to a
-file in shared memory, read back once and the file removed (:class:`_Parcel`). Either way the
+file in shared memory, read back once and the file removed (:class:`_Parcel`); and
+``map_chunks`` lets each worker read its own chunk of a movie that any process can read (a
+file, memory inherited by fork), so those frames pass through no other process. Either way the
 numeric libraries (BLAS, OpenCV) run single-threaded meanwhile, so ``n_workers`` is the number of
 cores used and every piece of work gives the same bits whatever the worker count. At most
 ``2 x n_workers`` items are in flight, so a lazily read movie stays streamed and memory flat.
@@ -27,6 +29,7 @@ import cv2
 import numpy as np
 import threadpoolctl
 
+from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.errors import ParameterError
 
 _state: Any = None  # a worker process's inherited state
@@ -49,6 +52,29 @@ def worker_count(requested: int | None) -> int:
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
         raise ParameterError(f"n_workers must be a positive integer (0 or null: all cores), got {requested!r}")
     return requested
+
+
+def map_chunks(function: Callable[[Any, Any], Any], movie: MovieSource, chunk_frames: int, state: Any,
+               n_workers: int | None, spans: Iterable[tuple[int, int]] | None = None) -> Iterator:
+    """``function(state, (first, frames))`` for every chunk of ``chunk_frames`` frames of the
+    movie's ``spans`` ([start, stop) frame ranges; default the whole movie), in order, in
+    ``n_workers`` processes. Where the movie can be read by any process
+    (``movie.readable_anywhere``), a worker reads its own chunk (``movie.read_frames``): the
+    frames pass through no other process; else they are read here, in order, and sent."""
+    spans = [(0, movie.nframes)] if spans is None else [(start, min(stop, movie.nframes)) for start, stop in spans]
+    if all(hasattr(movie, "readable_anywhere") and movie.readable_anywhere(*span) for span in spans):
+        ranges = ((first, min(first + chunk_frames, stop)) for start, stop in spans
+                  for first in range(start, stop, chunk_frames))
+        return ordered_map(_read_and_call, ranges, (function, movie, state), n_workers)
+    chunks = (chunk for start, stop in spans for chunk in movie.iter_chunks(chunk_frames, start, stop))
+    return ordered_map(function, chunks, state, n_workers)
+
+
+def _read_and_call(bundle, frame_range: tuple[int, int]) -> Any:
+    """``function(state, (first, frames))`` of a range of frames read here (see :func:`map_chunks`)."""
+    function, movie, state = bundle
+    first, stop = frame_range
+    return function(state, (first, movie.read_frames(first, stop)))
 
 
 def ordered_map(function: Callable[[Any, Any], Any], items: Iterable, state: Any, n_workers: int | None) -> Iterator:
