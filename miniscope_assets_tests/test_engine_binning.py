@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from miniscope_assets.engine import ArrayMovie
-from miniscope_assets.engine.binning import open_binned, write_binned
+from miniscope_assets.engine.binning import bin_size_for, open_binned, write_binned
 from miniscope_assets.errors import MiniscopeInputError
 
 
@@ -22,8 +22,8 @@ def _expected_bins(frames: np.ndarray, bin_size: int) -> np.ndarray:
 def test_bins_are_the_means_of_their_frames_and_read_back(tmp_path, chunk_frames, dtype):
     rng = np.random.default_rng(chunk_frames)
     frames = (rng.random((47, 6, 5)) * 250).astype(dtype)  # 47 frames in at most 10 bins: 5 per bin, 2 in the last
-    params = {"max_init_frames": 10, "chunk_frames": chunk_frames}  # below the paramset minimum: a small case
-    binned = write_binned(ArrayMovie(frames), params, tmp_path / "binned.h5")
+    params = {"max_init_frames": 10, "binned_frame_rate": None, "chunk_frames": chunk_frames}  # below the paramset minimum: a small case
+    binned = write_binned(ArrayMovie(frames), params, 20.0, tmp_path / "binned.h5")
     assert (binned.bin_size, binned.nframes, binned.frame_shape) == (5, 10, (6, 5))
     compare = np.testing.assert_array_equal if dtype == np.uint8 else np.testing.assert_allclose
     compare(binned.read(), _expected_bins(frames, 5))
@@ -44,10 +44,26 @@ def test_bins_are_the_means_of_their_frames_and_read_back(tmp_path, chunk_frames
 def test_integer_movies_whose_bin_sums_fit_16_bits_are_stored_as_sums(tmp_path, dtype, high, stored):
     frames = np.random.default_rng(1).integers(0, high + 1, size=(23, 4, 4)).astype(dtype)
     frames[:5, 0, 0] = high  # a full bin at the largest value
-    binned = write_binned(ArrayMovie(frames), {"max_init_frames": 5, "chunk_frames": 4}, tmp_path / "binned.h5")
+    params = {"max_init_frames": 5, "binned_frame_rate": None, "chunk_frames": 4}
+    binned = write_binned(ArrayMovie(frames), params, 20.0, tmp_path / "binned.h5")
     with h5py.File(binned.path, "r") as f:
         assert f["binned"].dtype == stored
     np.testing.assert_array_equal(binned.read(), _expected_bins(frames, 5))
+
+
+@pytest.mark.parametrize(("nframes", "fps", "rate", "max_frames", "bin_size"), [
+    (1000, 20.0, 10.0, 1000, 2),  # averaged down to 10 Hz
+    (1000, 30.0, 10.0, 1000, 3),
+    (1000, 60.0, 10.0, 1000, 6),  # the same bins in time whatever the camera's rate
+    (1000, 29.97, 10.0, 1000, 3),  # a rate measured from timestamps
+    (1000, 5.0, 10.0, 1000, 1),  # slower than the rate: not binned
+    (1000, 20.0, None, 1000, 1),  # no rate: only the frame limit
+    (12000, 20.0, 10.0, 1000, 12),  # a long movie: the frame limit sets the bins
+    (3000, 20.0, 10.0, 1000, 3),
+])
+def test_bin_size_averages_to_the_frame_rate_within_the_frame_limit(nframes, fps, rate, max_frames, bin_size):
+    params = {"max_init_frames": max_frames, "binned_frame_rate": rate}
+    assert bin_size_for(nframes, fps, params) == bin_size
 
 
 def test_a_file_that_is_not_a_binned_copy_is_one_clear_error(tmp_path):

@@ -16,7 +16,7 @@ PARAMS = validate_params({"max_init_frames": 300})
 
 
 def _binned(tmp_path, frames: np.ndarray):
-    return write_binned(ArrayMovie(frames), PARAMS, tmp_path / "binned.h5")
+    return write_binned(ArrayMovie(frames), PARAMS, SimulationConfig.fps, tmp_path / "binned.h5")
 
 
 @pytest.mark.parametrize("radius", [3.5, 5.0, 7.5])

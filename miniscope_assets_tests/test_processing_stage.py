@@ -212,7 +212,7 @@ def test_keeping_the_corrected_movie_is_decided_when_its_last_reader_leaves(tmp_
 
     frames = ArrayMovie(movie(nframes=12))
     with processing_stage.shared_motion(tmp_path / "motion", lambda: frames, validate_params({}), no_progress,
-                                        keep=keep, n_workers=1, binned=True) as shared:
+                                        keep=keep, n_workers=1, binned_fps=10.0) as shared:
         assert shared.corrected.is_file() and not shared.reused
         assert shared.binned.path.is_file() and shared.binned.nframes == 12
         decided["answer"] = answer

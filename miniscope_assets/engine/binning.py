@@ -3,9 +3,11 @@ neuron-size estimate read, written in one pass over the movie that also takes it
 maximum images (for the summary images; stored beside the copy, so :func:`open_binned` can
 read a kept copy back).
 
-Frames are averaged in bins of ``ceil(T / max_init_frames)``, so the copy holds at most
-``max_init_frames`` frames: it fits the patches' working memory and averages the noise down
-while calcium transients (hundreds of ms) survive. A movie of unsigned integers whose bin sums
+Frames are averaged in bins of ``round(fps / binned_frame_rate)`` frames, or of
+``ceil(T / max_init_frames)`` if that is more, so the copy holds at most ``max_init_frames``
+frames at about ``binned_frame_rate`` (10 Hz) or less: it fits the patches' working memory and
+averages the noise down while calcium transients (hundreds of ms) survive, and a cell's
+peak-to-noise ratio does not depend on the rate the camera ran at. A movie of unsigned integers whose bin sums
 fit 16 bits (8-bit Miniscope frames in bins of up to 257) is stored as the sums, uint16: exact,
 half the bytes of float32 means, and divided on reading into the same float32 means; any other
 movie is stored as float32 means.
@@ -57,9 +59,14 @@ class BinnedMovie:
         return means
 
 
-def bin_size_for(nframes: int, max_frames: int) -> int:
-    """Frames averaged per bin so that at most ``max_frames`` bins remain."""
-    return max(1, -(-nframes // max_frames))
+BINNING_PARAMS = ("max_init_frames", "binned_frame_rate", "chunk_frames")  # with the movie and fps, what a copy depends on
+
+
+def bin_size_for(nframes: int, fps: float, params: dict) -> int:
+    """Frames averaged per bin (see module docstring)."""
+    rate = params["binned_frame_rate"]
+    to_rate = 1 if rate is None else round(fps / rate)
+    return max(1, to_rate, -(-nframes // params["max_init_frames"]))
 
 
 def bin_counts(bins: np.ndarray, bin_size: int, movie_frames: int) -> np.ndarray:
@@ -67,11 +74,11 @@ def bin_counts(bins: np.ndarray, bin_size: int, movie_frames: int) -> np.ndarray
     return np.minimum(movie_frames - bins * bin_size, bin_size)
 
 
-def write_binned(movie: MovieSource, params: dict, path: Path,
+def write_binned(movie: MovieSource, params: dict, fps: float, path: Path,
                  progress: Callable[[str, float], None] | None = None) -> BinnedMovie:
-    """Stream ``movie`` into ``path`` binned (see module docstring)."""
+    """Stream ``movie`` (recorded at ``fps``) into ``path`` binned (see module docstring)."""
     n = movie.nframes
-    bin_size = bin_size_for(n, params["max_init_frames"])
+    bin_size = bin_size_for(n, fps, params)
     n_binned = -(-n // bin_size)
     height, width = movie.frame_shape
     dtype = np.dtype(movie.dtype)

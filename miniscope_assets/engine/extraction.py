@@ -8,8 +8,8 @@ Data model per pixel ``p`` and frame ``t`` (``A`` = footprints, ``C`` = traces):
 residual over a square ring around it (radius ``ring_radius_factor x neuron_diameter``) scaled by a
 per-pixel gain ``w`` fitted by least squares.
 
-1. Input: the corrected movie binned in time (:mod:`~miniscope_assets.engine.binning`, at most
-   ``max_init_frames`` frames).
+1. Input: the corrected movie binned in time (:mod:`~miniscope_assets.engine.binning`: about
+   ``binned_frame_rate`` frames a second or fewer, at most ``max_init_frames`` frames).
 2. Patches: square cores of ``patch_size`` px tile the frame; each is processed with a margin of
    ``patch_overlap`` px (only that window is in memory; by default 1.5 diameters, see
    :func:`patch_overlap`):

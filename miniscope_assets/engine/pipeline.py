@@ -105,7 +105,7 @@ def run_engine(
     os.close(descriptor)
     try:
         if binned is None:
-            binned = timed("binning", write_binned, corrected, params, Path(binned_path), progress)
+            binned = timed("binning", write_binned, corrected, params, fps, Path(binned_path), progress)
 
         def summarise() -> MovieSummary:
             size = timed("neuron_size", neuron_size_of, binned, params, n_workers)

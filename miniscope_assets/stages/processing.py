@@ -50,7 +50,7 @@ from miniscope_assets.stages.workspace import Partition, Progress, StageReport
 
 BUILTIN_RESULTS = "results.h5"
 MOTION_RECORD = "motion.h5"
-BINNED_PREFIX = "binned-"  # binned copies of a motion folder's corrected movie, by max_init_frames and chunk_frames
+BINNED_PREFIX = "binned-"  # binned copies of a motion folder's corrected movie, by their BINNING_PARAMS
 
 if TYPE_CHECKING:
     from miniscope_assets.engine.binning import BinnedMovie
@@ -195,25 +195,27 @@ class SharedMotion(NamedTuple):
 
 @contextlib.contextmanager
 def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, progress: Progress,
-                  keep: Callable[[], bool], n_workers: int, binned: bool = False) -> Iterator[SharedMotion]:
+                  keep: Callable[[], bool], n_workers: int, binned_fps: float | None = None) -> Iterator[SharedMotion]:
     """Motion correction in ``folder``: estimated once (shifts and reference kept for good), the
     corrected movie written or rewritten from the stored shifts and kept only while in use.
-    With ``binned``, the binned copy of the corrected movie for ``params`` too (written by the
-    first run that wants it, read by the others; it lives and goes with the corrected movie).
+    With ``binned_fps`` (the movie's frame rate), the binned copy of the corrected movie for
+    ``params`` too (written by the first run that wants it, read by the others; it lives and
+    goes with the corrected movie).
 
     Yields a SharedMotion. Readers hold a shared lock; the last one out removes the corrected
     movie (and its binned copies) unless ``keep()`` (asked then, when the runs that waited for
     the lock may have finished; kept if it cannot tell). The engine runs in ``n_workers``
     processes.
     """
-    from miniscope_assets.engine.binning import open_binned, write_binned
+    from miniscope_assets.engine.binning import BINNING_PARAMS, open_binned, write_binned
     from miniscope_assets.engine.h5movie import H5Movie
     from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
     from miniscope_assets.engine.movie import DecodedOnce
     from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
 
     corrected, record = folder / CORRECTED_MOVIE, folder / MOTION_RECORD
-    binned_path = folder / f"{BINNED_PREFIX}{params['max_init_frames']}-{params['chunk_frames']}.h5" if binned else None
+    binned_name = BINNED_PREFIX + "-".join(str(params[name]) for name in BINNING_PARAMS) + ".h5"
+    binned_path = folder / binned_name if binned_fps is not None else None
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -229,7 +231,7 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
             save_motion_correction(motion, record)
         if binned_path is not None and not binned_path.is_file():
             with atomic_path(binned_path) as temporary:
-                write_binned(H5Movie(corrected), params, temporary, progress)
+                write_binned(H5Movie(corrected), params, binned_fps, temporary, progress)
         fcntl.flock(lock, fcntl.LOCK_SH)
         try:
             yield SharedMotion(motion, corrected, reused, open_binned(binned_path) if binned_path else None)
@@ -309,7 +311,7 @@ def _trigger(partition: Partition, info: RecordingInfo, params: dict,
                 return partition.paramset.keep_corrected_movie or wanted_by_another_paramset(partition, folder)
 
             with shared_motion(folder, lambda: movie, params, progress, keep=keep, n_workers=n_workers,
-                               binned=True) as motion:
+                               binned_fps=info.fps) as motion:
                 result = run_engine(movie, params, fresh, info.fps, progress=progress,
                                     motion=(motion.motion, motion.corrected), n_workers=n_workers,
                                     shared_summary=summary, binned=motion.binned)
