@@ -221,14 +221,18 @@ def _refine_peaks(product: np.ndarray, peaks: np.ndarray, shape, upsample: int) 
     """Correlation maxima on a 1/upsample grid within +-0.75 px of ``peaks`` (matrix DFT of rfft spectra)."""
     height, width = shape
     base_y, base_x, offsets = _upsampling_kernels(height, width, upsample)
-    # Moving the integer peak to the origin is a phase ramp on the spectrum, applied to the
-    # kernels instead (31 rows at upsample_factor 20; a spectrum has as many as the image).
-    phase_y = np.exp(2j * np.pi * peaks[:, 0, None] * np.fft.fftfreq(height)).astype(np.complex64)
-    phase_x = np.exp(2j * np.pi * peaks[:, 1, None] * np.fft.rfftfreq(width)).astype(np.complex64)
-    rows = np.matmul(base_y[None] * phase_y[:, None, :], product)  # (n, m, Wh)
-    rows *= phase_x[:, None, :]
+    freq_y = np.fft.fftfreq(height)
+    freq_x = np.fft.rfftfreq(width)
+    # Moving the integer peak to the origin is a phase ramp on the spectrum.
+    phase_y = np.exp(2j * np.pi * peaks[:, 0, None] * freq_y).astype(np.complex64)
+    phase_x = np.exp(2j * np.pi * peaks[:, 1, None] * freq_x).astype(np.complex64)
     n, m = len(peaks), len(offsets)
-    upsampled = np.real(rows.reshape(n * m, -1) @ base_x).reshape(n, m, m)
+    # laid out (H, n, Wh), so that one matrix product takes all n spectra without a transposed copy
+    centred = np.empty((height, n, product.shape[-1]), np.result_type(product, phase_y))
+    np.multiply(product.transpose(1, 0, 2), phase_y.T[:, :, None], out=centred)
+    centred *= phase_x[None, :, :]
+    rows = (base_y @ centred.reshape(height, -1)).reshape(m, n, -1)  # (m, n, Wh)
+    upsampled = np.real(rows.transpose(1, 0, 2).reshape(n * m, -1) @ base_x).reshape(n, m, m)
     iy, ix = np.divmod(upsampled.reshape(n, -1).argmax(axis=1), m)
     return peaks + np.stack([offsets[iy], offsets[ix]], axis=1)
 
