@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import scipy.optimize
 import scipy.ndimage
+import scipy.optimize
 import scipy.sparse
 import scipy.special
 from scipy.spatial import cKDTree
