@@ -15,9 +15,8 @@ import scipy.sparse
 import yaml
 
 from miniscope_assets.engine import validate_params
-from miniscope_assets.results import ProcessingResult, SummaryImages
-
 from miniscope_assets.io.miniscope_writer import write_v3_recording, write_v4_recording
+from miniscope_assets.results import ProcessingResult, SummaryImages
 from miniscope_assets.stages.workspace import Workspace
 
 SUBJECT = {"subject_id": "mouse-7", "species": "Mus musculus", "sex": "F", "age": "P90D",

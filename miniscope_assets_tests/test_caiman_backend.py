@@ -19,7 +19,6 @@ from miniscope_assets.caiman_backend import (
 from miniscope_assets.errors import MiniscopeInputError, ParameterError
 from miniscope_assets.io.caiman_mmap import open_caiman_mmap
 from miniscope_assets.io.caiman_results import CaimanResultsWarning, load_caiman_results
-
 from miniscope_assets_tests import caiman_fixtures as fx
 
 

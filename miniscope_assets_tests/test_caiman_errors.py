@@ -14,7 +14,6 @@ from miniscope_assets.io.caiman_results import (
     find_caiman_results,
     load_caiman_results,
 )
-
 from miniscope_assets_tests import caiman_fixtures as fx
 
 

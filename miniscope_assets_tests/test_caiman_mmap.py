@@ -8,7 +8,6 @@ import pytest
 from miniscope_assets.engine.movie import MovieSource
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.caiman_mmap import open_caiman_mmap, parse_caiman_mmap_name
-
 from miniscope_assets_tests import caiman_fixtures as fx
 
 

@@ -18,7 +18,6 @@ from miniscope_assets.io.caiman_results import (
     locate_caiman_files,
 )
 from miniscope_assets.io.results_file import load_results, save_results
-
 from miniscope_assets_tests import caiman_fixtures as fx
 
 

@@ -14,6 +14,7 @@ from miniscope_assets.stages.curation import (
 )
 from miniscope_assets_tests.conftest import FPS, small_result
 
+
 @pytest.fixture
 def result():
     return small_result()

@@ -15,9 +15,9 @@ from miniscope_assets.example import simulated_frames
 from miniscope_assets.io.miniscope_writer import write_v4_recording
 from miniscope_assets.simulation import Simulation, SimulationConfig
 from miniscope_assets.stages.checks import inspect_nwb
-from miniscope_assets.stages.workspace import Workspace
-from miniscope_assets.stages.processing import load_processing_result
 from miniscope_assets.stages.curation import CurationRequest, write_curation_file
+from miniscope_assets.stages.processing import load_processing_result
+from miniscope_assets.stages.workspace import Workspace
 from miniscope_assets_tests.conftest import write_user_metadata
 from miniscope_assets_tests.dagster_helpers import PARTITION_STAGES, checks, materialize_partition, metadata
 from miniscope_assets_tests.nwb_helpers import assert_matches, read_ophys

@@ -7,9 +7,9 @@ import pytest
 import scipy.sparse
 
 from miniscope_assets.engine import validate_params
-from miniscope_assets.errors import ParameterError
 from miniscope_assets.engine.extraction import Sources
 from miniscope_assets.engine.traces import Demixer, compute_dff, deconvolve_traces, running_percentile
+from miniscope_assets.errors import ParameterError
 
 SHAPE = (64, 72)
 

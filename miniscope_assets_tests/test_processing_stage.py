@@ -16,9 +16,9 @@ from miniscope_assets.io.miniscope_writer import write_v3_recording
 from miniscope_assets.orchestration.partitions import partition_key
 from miniscope_assets.orchestration.slurm import Compute
 from miniscope_assets.stages import processing as processing_stage
+from miniscope_assets.stages.table import RunOptions
 from miniscope_assets_tests import caiman_fixtures as fx
 from miniscope_assets_tests.conftest import movie
-from miniscope_assets.stages.table import RunOptions
 from miniscope_assets_tests.dagster_helpers import ALL_ASSETS, materialize_partition, metadata, storage_for
 
 

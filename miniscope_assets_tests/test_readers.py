@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from miniscope_assets.io import miniscope_v3 as v3, miniscope_v4 as v4
+from miniscope_assets.io import miniscope_v3 as v3
+from miniscope_assets.io import miniscope_v4 as v4
 from miniscope_assets.io.miniscope_writer import write_v3_recording, write_v4_recording
 from miniscope_assets.io.recording import RecordingInfo, numbered_movies, read_recording
 from miniscope_assets_tests.conftest import movie

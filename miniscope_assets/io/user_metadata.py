@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from miniscope_assets.errors import MiniscopeInputError
