@@ -59,9 +59,6 @@ class BinnedMovie:
         return means
 
 
-BINNING_PARAMS = ("max_init_frames", "binned_frame_rate", "chunk_frames")  # with the movie and fps, what a copy depends on
-
-
 def bin_size_for(nframes: int, fps: float, params: dict) -> int:
     """Frames averaged per bin (see module docstring)."""
     rate = params["binned_frame_rate"]

@@ -76,9 +76,12 @@ MOTION_PARAMS = (
     "motion_lowpass_sigma", "motion_highpass_sigma", "template_frames", "template_iterations",
     "upsample_factor", "outlier_threshold", "outlier_window", "outlier_quality_ratio",
 )
+# With the motion parameters (and the movie's frame rate), what the binned copy of the corrected
+# movie depends on: runs that agree on both share one.
+BINNING_PARAMS = ("max_init_frames", "binned_frame_rate", "chunk_frames")
 # With the motion parameters, what the neuron size and the summary images depend on: runs that
 # agree on both share them.
-SUMMARY_PARAMS = ("chunk_frames", "max_init_frames", "binned_frame_rate", "neuron_diameter")
+SUMMARY_PARAMS = (*BINNING_PARAMS, "neuron_diameter")
 
 
 def validate_params(user_params: dict | None) -> dict:

@@ -207,10 +207,11 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
     the lock may have finished; kept if it cannot tell). The engine runs in ``n_workers``
     processes.
     """
-    from miniscope_assets.engine.binning import BINNING_PARAMS, open_binned, write_binned
+    from miniscope_assets.engine.binning import open_binned, write_binned
     from miniscope_assets.engine.h5movie import H5Movie
     from miniscope_assets.engine.motion import correct_motion, rewrite_corrected_movie
     from miniscope_assets.engine.movie import DecodedOnce
+    from miniscope_assets.engine.params import BINNING_PARAMS
     from miniscope_assets.engine.pipeline import CORRECTED_MOVIE
 
     corrected, record = folder / CORRECTED_MOVIE, folder / MOTION_RECORD
