@@ -211,9 +211,9 @@ def test_motion_correction_decodes_a_movie_once_through_decoded_once(tmp_path):
     params = validate_params({"template_frames": 40, "chunk_frames": 32})
     direct = correct_motion(ArrayMovie(_frames(simulation)), params, tmp_path / "direct.h5")
     source = CountingMovie(_frames(simulation))
-    with DecodedOnce(source, tmp_path / "decoded.raw") as movie:
-        once = correct_motion(movie, params, tmp_path / "once.h5")
-        assert (movie.nframes, movie.frame_shape, movie.dtype) == (150, (64, 80), np.uint8)
+    movie = DecodedOnce(source, tmp_path / "decoded.raw")
+    once = correct_motion(movie, params, tmp_path / "once.h5")
+    assert (movie.nframes, movie.frame_shape, movie.dtype) == (150, (64, 80), np.uint8)
     assert CountingMovie.frames_given == 150
     np.testing.assert_array_equal(once.rigid.x_shifts, direct.rigid.x_shifts)
     np.testing.assert_array_equal(once.rigid.y_shifts, direct.rigid.y_shifts)

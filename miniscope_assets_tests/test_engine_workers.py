@@ -98,9 +98,9 @@ def test_workers_read_their_own_chunks_where_the_movie_allows(tmp_path, monkeypa
     monkeypatch.setattr(ArrayMovie, "iter_chunks", lambda *args: pytest.fail("streamed through the caller"))
     assert list(map_chunks(_chunk_sum, ArrayMovie(frames), 7, 1, 2, spans)) == expected
     # a decoded-once copy: streamed (and kept) on its first pass, read by the workers after it
-    with DecodedOnce(streamed, tmp_path / "decoded.raw") as decoded:
-        assert not decoded.readable_anywhere(0, 50)
-        assert list(map_chunks(_chunk_sum, decoded, 7, 1, 2)) == list(map_chunks(_chunk_sum, streamed, 7, 1, 1))
-        assert decoded.readable_anywhere(0, 50)
-        monkeypatch.setattr(DecodedOnce, "iter_chunks", lambda *args: pytest.fail("streamed through the caller"))
-        assert list(map_chunks(_chunk_sum, decoded, 7, 1, 2, spans)) == expected
+    decoded = DecodedOnce(streamed, tmp_path / "decoded.raw")
+    assert not decoded.readable_anywhere(0, 50)
+    assert list(map_chunks(_chunk_sum, decoded, 7, 1, 2)) == list(map_chunks(_chunk_sum, streamed, 7, 1, 1))
+    assert decoded.readable_anywhere(0, 50)
+    monkeypatch.setattr(DecodedOnce, "iter_chunks", lambda *args: pytest.fail("streamed through the caller"))
+    assert list(map_chunks(_chunk_sum, decoded, 7, 1, 2, spans)) == expected

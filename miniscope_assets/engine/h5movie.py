@@ -1,45 +1,18 @@
 """The engine's corrected movie: an uncompressed, contiguous HDF5 dataset whose frames any
-process writes straight into the file (:class:`FrameFile`), read back chunk by chunk (a
-MovieSource)."""
+process writes straight into the file (a :class:`~miniscope_assets.engine.movie.FrameFile`),
+read back chunk by chunk (a MovieSource)."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from miniscope_assets.engine.movie import FrameFile
 from miniscope_assets.errors import MiniscopeInputError
 
 DATASET = "corrected"
-
-
-@dataclass(frozen=True)
-class FrameFile:
-    """Where the frames of a (nframes, height, width) dataset lie in its HDF5 file: ``offset``
-    bytes in, frame after frame. Workers write their frames there themselves, in any order, so
-    no frame passes through another process (see :func:`create_frame_file`)."""
-
-    path: Path
-    offset: int
-    frame_shape: tuple[int, int]
-    dtype: np.dtype
-
-    def write(self, first: int, frames: np.ndarray) -> None:
-        """Store ``frames`` (n, height, width) as frames ``first`` to ``first + n - 1``."""
-        if frames.shape[1:] != self.frame_shape or frames.dtype != self.dtype:
-            raise ValueError(f"frames {frames.shape} {frames.dtype} do not fit {self.frame_shape} {self.dtype}")
-        data = memoryview(np.ascontiguousarray(frames)).cast("B")
-        position = self.offset + first * self.frame_shape[0] * self.frame_shape[1] * self.dtype.itemsize
-        descriptor = os.open(self.path, os.O_WRONLY)
-        try:
-            while data.nbytes:
-                written = os.pwrite(descriptor, data, position)
-                data, position = data[written:], position + written
-        finally:
-            os.close(descriptor)
 
 
 def create_frame_file(path: str | Path, name: str, nframes: int, frame_shape, dtype) -> FrameFile:

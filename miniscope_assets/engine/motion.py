@@ -22,7 +22,7 @@
 6. The shifts are applied to the raw frames (cubic interpolation, mirrored borders): rigid by a
    translation, piecewise by a smooth field bilinearly interpolated between block centres
    (cv2.remap). Each worker writes the chunks it registers straight into the corrected movie's
-   HDF5 file (:class:`~miniscope_assets.engine.h5movie.FrameFile`).
+   HDF5 file (:class:`~miniscope_assets.engine.movie.FrameFile`).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import scipy.sparse
 from miniscope_assets.atomic import atomic_path
 from miniscope_assets.engine.filters import Bandpass
 from miniscope_assets.engine.h5movie import DATASET as CORRECTED_DATASET
-from miniscope_assets.engine.h5movie import FrameFile, create_frame_file
-from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.engine.h5movie import create_frame_file
+from miniscope_assets.engine.movie import FrameFile, MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
 from miniscope_assets.engine.workers import map_chunks
 from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion, footprint_pixels

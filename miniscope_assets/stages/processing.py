@@ -227,8 +227,8 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
             if not corrected.is_file():
                 rewrite_corrected_movie(movie(), motion, params, corrected, progress, n_workers)
         else:  # three passes over the movie (template, shifts, corrected movie): decode it once
-            with scratch_path(folder / "decoded.raw") as scratch, DecodedOnce(movie(), scratch) as source:
-                motion = correct_motion(source, params, corrected, progress, n_workers)
+            with scratch_path(folder / "decoded.raw") as scratch:
+                motion = correct_motion(DecodedOnce(movie(), scratch), params, corrected, progress, n_workers)
             save_motion_correction(motion, record)
         if binned_path is not None and not binned_path.is_file():
             with atomic_path(binned_path) as temporary:
