@@ -146,3 +146,32 @@ def test_a_header_without_the_frame_count_is_counted(tmp_path):
     path.write_bytes(bytes(data))
     assert probe_avi(path).nframes == len(frames)
     np.testing.assert_array_equal(decode(path), frames)
+
+
+def damage_frame(path: Path, frame: int) -> None:
+    """Overwrite 8 bytes in the middle of one frame's data chunk (``00dc``) of an AVI."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"movi")
+    for _ in range(frame + 1):
+        start = data.index(b"00dc", start + 1)
+    size = int.from_bytes(data[start + 4 : start + 8], "little")
+    middle = start + 8 + size // 2
+    data[middle : middle + 8] = bytes(255 - b for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fourcc", ["FFV1", "MJPG", "XVID"])
+def test_a_damaged_frame_is_refused(tmp_path, fourcc):
+    """A frame whose data the decoder finds damaged (FFV1's slice checksum, a broken JPEG or MPEG-4
+    bitstream) is refused, naming the file and the frame, instead of being read with the pixels
+    the decoder fills in; the frames before it are read as written."""
+    frames = np.array(movie(nframes=12))
+    path = opencv_avi(tmp_path / "0.avi", frames, fourcc)
+    clean = decode(path)
+    damage_frame(path, 7)
+    read = []
+    damaged = r"corrupt AVI: frame 7 is damaged \(the decoder reports: .+\)"
+    with pytest.raises(MiniscopeInputError, match=damaged) as error:
+        read.extend(AviMovie([probe_avi(path)]).iter_frames())
+    assert error.value.path == path
+    np.testing.assert_array_equal(np.array(read), clean[:7])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import av
+import av.logging
 import cv2
 import numpy as np
 
@@ -44,6 +45,14 @@ def _grey_converter(path: Path, pixel_format: av.VideoFormat) -> Callable[[av.Vi
     if pixel_format.is_rgb or pixel_format.has_palette:
         return lambda frame: cv2.cvtColor(frame.to_ndarray(format="bgr24"), cv2.COLOR_BGR2GRAY)
     return lambda frame: frame.to_ndarray(format="gray")
+
+
+def _hear_decoder_errors() -> None:
+    """Have FFmpeg pass its error messages to PyAV (which by default drops every message), so a
+    decoder's report of a damaged frame can be caught (:meth:`_Decoder.frames`)."""
+    level = av.logging.get_level()
+    if level is None or level < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
 
 
 class _Decoder:
@@ -80,12 +89,21 @@ class _Decoder:
             return 0
 
     def frames(self, first: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        """(frame index, grey frame) from frame ``first`` to the end of the file."""
+        """(frame index, grey frame) from frame ``first`` to the end of the file. A frame the
+        decoder reports damaged (an error it logs and conceals, such as FFV1's slice checksums
+        failing) is refused, not passed on with the concealed pixels."""
         index = -1
+        _hear_decoder_errors()
         try:
             if first:
                 self.container.seek(first, backward=True, any_frame=False, stream=self.stream)
-            for frame in self.container.decode(self.stream):
+            decoded = self.container.decode(self.stream)
+            while True:
+                with av.logging.Capture() as messages:  # this thread's decoder messages while one frame decodes
+                    frame = next(decoded, None)
+                if frame is None:
+                    break
+                damage = [text.strip() for level, _, text in messages if level <= av.logging.ERROR]
                 if frame.pts is not None:
                     index = int(frame.pts)
                 elif first:
@@ -94,6 +112,11 @@ class _Decoder:
                 else:
                     index += 1
                 if index >= first:
+                    if damage:
+                        raise MiniscopeInputError(
+                            self.path, f"corrupt AVI: frame {index} is damaged (the decoder reports: {damage[0]}); it "
+                            "would fill the damage in from other frames. Copy the file again from the "
+                            "acquisition computer")
                     yield index, self.to_grey(frame)
         except av.FFmpegError as error:
             raise self.undecodable(index + 1, error.strerror or str(error)) from None
