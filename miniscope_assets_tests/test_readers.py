@@ -82,6 +82,36 @@ def test_frame_timestamp_mismatch_is_reported_and_truncated(data_root, extra_row
     np.testing.assert_array_equal(read_all(info, data_root), frames[: info.nframes])
 
 
+@pytest.mark.parametrize("declared, interval_ms, nframes, used", [
+    (0.5, 50.0, 60, 20.0),  # a mistyped frameRate
+    (30.0, 50.0, 60, 20.0),  # the camera ran at another rate than stated
+    (30.0, 33.4, 60, 30.0),  # within the tolerance: the stated rate stays
+    (30.0, 50.0, 8, 30.0),  # too few frames to trust the timestamps' rate
+])
+def test_a_frame_rate_the_timestamps_contradict_is_replaced_and_reported(data_root, declared, interval_ms, nframes,
+                                                                          used):
+    write_v4_recording(data_root / "rec", list(movie(nframes=nframes)), fps=declared,
+                       timestamps_ms=np.arange(nframes) * interval_ms)
+    info = read_recording(data_root, "rec")
+    assert info.fps == pytest.approx(used, rel=1e-3)
+    assert info.recording_duration == pytest.approx((nframes - 1) * interval_ms / 1000 + 1 / used)
+    if used == declared:
+        assert "frame_rate" not in info.cross_check
+    else:
+        assert info.cross_check["frame_rate"] == (
+            f"metaData.json declares frameRate {declared:g} frames/s but the timestamps hold 20.000 frames/s "
+            f"over {nframes} frames: the timestamps' rate is used")
+
+
+def test_dropped_frames_count_towards_the_timestamps_rate(data_root):
+    """30 frames/s with 10 frames lost in one gap: the rate over the gap is still 30, as stated."""
+    times = np.concatenate([np.arange(30), np.arange(40, 70)]) * 1000 / 30
+    write_v4_recording(data_root / "rec", list(movie(nframes=60)), fps=30.0, timestamps_ms=times)
+    info = read_recording(data_root, "rec")
+    assert info.fps == 30.0 and "frame_rate" not in info.cross_check
+    assert [gap["frames_lost"] for gap in info.dropped_frames] == [10]
+
+
 def test_negative_first_timestamp_is_shifted_and_reported(data_root):
     write_v4_recording(data_root / "rec", list(movie(nframes=60)), timestamps_ms=np.arange(60) * 50.0 - 120)
     info = read_recording(data_root, "rec")

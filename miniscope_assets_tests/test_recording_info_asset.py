@@ -49,9 +49,10 @@ def test_recording_info_round_trip(request, workspace, fixture_name):
     assert back["compression"] == "gzip" and back["chunks"][1:] == (56, 40)
     assert back["rate"] == pytest.approx(info.measured_fps)  # measured from the timestamps
     for key in ("nframes", "fps", "px_height", "px_width", "duration_s", "file_count",
-                "acquisition_software", "frame_timestamp_check"):
+                "acquisition_software", "frame_timestamp_check", "frame_rate_check"):
         assert key in meta
-    assert (meta["nframes"], meta["file_count"], meta["frame_timestamp_check"]) == (120, 3, "ok")
+    assert (meta["nframes"], meta["file_count"], meta["frame_timestamp_check"], meta["frame_rate_check"]) == (
+        120, 3, "ok", "ok")
     assert meta["acquisition_software"] == info.acquisition_software
     assert checks(result) == {("recording_info", "nwbinspector"): True}
 

@@ -60,9 +60,8 @@ class RecordingInfo:
 
     @property
     def measured_fps(self) -> float | None:
-        """Frame rate from the timestamps (frames over the time they span)."""
-        span = float(self.timestamps[-1] - self.timestamps[0]) if self.nframes > 1 else 0.0
-        return (self.nframes - 1 + sum(g["frames_lost"] for g in self.dropped_frames)) / span if span > 0 else None
+        """Frame rate from the timestamps (see :func:`rate_from_timestamps`)."""
+        return rate_from_timestamps(self.timestamps, self.dropped_frames)
 
     @property
     def start_time_from_files(self) -> bool:
@@ -118,6 +117,30 @@ class RecordingRecord:
 
 
 GAP_FACTOR = 1.5  # without a DAQ frame counter, a frame interval this many times the median is a gap
+RATE_TOLERANCE = 1.25  # a declared frame rate this many times the timestamps' rate or less than 1/it is wrong
+RATE_MIN_FRAMES = 11  # frames the timestamps must hold before their rate is trusted over the declared one
+
+
+def rate_from_timestamps(times: np.ndarray, dropped_frames: list[dict]) -> float | None:
+    """Frames per second over the time the timestamps span, the dropped frames counted."""
+    span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
+    return (len(times) - 1 + sum(g["frames_lost"] for g in dropped_frames)) / span if span > 0 else None
+
+
+def _reconcile_frame_rate(meta_path: Path, declared: float, times: np.ndarray, dropped_frames: list[dict],
+                          cross_check: dict) -> float:
+    """The declared frame rate, or the timestamps' where the two differ by more than
+    ``RATE_TOLERANCE`` (a mistyped frameRate, or a camera that ran at another rate): the frames
+    came when the timestamps say, and the engine's time constants must follow them. The
+    disagreement is stated in ``cross_check["frame_rate"]``."""
+    measured = rate_from_timestamps(times, dropped_frames)
+    if measured is None or len(times) < RATE_MIN_FRAMES:
+        return declared
+    if 1 / RATE_TOLERANCE <= measured / declared <= RATE_TOLERANCE:
+        return declared
+    cross_check["frame_rate"] = (f"{meta_path.name} declares frameRate {declared:g} frames/s but the timestamps "
+                                 f"hold {measured:.3f} frames/s over {len(times)} frames: the timestamps' rate is used")
+    return measured
 
 
 def find_dropped_frames(times: np.ndarray, daq_frames: np.ndarray | None) -> list[dict]:
@@ -313,6 +336,8 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
         cross_check["timestamps_shifted_s"] = float(-times[0])
         times = times - times[0]
     _check_increasing(timestamps_path, times)
+    dropped_frames = find_dropped_frames(times, daq_frames)
+    fps = _reconcile_frame_rate(device_meta_path, device.fps, times, dropped_frames, cross_check)
     config = find_upwards(root, device_folder.parent, v4.USER_CONFIG_FILE) if session_meta_path else None
     levels = {} if config is None else v4.directory_levels(config, session_meta_path.parent)
     start = start_source = None
@@ -335,14 +360,14 @@ def _read_v4(root: Path, folder: Path, zone: tzinfo | None) -> RecordingInfo:
         nframes=nframes,
         px_height=height,
         px_width=width,
-        fps=device.fps,
+        fps=fps,
         gain=device.gain,
         spatial_downsample=downsample,
         led_power=device.led_power,
         timestamps=times,
         recording_datetime=start,
-        recording_duration=float(times[-1] - times[0] + 1.0 / device.fps),
-        dropped_frames=find_dropped_frames(times, daq_frames),
+        recording_duration=float(times[-1] - times[0] + 1.0 / fps),
+        dropped_frames=dropped_frames,
         head_orientation=_relative(root, head) if (head := device_folder / v4.HEAD_ORIENTATION_FILE).is_file() else None,
         behaviour_cameras=[] if session_meta_path is None else [
             _read_camera(root, camera) for camera in v4.camera_folders(session_meta_path.parent)],

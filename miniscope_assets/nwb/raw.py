@@ -284,7 +284,7 @@ def _device(info: RecordingInfo) -> Miniscope:
     return Miniscope(
         name=str(fields.get("name") or "Miniscope").replace(" ", ""),
         description=f"UCLA Miniscope recorded with {info.acquisition_software}; gain factor "
-        f"{info.gain}; frame rate {info.fps:g} Hz nominal, "
+        f"{info.gain}; frame rate {info.fps:g} Hz used for processing, "
         f"{info.measured_fps or float('nan'):.3f} Hz measured from the timestamps; "
         f"the device metadata as written by the acquisition software: {stated}",
         deviceType=fields.get("device_type"),

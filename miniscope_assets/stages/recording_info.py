@@ -52,6 +52,7 @@ def run(recording: Recording, options: RunOptions) -> StageReport:
             "recording_datetime": info.recording_datetime.isoformat(),
             "start_time_source": info.start_time_source,
             "frame_timestamp_check": info.cross_check["status"],
+            "frame_rate_check": info.cross_check.get("frame_rate", "ok"),
             "frames_in_avi": info.cross_check["avi_frames"],
             "timestamp_rows": info.cross_check["timestamp_rows"],
             "gain": info.gain,
