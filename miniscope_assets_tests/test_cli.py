@@ -88,6 +88,21 @@ def test_truncated_avi_is_reported_before_anything_is_written(work_folder):
     assert not list(work_folder.rglob("*.nwb"))
 
 
+def test_a_damaged_frame_found_while_ingesting_leaves_no_nwb_file(work_folder):
+    """Probing reads a file's first and last frames; a frame damaged between them is found while
+    the movie is written to NWB: one line naming the file and the frame, and no NWB file left."""
+    from miniscope_assets_tests.conftest import movie
+    from miniscope_assets_tests.test_avi_codecs import damage_frame
+
+    folder = write_v4_recording(work_folder / "data" / "rec", list(movie()), frames_per_file=50)
+    damage_frame(folder / "1.avi", 20)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "rec"])
+    message = str(exit_info.value.code)
+    assert f"{folder / '1.avi'}: corrupt AVI: frame 20 is damaged" in message and "\n" not in message
+    assert not list(work_folder.rglob("*.nwb"))
+
+
 def test_run_error_inside_the_job_is_one_line(work_folder, capfd):
     from dagster import DagsterInstance, DagsterRunStatus
 
