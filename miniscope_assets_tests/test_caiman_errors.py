@@ -160,3 +160,22 @@ def test_malformed_sparse_or_string_data_is_one_clear_error(tmp_path, name, valu
     with pytest.raises(MiniscopeInputError) as caught:
         load_caiman_results(tmp_path)
     assert caught.value.path == result_file and fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e300])
+def test_traces_that_float32_cannot_hold_are_an_error_in_c_and_ignored_elsewhere(tmp_path, bad):
+    """C is the traces themselves: a value that is NaN, infinite or beyond float32 is refused. In
+    an optional trace (YrA or R, S, F_dff) it is a warning, and the trace is left out."""
+    result_file = fx.write_caiman_folder(tmp_path, fx.make_scenario())
+    with h5py.File(result_file, "r") as f:
+        c, yra = f["estimates/C"][()], f["estimates/YrA"][()]
+    c[1, 3], yra[0, 2] = bad, bad
+    for residuals in ("YrA", "R"):  # R: the older name of YrA, read where YrA is not usable
+        _rewrite(result_file, f"estimates/{residuals}", yra)
+    with pytest.warns(CaimanResultsWarning, match="estimates/YrA holds 1 value"):
+        result = load_caiman_results(tmp_path)
+    assert result.notes["fluorescence_source"] == "C (no YrA)" and np.isfinite(result.fluorescence).all()
+    _rewrite(result_file, "estimates/C", c)
+    with pytest.raises(MiniscopeInputError, match="estimates/C holds 1 value") as caught:
+        load_caiman_results(tmp_path)
+    assert caught.value.path == result_file

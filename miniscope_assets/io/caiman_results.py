@@ -87,6 +87,11 @@ def _decode_array(value: np.ndarray) -> Any:
     return value
 
 
+def _not_storable(values: np.ndarray) -> int:
+    """How many of ``values`` cannot be stored as float32 traces: NaN, infinite or too large."""
+    return int(np.count_nonzero(~(np.abs(values) <= np.finfo(np.float32).max)))
+
+
 def _is_sparse_group(node: Any) -> bool:
     return isinstance(node, h5py.Group) and all(key in node for key in SPARSE_KEYS)
 
@@ -435,6 +440,8 @@ class _Loader:
             c = np.zeros((0, self.frames_hint(f, estimates)))
         if c.ndim != 2 or c.shape[0] != n_masks:
             raise self.fail(f"estimates/C has shape {c.shape}, expected ({n_masks}, frames) to match estimates/A")
+        if bad := _not_storable(c):
+            raise self.fail(f"estimates/C holds {bad} value(s) that are NaN, infinite or beyond float32's range")
         return c, c.shape[1]
 
     def frames_hint(self, f: h5py.File, estimates: h5py.Group) -> int:
@@ -464,7 +471,11 @@ class _Loader:
         if value.dtype == object or value.shape != (n_masks, nframes):
             self.warn(f"estimates/{name} has shape {value.shape}, expected ({n_masks}, {nframes}); ignored")
             return None
-        return value.astype(np.float64)
+        value = value.astype(np.float64)
+        if bad := _not_storable(value):
+            self.warn(f"estimates/{name} holds {bad} value(s) that are NaN, infinite or beyond float32's range; ignored")
+            return None
+        return value
 
     def per_mask(self, estimates: h5py.Group, name: str, n_masks: int) -> np.ndarray | None:
         value = _get(estimates, name)
