@@ -473,7 +473,8 @@ class _Loader:
             return None
         value = value.astype(np.float64)
         if bad := _not_storable(value):
-            self.warn(f"estimates/{name} holds {bad} value(s) that are NaN, infinite or beyond float32's range; ignored")
+            self.warn(f"estimates/{name} holds {bad} value(s) that are NaN, infinite or beyond float32's range; "
+                      "ignored")
             return None
         return value
 
