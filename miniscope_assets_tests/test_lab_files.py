@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nwbinspector.checks import check_subject_age, check_subject_sex, check_subject_species_form, check_subject_weight
 from pynwb import NWBHDF5IO
+from pynwb.file import Subject
 
 from miniscope_assets.errors import MiniscopeInputError
 from miniscope_assets.io.miniscope_writer import write_v4_recording
@@ -46,6 +48,11 @@ def test_ordinary_yaml_values_reach_the_nwb_file(workspace, data_root, recording
     ("subject.yaml", "subject_id: [a, b]\n", "'subject_id' should be text"),
     ("subject.yaml", "species: Mus musculus\n", "missing 'subject_id'"),
     ("subject.yaml", "subject_id: m1\ncolour: brown\n", "unknown field(s) colour"),
+    ("subject.yaml", "subject_id: m1\nsex: yes\n", "'sex' True should be M, F, U or O"),
+    ("subject.yaml", "subject_id: m1\nage: 90\n", "'age' 90 should be an ISO 8601 duration such as 'P90D'"),
+    ("subject.yaml", "subject_id: m1\nage: ninety days\n", "'age' 'ninety days' should be an ISO 8601 duration"),
+    ("subject.yaml", "subject_id: m1\nspecies: Mus musculus domesticus\n", "should be a Latin binomial"),
+    ("subject.yaml", "subject_id: m1\nweight: 25 lb\n", "'weight' '25 lb' should be a number with a unit"),
     ("subject.yaml", "subject_id: m1\n  bad: indent\n", "line 2: not valid YAML"),
     ("session.yaml", "excitation_lambda: .nan\n", "'excitation_lambda' should be a finite number"),
     ("session.yaml", "um_per_pixel: -1\n", "'um_per_pixel' is -1, should be at least"),
@@ -58,6 +65,27 @@ def test_bad_lab_metadata_is_one_clear_error(data_root, recording, file, text, f
     with pytest.raises(MiniscopeInputError) as caught:
         load_user_metadata(data_root, "mouse/rec")
     assert caught.value.path == recording / file and fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("written, stored", [
+    ({"sex": "female", "age": "90 days", "species": "mouse", "weight": "25g"},
+     {"sex": "F", "age": "P90D", "species": "Mus musculus", "weight": "25 g"}),
+    ({"sex": "Male", "age": "p12w", "species": "rattus norvegicus", "weight": "0.3 kilograms"},
+     {"sex": "M", "age": "P12W", "species": "Rattus norvegicus", "weight": "0.3 kg"}),
+    ({"sex": "u", "age": "P90D/P120D", "species": "http://purl.obolibrary.org/obo/NCBITaxon_10090", "weight": "25 g"},
+     {"sex": "U", "age": "P90D/P120D", "species": "http://purl.obolibrary.org/obo/NCBITaxon_10090", "weight": "25 g"}),
+    ({"sex": "other", "age": "1.5 years", "species": "Homo  sapiens", "weight": "70 kg"},
+     {"sex": "O", "age": "P1.5Y", "species": "Homo sapiens", "weight": "70 kg"}),
+])
+def test_subject_fields_are_stored_in_the_forms_dandi_accepts(data_root, recording, written, stored):
+    """What labs write for sex, age, species and weight becomes the form nwbinspector's DANDI
+    checks accept (its age check is critical: "90 days" would fail the upload)."""
+    (recording / "subject.yaml").write_text(yaml.safe_dump({"subject_id": "m1", **written}))
+    subject = load_user_metadata(data_root, "mouse/rec").subject
+    assert subject == {"subject_id": "m1", **stored}
+    nwb_subject = Subject(**subject)
+    for check in (check_subject_age, check_subject_sex, check_subject_species_form, check_subject_weight):
+        assert check(nwb_subject) is None, check.__name__
 
 
 def test_windows_encoded_yaml_names_the_line(data_root, recording):

@@ -61,15 +61,75 @@ def _date(path: Path, key: str, value) -> str:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
 
 
-_WEIGHT = re.compile(r"^\s*[0-9.]+(e[-+]?\d+)?\s*[a-zA-Z]+\s*$")
+# Subject fields in the forms DANDI (nwbinspector's critical checks) accepts, from what labs write.
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_WEIGHT = re.compile(rf"^{_NUMBER}\s*([a-zμ]+)$", re.IGNORECASE)
+_WEIGHT_UNITS = {"kg": "kg", "kilogram": "kg", "kilograms": "kg", "g": "g", "gram": "g", "grams": "g",
+                 "mg": "mg", "milligram": "mg", "milligrams": "mg", "ug": "ug", "μg": "ug", "ng": "ng", "pg": "pg"}
+_DURATION = re.compile(rf"P(?!$)({_NUMBER}Y)?({_NUMBER}M)?({_NUMBER}W)?({_NUMBER}D)?"
+                       rf"(T(?=\d)({_NUMBER}H)?({_NUMBER}M)?({_NUMBER}S)?)?")
+_AGE_IN_WORDS = re.compile(rf"^{_NUMBER}\s*([a-z]+)$", re.IGNORECASE)
+_AGE_UNITS = {"d": "D", "day": "D", "days": "D", "w": "W", "wk": "W", "week": "W", "weeks": "W",
+              "mo": "M", "month": "M", "months": "M", "y": "Y", "yr": "Y", "year": "Y", "years": "Y"}
+_SEXES = {"m": "M", "male": "M", "f": "F", "female": "F", "u": "U", "unknown": "U", "o": "O", "other": "O"}
+_SPECIES_NAMES = {
+    "mouse": "Mus musculus", "house mouse": "Mus musculus", "rat": "Rattus norvegicus",
+    "norway rat": "Rattus norvegicus", "brown rat": "Rattus norvegicus", "human": "Homo sapiens",
+    "macaque": "Macaca mulatta", "rhesus macaque": "Macaca mulatta", "rhesus monkey": "Macaca mulatta",
+    "marmoset": "Callithrix jacchus", "common marmoset": "Callithrix jacchus",
+    "zebra finch": "Taeniopygia guttata", "zebrafish": "Danio rerio",
+}
+_BINOMIAL = re.compile(r"^([A-Za-z][a-z]*) ([a-z]+)$")
+_NCBI_TAXON = re.compile(r"^http://purl\.obolibrary\.org/obo/NCBITaxon_\d+$")
 
 
 def _weight(path: Path, key: str, value) -> str:
-    """A weight with its unit ("25 g"): NWB stores it as text, and a bare number would be read
-    as kilograms."""
-    if not isinstance(value, str) or not _WEIGHT.match(value):
-        raise MiniscopeInputError(path, f"'{key}' {value!r} should be a number with a unit, such as '25 g'")
-    return value.strip()
+    """A weight with its unit, as "25 g" (NWB stores it as text, and a bare number would be read
+    as kilograms): "25g" and "25 grams" become "25 g"."""
+    found = _WEIGHT.match(value.strip()) if isinstance(value, str) else None
+    if not found or found[2].lower() not in _WEIGHT_UNITS:
+        raise MiniscopeInputError(path, f"'{key}' {value!r} should be a number with a unit, such as '25 g' "
+                                  "(kg, g, mg, ug, ng or pg)")
+    return f"{found[1]} {_WEIGHT_UNITS[found[2].lower()]}"
+
+
+def _sex(path: Path, key: str, value) -> str:
+    """M, F, U or O (also written male, female, unknown, other, in any case)."""
+    sex = _SEXES.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if sex is None:
+        raise MiniscopeInputError(path, f"'{key}' {value!r} should be M, F, U or O (male, female, unknown, other)")
+    return sex
+
+
+def _age(path: Path, key: str, value) -> str:
+    """An ISO 8601 duration ("P90D", "P12W", "P1Y2M"), a range of two ("P90D/P120D", "P90D/"), or
+    a number with a unit in words ("90 days", "12 weeks", "3 months", "1 year"), as a duration."""
+    text = str(value).strip() if isinstance(value, str) else ""
+    in_words = _AGE_IN_WORDS.match(text)
+    if in_words and in_words[2].lower() in _AGE_UNITS:
+        return f"P{in_words[1]}{_AGE_UNITS[in_words[2].lower()]}"
+    bounds = text.upper().split("/")
+    if len(bounds) in (1, 2) and _DURATION.fullmatch(bounds[0]) and (len(bounds) == 1 or bounds[1] == ""
+                                                                   or _DURATION.fullmatch(bounds[1])):
+        return text.upper()
+    raise MiniscopeInputError(path, f"'{key}' {value!r} should be an ISO 8601 duration such as 'P90D' (90 days), "
+                              "'P12W' or 'P90D/P120D', or a number with its unit such as '90 days'")
+
+
+def _species(path: Path, key: str, value) -> str:
+    """A Latin binomial ("Mus musculus"), an NCBI taxonomy link, or a common name this knows
+    ("mouse", "rat", ...), as the binomial."""
+    text = " ".join(str(value).split()) if isinstance(value, str) else ""
+    if text.lower() in _SPECIES_NAMES:
+        return _SPECIES_NAMES[text.lower()]
+    if _NCBI_TAXON.match(text):
+        return text
+    binomial = _BINOMIAL.match(text[:1].upper() + text[1:].lower() if text else "")
+    if binomial:
+        return binomial[0]
+    raise MiniscopeInputError(path, f"'{key}' {value!r} should be a Latin binomial such as 'Mus musculus', an NCBI "
+                              "taxonomy link (http://purl.obolibrary.org/obo/NCBITaxon_10090) or one of: "
+                              + ", ".join(sorted(_SPECIES_NAMES)))
 
 
 def _zone_name(path: Path, key: str, value) -> str:
@@ -79,7 +139,7 @@ def _zone_name(path: Path, key: str, value) -> str:
 
 Field = Callable[[Path, str, object], object]
 SUBJECT_FIELDS: dict[str, Field] = {
-    "subject_id": _text, "species": _text, "sex": _text, "age": _text, "date_of_birth": _date,
+    "subject_id": _text, "species": _species, "sex": _sex, "age": _age, "date_of_birth": _date,
     "genotype": _text, "strain": _text, "description": _text, "weight": _weight,
 }
 SESSION_FIELDS: dict[str, Field] = {
