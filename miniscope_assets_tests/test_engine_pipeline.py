@@ -224,3 +224,15 @@ def test_rejects_bad_input(tmp_path):
         run_engine(movie, {}, tmp_path, 0.0)
     with pytest.raises(ValueError, match="unknown"):
         run_engine(movie, {"no_such_key": 1}, tmp_path, 20.0)
+    with pytest.raises(ValueError, match=r"the movie's frames \(1 x 64 px\) are too small to process"):
+        run_engine(ArrayMovie(np.zeros((50, 1, 64), np.uint8)), {}, tmp_path, 20.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 64), (3, 64, 64), (200, 2, 64), (200, 5, 5), (200, 8, 200)])
+def test_tiny_movies_give_valid_empty_results(tmp_path, shape):
+    """One to three frames, frames two pixels high or five wide: processed to a result with no
+    masks (nothing there is a cell), not a crash."""
+    noise = np.random.default_rng(0).normal(100, 5, shape).clip(0, 255).astype(np.uint8)
+    result = run_engine(ArrayMovie(noise), {}, tmp_path, 20.0, n_workers=1)
+    assert result.n_masks == 0 and result.motion_rigid.x_shifts.shape == (shape[0],)
+    assert np.isfinite(result.summary.correlation).all() and np.isfinite(result.summary.mean).all()

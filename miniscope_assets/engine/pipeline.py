@@ -29,6 +29,7 @@ from miniscope_assets.errors import ParameterError
 from miniscope_assets.results import ProcessingResult, SummaryImages
 
 CORRECTED_MOVIE = "corrected.h5"
+MIN_FRAME_SIDE = 2  # px: a one-pixel-wide frame has no two-dimensional shift to register
 DEFAULT_NEURON_DIAMETER = 10.0  # px, when the paramset gives none and too few cells can be measured
 
 
@@ -82,6 +83,9 @@ def run_engine(
         raise ParameterError(f"fps must be a positive number, got {fps!r}")
     if movie.nframes < 1:
         raise ParameterError("the movie has no frames")
+    if min(movie.frame_shape) < MIN_FRAME_SIDE:
+        raise ParameterError(f"the movie's frames ({' x '.join(map(str, movie.frame_shape))} px) are too small to "
+                             f"process: at least {MIN_FRAME_SIDE} px a side")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
