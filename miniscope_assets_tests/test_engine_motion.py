@@ -242,6 +242,6 @@ def test_filled_fractions_follow_the_shift_convention():
     sparse = scipy.sparse.csc_matrix(footprints.reshape(-1, 3))
     np.testing.assert_allclose(motion.filled_fractions(sparse), expected, atol=1e-6)
     assert expected[0].max() > 0.3 and expected[1].max() > 0.3 and not expected[2].any()
-    binned = motion.filled_fractions(sparse, bin_size=3)
+    binned = motion.filled_fractions(sparse, (np.array([0, 3, 6]), np.array([3, 6, 7])))
     np.testing.assert_allclose(binned, np.stack([expected[:, :3].mean(1), expected[:, 3:6].mean(1), expected[:, 6]], axis=1),
                                atol=1e-6)

@@ -218,3 +218,24 @@ def test_keeping_the_corrected_movie_is_decided_when_its_last_reader_leaves(tmp_
         decided["answer"] = answer
     assert shared.corrected.is_file() == kept
     assert shared.binned.path.is_file() == kept  # the binned copy goes with its movie
+
+
+def test_a_kept_binned_copy_in_an_older_layout_is_written_again(tmp_path):
+    """A binned copy kept beside a corrected movie by an earlier version (no list of its bins) is
+    not an error: it is written again in the current layout and read."""
+    import h5py
+
+    from miniscope_assets.engine import ArrayMovie, validate_params
+    from miniscope_assets.engine.binning import BINS
+    from miniscope_assets.stages.workspace import no_progress
+
+    frames, params = ArrayMovie(movie(nframes=12)), validate_params({})
+    share = dict(keep=lambda: True, n_workers=1, binned_fps=10.0)
+    with processing_stage.shared_motion(tmp_path / "motion", lambda: frames, params, no_progress, **share) as first:
+        expected = first.binned.read()
+    with h5py.File(first.binned.path, "r+") as f:
+        del f[BINS]
+    with processing_stage.shared_motion(tmp_path / "motion", lambda: frames, params, no_progress, **share) as again:
+        assert again.reused
+        np.testing.assert_array_equal(again.binned.bins, np.arange(12))
+        np.testing.assert_array_equal(again.binned.read(), expected)

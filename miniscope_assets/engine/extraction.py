@@ -118,7 +118,7 @@ def extract_sources(
     # a source near a core boundary is kept by both patches (its centroid differs slightly
     # between them) and merged with itself below, never dropped by both
     reach = params["neuron_diameter"] / 2
-    rise_window = max(2, round(RISE_WINDOW_S * fps / binned.bin_size))
+    rise_window = max(2, round(RISE_WINDOW_S * fps / binned.frames_between_bins))
     patches = ordered_map(_patch, windows, (binned, valid, params, rise_window), n_workers)
     for index, (core, window, (components, patch_gain)) in enumerate(zip(cores, windows, patches)):
         core_in_window = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
@@ -139,7 +139,7 @@ def extract_sources(
         cell_sized = ~_wider_than_a_cell(footprint_matrix, frame_shape, params["neuron_diameter"])
         footprint_matrix, trace_matrix = footprint_matrix[:, cell_sized], trace_matrix[cell_sized]
         if motion is not None:
-            filled = motion.filled_fractions(footprint_matrix, binned.bin_size)
+            filled = motion.filled_fractions(footprint_matrix, binned.frame_ranges())
             fill_in = _follow_the_filling(filled, trace_matrix, params["min_snr"], rise_window)
             footprint_matrix, trace_matrix = footprint_matrix[:, ~fill_in], trace_matrix[~fill_in]
             at_edge = int(fill_in.sum())
@@ -158,6 +158,7 @@ def extract_sources(
         bin_size=binned.bin_size,
         notes={
             "bin_size": binned.bin_size,
+            "binned_frames": binned.nframes,
             "patches": len(windows),
             "patch_overlap_px": overlap,
             "sources_in_patches": found,

@@ -79,18 +79,19 @@ class MotionCorrection:
             return 0
         return int(np.ceil(np.percentile(np.max(np.stack(shifts), axis=0), 50)))
 
-    def filled_fractions(self, footprints: scipy.sparse.csc_matrix, bin_size: int = 1) -> np.ndarray:
+    def filled_fractions(self, footprints: scipy.sparse.csc_matrix,
+                         frame_ranges: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(K, bins): the fraction of each footprint's weight that the registration filled in
         (``out[y, x] = raw[y - dy, x - dx]`` with ``(y - dy, x - dx)`` outside the raw frame),
-        averaged over bins of ``bin_size`` frames. From the rigid shifts: under piecewise-rigid
+        averaged over the frames [first, stop) of each bin (``frame_ranges``: the arrays of firsts
+        and stops; default every frame alone). From the rigid shifts: under piecewise-rigid
         registration the edge blocks' local deformation is left out."""
         height, width = self.reference.shape
         dy, dx = self.rigid.y_shifts.astype(np.float64), self.rigid.x_shifts.astype(np.float64)
         # the rows [top, bottom) and columns [left, right) each frame observed
         top, bottom = np.ceil(dy).astype(int), np.floor(height - 1 + dy).astype(int) + 1
         left, right = np.ceil(dx).astype(int), np.floor(width - 1 + dx).astype(int) + 1
-        starts = np.arange(0, len(dy), bin_size)
-        counts = np.diff(np.append(starts, len(dy)))
+        starts, stops = (np.arange(len(dy)), np.arange(1, len(dy) + 1)) if frame_ranges is None else frame_ranges
         fractions = np.zeros((footprints.shape[1], len(starts)), np.float32)
         if not len(starts):
             return fractions
@@ -106,7 +107,8 @@ class MotionCorrection:
             t, b = np.clip(top - y0, 0, box.shape[0]), np.clip(bottom - y0, 0, box.shape[0])
             l, r = np.clip(left - x0, 0, box.shape[1]), np.clip(right - x0, 0, box.shape[1])
             observed = integral[b, r] - integral[t, r] - integral[b, l] + integral[t, l]
-            fractions[k] = np.add.reduceat(1 - observed / total, starts) / counts
+            running = np.concatenate([[0.0], np.cumsum(1 - observed / total)])
+            fractions[k] = (running[stops] - running[starts]) / (stops - starts)
         return fractions
 
 

@@ -48,10 +48,11 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "patch_size": ParamSpec(80, "int", 16, 4096, "core size of the square patches used to find sources, px"),
     "patch_overlap": ParamSpec(None, "optional_int", 0, 4096, "margin added around every patch core, px (null: "
                                "1.5 neuron diameters, the farthest a kept source's footprint reaches beyond the core)"),
-    "max_init_frames": ParamSpec(1000, "int", 50, 1_000_000, "frames of the temporally binned movie used to find sources"),
+    "max_init_frames": ParamSpec(1000, "int", 50, 1_000_000, "most frames of the temporally binned movie used to "
+                                 "find sources: a longer movie keeps this many of its bins, spread evenly over it"),
     "binned_frame_rate": ParamSpec(10.0, "optional_float", 0.01, 1000, "frame rate the movie source extraction reads "
-                                   "is averaged down to, Hz: bins of round(fps / binned_frame_rate) frames, more if "
-                                   "that leaves over max_init_frames bins (null: only that limit)"),
+                                   "is averaged down to, Hz: bins of round(fps / binned_frame_rate) frames (null: "
+                                   "bins of ceil(frames / max_init_frames) frames, all kept)"),
     "refine_iterations": ParamSpec(2, "int", 0, 20, "spatial/temporal/background refinement rounds per patch"),
     "merge_threshold": ParamSpec(0.8, "float", 0, 1, "trace correlation above which overlapping sources merge"),
     "min_snr": ParamSpec(6.0, "float", 0, None, "sources whose trace never rises this many noise units above its "

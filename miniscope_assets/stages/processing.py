@@ -230,12 +230,19 @@ def shared_motion(folder: Path, movie: Callable[[], MovieSource], params: dict, 
             with scratch_path(folder / "decoded.raw") as scratch:
                 motion = correct_motion(DecodedOnce(movie(), scratch), params, corrected, progress, n_workers)
             save_motion_correction(motion, record)
-        if binned_path is not None and not binned_path.is_file():
-            with atomic_path(binned_path) as temporary:
-                write_binned(H5Movie(corrected), params, binned_fps, temporary, progress)
+        binned = None
+        if binned_path is not None:
+            try:
+                binned = open_binned(binned_path) if binned_path.is_file() else None
+            except MiniscopeInputError:  # a copy in an earlier version's layout: written again
+                binned = None
+            if binned is None:
+                with atomic_path(binned_path) as temporary:
+                    write_binned(H5Movie(corrected), params, binned_fps, temporary, progress)
+                binned = open_binned(binned_path)
         fcntl.flock(lock, fcntl.LOCK_SH)
         try:
-            yield SharedMotion(motion, corrected, reused, open_binned(binned_path) if binned_path else None)
+            yield SharedMotion(motion, corrected, reused, binned)
         finally:
             try:
                 keep_movie = keep()
