@@ -44,7 +44,7 @@ class BinnedMovie:
 
     path: Path
     bin_size: int
-    bins: np.ndarray  # index of each stored bin among the movie's bins (frames bins * bin_size ...)
+    bins: np.ndarray  # index of each stored bin among the movie's bins (its frames start at bins * bin_size)
     mean_image: np.ndarray  # temporal mean of the full-rate movie
     max_image: np.ndarray  # temporal maximum of the full-rate movie
     movie_frames: int  # frames of the full-rate movie (the last bin may hold fewer than bin_size)
