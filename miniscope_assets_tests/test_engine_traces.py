@@ -30,8 +30,8 @@ def test_demixing_recovers_overlapping_traces_under_a_fluctuating_background():
     global_fluctuation = 5 * np.sin(np.arange(n) / 7)
     frames = (static.ravel()[None] + (footprints @ traces).T + global_fluctuation[:, None]).reshape(n, *SHAPE)
     sources = Sources(
-        footprints=footprints.astype(np.float32), binned_traces=traces, background_mean=static.astype(np.float32),
-        ring_gain=np.ones(SHAPE, np.float32), bin_size=1, notes={},
+        footprints=footprints.astype(np.float32), background_mean=static.astype(np.float32),
+        ring_gain=np.ones(SHAPE, np.float32), notes={},
     )
     demixer = Demixer(sources, validate_params({"neuron_diameter": 8}))
     fluorescence, background = demixer.demix(frames.astype(np.float32))

@@ -74,10 +74,8 @@ class Sources:
     """Footprints and background model found by :func:`extract_sources`."""
 
     footprints: scipy.sparse.csc_matrix  # (height*width, K), unit peak
-    binned_traces: np.ndarray  # (K, n_binned) traces on the binned movie
     background_mean: np.ndarray  # b0, (height, width)
     ring_gain: np.ndarray  # w, (height, width)
-    bin_size: int
     notes: dict
 
 
@@ -152,10 +150,8 @@ def extract_sources(
         progress(STAGE, 1.0)
     return Sources(
         footprints=footprint_matrix,
-        binned_traces=trace_matrix,
         background_mean=background_mean.reshape(height, width).astype(np.float32),
         ring_gain=gain,
-        bin_size=binned.bin_size,
         notes={
             "bin_size": binned.bin_size,
             "binned_frames": binned.nframes,
