@@ -60,8 +60,7 @@ class BinnedMovie:
 
     def frame_ranges(self) -> tuple[np.ndarray, np.ndarray]:
         """(first, stop) frames of the full-rate movie that each binned frame averages."""
-        starts = self.bins * self.bin_size
-        return starts, np.minimum(starts + self.bin_size, self.movie_frames)
+        return frame_ranges(self.bins, self.bin_size, self.movie_frames)
 
     @property
     def frames_between_bins(self) -> float:
@@ -91,6 +90,13 @@ def bin_size_for(nframes: int, fps: float, params: dict) -> int:
     return max(1, round(fps / rate))
 
 
+def frame_ranges(bins: np.ndarray, bin_size: int, movie_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first, stop) frames of each of ``bins`` (indices among the movie's bins of ``bin_size``
+    frames; the last may hold fewer)."""
+    starts = bins * bin_size
+    return starts, np.minimum(starts + bin_size, movie_frames)
+
+
 def kept_bins(n_bins: int, max_bins: int) -> np.ndarray:
     """The indices of the bins kept of ``n_bins``: all, or ``max_bins`` spread evenly from the
     first to the last."""
@@ -104,8 +110,9 @@ def write_binned(movie: MovieSource, params: dict, fps: float, path: Path,
     """Stream ``movie`` (recorded at ``fps``) into ``path`` binned (see module docstring)."""
     n = movie.nframes
     bin_size = bin_size_for(n, fps, params)
-    bins = kept_bins(-(-n // bin_size), params["max_init_frames"])
-    slot = np.full(-(-n // bin_size), -1, np.int64)  # where each bin of the movie is stored, -1: not kept
+    n_bins = -(-n // bin_size)
+    bins = kept_bins(n_bins, params["max_init_frames"])
+    slot = np.full(n_bins, -1, np.int64)  # where each bin of the movie is stored, -1: not kept
     slot[bins] = np.arange(len(bins))
     height, width = movie.frame_shape
     dtype = np.dtype(movie.dtype)
@@ -126,8 +133,8 @@ def write_binned(movie: MovieSource, params: dict, fps: float, path: Path,
             if exact:
                 dataset[block_start:stop] = sums
             else:
-                starts = bins[block_start:stop] * bin_size
-                counts = np.minimum(starts + bin_size, n) - starts
+                starts, stops = frame_ranges(bins[block_start:stop], bin_size, n)
+                counts = stops - starts
                 dataset[block_start:stop] = (sums / counts[:, None, None]).astype(np.float32)
             sums[:] = 0
 
