@@ -63,12 +63,11 @@ def _date(path: Path, key: str, value) -> str:
 
 # Subject fields in the forms DANDI (nwbinspector's critical checks) accepts, from what labs write.
 _NUMBER = r"(\d+(?:\.\d+)?)"
-_WEIGHT = re.compile(rf"^{_NUMBER}\s*([a-zμ]+)$", re.IGNORECASE)
+_AMOUNT = re.compile(rf"^{_NUMBER}\s*([a-zμ]+)$", re.IGNORECASE)  # a number and its unit in letters
 _WEIGHT_UNITS = {"kg": "kg", "kilogram": "kg", "kilograms": "kg", "g": "g", "gram": "g", "grams": "g",
                  "mg": "mg", "milligram": "mg", "milligrams": "mg", "ug": "ug", "μg": "ug", "ng": "ng", "pg": "pg"}
 _DURATION = re.compile(rf"P(?!$)({_NUMBER}Y)?({_NUMBER}M)?({_NUMBER}W)?({_NUMBER}D)?"
                        rf"(T(?=\d)({_NUMBER}H)?({_NUMBER}M)?({_NUMBER}S)?)?")
-_AGE_IN_WORDS = re.compile(rf"^{_NUMBER}\s*([a-z]+)$", re.IGNORECASE)
 _AGE_UNITS = {"d": "D", "day": "D", "days": "D", "w": "W", "wk": "W", "week": "W", "weeks": "W",
               "mo": "M", "month": "M", "months": "M", "y": "Y", "yr": "Y", "year": "Y", "years": "Y"}
 _SEXES = {"m": "M", "male": "M", "f": "F", "female": "F", "u": "U", "unknown": "U", "o": "O", "other": "O"}
@@ -83,19 +82,26 @@ _BINOMIAL = re.compile(r"^([A-Za-z][a-z]*) ([a-z]+)$")
 _NCBI_TAXON = re.compile(r"^http://purl\.obolibrary\.org/obo/NCBITaxon_\d+$")
 
 
+def _amount(value, units: dict[str, str]) -> tuple[str, str] | None:
+    """(number, unit as ``units`` spells it) of text such as "25 g" or "90 days", or None."""
+    found = _AMOUNT.match(value.strip()) if isinstance(value, str) else None
+    unit = units.get(found[2].lower()) if found else None
+    return (found[1], unit) if unit else None
+
+
 def _weight(path: Path, key: str, value) -> str:
     """A weight with its unit, as "25 g" (NWB stores it as text, and a bare number would be read
     as kilograms): "25g" and "25 grams" become "25 g"."""
-    found = _WEIGHT.match(value.strip()) if isinstance(value, str) else None
-    if not found or found[2].lower() not in _WEIGHT_UNITS:
+    amount = _amount(value, _WEIGHT_UNITS)
+    if amount is None:
         raise MiniscopeInputError(path, f"'{key}' {value!r} should be a number with a unit, such as '25 g' "
                                   "(kg, g, mg, ug, ng or pg)")
-    return f"{found[1]} {_WEIGHT_UNITS[found[2].lower()]}"
+    return " ".join(amount)
 
 
 def _sex(path: Path, key: str, value) -> str:
     """M, F, U or O (also written male, female, unknown, other, in any case)."""
-    sex = _SEXES.get(str(value).strip().lower()) if isinstance(value, str) else None
+    sex = _SEXES.get(value.strip().lower()) if isinstance(value, str) else None
     if sex is None:
         raise MiniscopeInputError(path, f"'{key}' {value!r} should be M, F, U or O (male, female, unknown, other)")
     return sex
@@ -104,10 +110,10 @@ def _sex(path: Path, key: str, value) -> str:
 def _age(path: Path, key: str, value) -> str:
     """An ISO 8601 duration ("P90D", "P12W", "P1Y2M"), a range of two ("P90D/P120D", "P90D/"), or
     a number with a unit in words ("90 days", "12 weeks", "3 months", "1 year"), as a duration."""
-    text = str(value).strip() if isinstance(value, str) else ""
-    in_words = _AGE_IN_WORDS.match(text)
-    if in_words and in_words[2].lower() in _AGE_UNITS:
-        return f"P{in_words[1]}{_AGE_UNITS[in_words[2].lower()]}"
+    in_words = _amount(value, _AGE_UNITS)
+    if in_words:
+        return "P" + "".join(in_words)
+    text = value.strip() if isinstance(value, str) else ""
     bounds = text.upper().split("/")
     if len(bounds) in (1, 2) and _DURATION.fullmatch(bounds[0]) and (len(bounds) == 1 or bounds[1] == ""
                                                                    or _DURATION.fullmatch(bounds[1])):
@@ -124,7 +130,7 @@ def _species(path: Path, key: str, value) -> str:
         return _SPECIES_NAMES[text.lower()]
     if _NCBI_TAXON.match(text):
         return text
-    binomial = _BINOMIAL.match(text[:1].upper() + text[1:].lower() if text else "")
+    binomial = _BINOMIAL.match(text.capitalize())
     if binomial:
         return binomial[0]
     raise MiniscopeInputError(path, f"'{key}' {value!r} should be a Latin binomial such as 'Mus musculus', an NCBI "
