@@ -1,15 +1,17 @@
-"""Benchmark: one recording x two paramsets through every asset, as `miniscope-assets run` does it.
+"""Benchmark: one recording x one or two paramsets through every asset, as `miniscope-assets run` does it.
 
 Generates a V4 recording once (default 600x600 px x 3000 frames of simulated 1-photon data, FFV1
 AVIs; the same as bench_ingest.py) and, in a child process, runs the whole chain for two paramsets
-that share their motion parameters (default, and a stricter seed threshold) through the Dagster
+that share their motion parameters (default, and a stricter seed threshold; with ``--paramsets 1``
+the default alone, as a lab processing each session once) through the Dagster
 jobs against a fresh SQLite instance. Prints, per asset and partition: wall time, bytes the
 process wrote (/proc/self/io), CPU/wall (with the engine's worker processes) and peak RSS so
 far; then the time to decode the AVIs once (the
 floor), the chain's wall time and its multiple of the floor, CPU/wall, the share of the container
 stages after processing, and the bytes on disk (NWB files, intermediates) over the AVI bytes.
 
-    python benchmarks/bench_chain.py [--size 600] [--frames 3000] [--workers N] [--workdir /tmp/bench_chain]
+    python benchmarks/bench_chain.py [--size 600] [--frames 3000] [--paramsets 2] [--workers N]
+                                     [--workdir /tmp/bench_chain]
 """
 
 from __future__ import annotations
@@ -86,12 +88,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_chain"))
     parser.add_argument("--workers", type=int, default=0, help="engine worker processes (0: every core)")
+    parser.add_argument("--paramsets", type=int, choices=(1, 2), default=2, help="paramsets run (default first)")
     args = parser.parse_args()
     data_root = args.workdir / "data"
     folder = ensure_recording(data_root, args.size, args.frames)
     for name in ("nwb", "processing", "dagster_home"):  # a fresh run every time; the recording is kept
         shutil.rmtree(args.workdir / name, ignore_errors=True)
-    (data_root / "paramsets.yaml").write_text(yaml.safe_dump({"paramsets": PARAMSETS}, sort_keys=False))
+    (data_root / "paramsets.yaml").write_text(yaml.safe_dump({"paramsets": PARAMSETS[: args.paramsets]}, sort_keys=False))
     floor = decode_floor(data_root, folder)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -100,7 +103,7 @@ def main() -> None:
     outcome = queue.get()
     process.join()
     frames = args.frames
-    print(f"recording        {frames} frames of {args.size}x{args.size} px, 2 paramsets, {os.cpu_count()} cores, "
+    print(f"recording        {frames} frames of {args.size}x{args.size} px, {args.paramsets} paramset(s), {os.cpu_count()} cores, "
           f"MINISCOPE_WORKERS={args.workers}")
     print(f"{'asset':<20} {'paramset':<9} {'wall s':>8} {'CPU/wall':>9} {'written MB':>11} {'peak RSS MiB':>13}")
     for name, paramset, wall, cpu, written, peak in outcome["rows"]:

@@ -50,7 +50,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from miniscope_assets.engine.binning import BinnedMovie
-from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, map_images, neuron_filter_sigmas, ring_radii
+from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, box_sums, neuron_filter_sigmas, ring_radii
 from miniscope_assets.engine.motion import MotionCorrection
 from miniscope_assets.engine.noise import noise_from_differences, rise_snr, rises, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
@@ -267,7 +267,7 @@ def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, m
         outside_norm = np.maximum(float((weights * weights).sum()) - local_norm, 1e-12)
         # weighted window total minus the weighted box around each pixel, frame by frame (no
         # weighted copy of the window is held beside the regressors)
-        regressor = map_images(lambda frame: box_sum(frame * weights, radius), flat.reshape(n, *shape)).reshape(n, -1)
+        regressor = box_sums(flat.reshape(n, *shape), radius, weights).reshape(n, -1)
         np.subtract((flat @ weights.ravel())[:, None], regressor, out=regressor)
         regressor /= outside_norm
         regressors.append(regressor)

@@ -41,19 +41,22 @@ class Bandpass:
     def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Band-passed ``image`` written to ``out`` (a new float32 array if None)."""
         out = np.empty(self.shape, np.float32) if out is None else out
-        np.copyto(self._image, image, casting="unsafe")
+        source = image
+        if image.dtype != np.float32 or not image.flags.c_contiguous or np.may_share_memory(image, out):
+            source = self._image
+            np.copyto(source, image, casting="unsafe")
         if self.low_sigma > 0:
-            cv2.GaussianBlur(self._image, (0, 0), self.low_sigma, dst=out, borderType=cv2.BORDER_REFLECT)
+            cv2.GaussianBlur(source, (0, 0), self.low_sigma, dst=out, borderType=cv2.BORDER_REFLECT)
         else:
-            np.copyto(out, self._image)
+            np.copyto(out, source)
         if self.factor > 1:
             height, width = self.shape
-            cv2.resize(self._image, self._small.shape[::-1], dst=self._small, interpolation=cv2.INTER_AREA)
+            cv2.resize(source, self._small.shape[::-1], dst=self._small, interpolation=cv2.INTER_AREA)
             cv2.GaussianBlur(self._small, (0, 0), self._small_sigma, dst=self._small_blurred,
                              borderType=cv2.BORDER_REFLECT)
             cv2.resize(self._small_blurred, (width, height), dst=self._background, interpolation=cv2.INTER_LINEAR)
         else:
-            cv2.GaussianBlur(self._image, (0, 0), self.high_sigma, dst=self._background, borderType=cv2.BORDER_REFLECT)
+            cv2.GaussianBlur(source, (0, 0), self.high_sigma, dst=self._background, borderType=cv2.BORDER_REFLECT)
         np.subtract(out, self._background, out=out)
         return out
 
@@ -95,22 +98,32 @@ class RingAverage:
         return self.sum(np.asarray(image, np.float32)) / self.counts
 
     def apply_stack(self, images: np.ndarray) -> np.ndarray:
-        """Ring average of every image of a (n, height, width) stack."""
-        return map_images(self.apply, images)
+        """Ring average of every image of a (n, height, width) float32 stack, into a new stack."""
+        results = box_sums(images, self.outer)
+        inner = np.empty(self.shape, np.float32)
+        for image, result in zip(images, results):
+            np.subtract(result, box_sum(image, self.inner, out=inner), out=result)
+            np.divide(result, self.counts, out=result)
+        return results
 
 
-def map_images(function, images: np.ndarray) -> np.ndarray:
-    """``function`` of every image of a (n, height, width) stack, written into one new float32
-    stack image by image (a list of results and its stacked copy are never held together)."""
+def box_sum(image: np.ndarray, radius: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Sum over the (2 radius + 1)^2 square around every pixel (zero outside the image), float32
+    (written to ``out`` if given)."""
+    return cv2.boxFilter(image, cv2.CV_32F, (2 * radius + 1,) * 2, dst=out, normalize=False,
+                         borderType=cv2.BORDER_CONSTANT)
+
+
+def box_sums(images: np.ndarray, radius: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`box_sum` of every image of a (n, height, width) stack (times ``weights`` if
+    given), written into one new float32 stack image by image."""
     results = np.empty(images.shape, np.float32)
-    for image, target in zip(images, results):
-        target[...] = function(image)
+    weighted = np.empty(images.shape[1:], np.float32)
+    for image, result in zip(images, results):
+        if weights is not None:
+            image = np.multiply(image, weights, out=weighted)
+        box_sum(image, radius, out=result)
     return results
-
-
-def box_sum(image: np.ndarray, radius: int) -> np.ndarray:
-    """Sum over the (2 radius + 1)^2 square around every pixel (zero outside the image), float32."""
-    return cv2.boxFilter(image, cv2.CV_32F, (2 * radius + 1,) * 2, normalize=False, borderType=cv2.BORDER_CONSTANT)
 
 
 def ring_radii(neuron_diameter: float, ring_radius_factor: float) -> tuple[int, int]:
