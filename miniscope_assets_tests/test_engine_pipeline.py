@@ -236,3 +236,12 @@ def test_tiny_movies_give_valid_empty_results(tmp_path, shape):
     result = run_engine(ArrayMovie(noise), {}, tmp_path, 20.0, n_workers=1)
     assert result.n_masks == 0 and result.motion_rigid.x_shifts.shape == (shape[0],)
     assert np.isfinite(result.summary.correlation).all() and np.isfinite(result.summary.mean).all()
+
+
+def test_a_movie_without_cells_longer_than_the_dff_window_gives_a_valid_empty_result(tmp_path):
+    """No source found in a movie longer than the dF/F baseline window (here 10 s of 40 s): an
+    empty result, not a crash in the running baseline of no traces."""
+    noise = np.random.default_rng(1).normal(100, 5, (200, 48, 48)).clip(0, 255).astype(np.uint8)
+    result = run_engine(ArrayMovie(noise), {"dff_window": 10.0}, tmp_path, 5.0, n_workers=1)
+    assert result.n_masks == 0
+    assert result.fluorescence.shape == result.dff.shape == (0, 200)

@@ -53,6 +53,7 @@ def test_running_percentile_follows_a_slow_baseline():
     estimate = running_percentile(trace[None], window=300, percentile=8)[0]
     assert np.abs(estimate - baseline)[150:-150].max() < 0.8
     assert running_percentile(trace[None], window=5000, percentile=50).std() == 0  # window > trace: constant
+    assert running_percentile(np.zeros((0, n)), window=300, percentile=8).shape == (0, n)  # no traces
 
 
 def test_dff_uses_trace_and_background_baselines():

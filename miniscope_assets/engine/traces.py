@@ -130,7 +130,10 @@ def running_percentile(traces: np.ndarray, window: int, percentile: float) -> np
         np.percentile(traces[:, max(c - half, 0) : min(c + half + 1, n)], percentile, axis=1) for c in centres
     ], axis=1)
     frames = np.arange(n)
-    return np.stack([np.interp(frames, centres, row) for row in values])
+    baseline = np.empty((k, n))
+    for row, evaluated in zip(baseline, values):
+        row[:] = np.interp(frames, centres, evaluated)
+    return baseline
 
 
 def compute_dff(fluorescence: np.ndarray, neuropil: np.ndarray, fps: float, params: dict) -> np.ndarray:
