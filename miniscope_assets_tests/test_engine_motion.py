@@ -245,3 +245,15 @@ def test_filled_fractions_follow_the_shift_convention():
     binned = motion.filled_fractions(sparse, (np.array([0, 3, 6]), np.array([3, 6, 7])))
     np.testing.assert_allclose(binned, np.stack([expected[:, :3].mean(1), expected[:, 3:6].mean(1), expected[:, 6]], axis=1),
                                atol=1e-6)
+
+
+def test_a_block_search_wider_than_the_block_is_held_to_half_the_block(tmp_path):
+    """``max_deviation_rigid`` 1000 with 32 px blocks searched 2001 x 2001 lags per block and
+    frame (minutes for 30 small frames); it is the same search as half the block, 15 px."""
+    frames = _frames(Simulation(SimulationConfig(height=64, width=64, nframes=30, n_neurons=5, seed=2)))
+    shifts = []
+    for deviation in (1000, 15):
+        params = validate_params({"pw_rigid": True, "strides": [8, 8], "max_deviation_rigid": deviation})
+        result = correct_motion(ArrayMovie(frames), params, tmp_path / f"{deviation}.h5", n_workers=1)
+        shifts.append((result.piecewise.y_shifts, result.piecewise.x_shifts))
+    np.testing.assert_array_equal(shifts[0], shifts[1])

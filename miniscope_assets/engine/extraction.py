@@ -51,7 +51,7 @@ import scipy.sparse.csgraph
 
 from miniscope_assets.engine.binning import BinnedMovie
 from miniscope_assets.engine.filters import RingAverage, bandpass, box_sum, box_sums, neuron_filter_sigmas, ring_radii
-from miniscope_assets.engine.motion import MotionCorrection
+from miniscope_assets.engine.motion import MotionCorrection, distance_from, unlit_region
 from miniscope_assets.engine.noise import noise_from_differences, rise_snr, rises, trace_snr
 from miniscope_assets.engine.summary import LocalCorrelation, filter_neurons, threshold_noise
 from miniscope_assets.engine.workers import ordered_map
@@ -111,6 +111,10 @@ def extract_sources(
     footprints, traces, gain = [], [], np.ones(frame_shape, np.float32)
     valid = np.zeros(frame_shape, bool)
     valid[border : height - border, border : width - border] = True
+    unlit = unlit_region(binned.mean_image)
+    if unlit is not None:  # the edge of the lens's image moves over the cells near it as the brain moves
+        spread = motion.spread if motion is not None else 0.0
+        valid &= distance_from(unlit) > spread + 2 * params["neuron_diameter"]
     overlap = patch_overlap(params)
     cores, windows = zip(*_patch_windows(frame_shape, params["patch_size"], overlap))
     # a source near a core boundary is kept by both patches (its centroid differs slightly

@@ -54,6 +54,10 @@ _CLIP_SIGMAS = 2.0  # band-passed frames are clipped at this many robust standar
 _TAPER_PX = 16
 _BATCH = 16  # frames filtered and registered together (bounds memory for large frames)
 _SMOOTH_FRAMES = 5  # running median of the piecewise deviations from the rigid shift
+_DARK_FRACTION = 0.15  # of the bright level: a pixel darker on average is not lit by the lens (lit_weights)
+_DARK_MIN_AREA = 0.01  # of the frame: the least an unlit region covers
+_DARK_MIN_WIDTH = 15  # px: the narrowest an unlit region is
+_DARK_MARGIN_SIGMAS = 2.5  # high-pass sigmas inside the lit edge left out of the registration
 
 
 @dataclass
@@ -78,6 +82,15 @@ class MotionCorrection:
         if not shifts[0].size:
             return 0
         return int(np.ceil(np.percentile(np.max(np.stack(shifts), axis=0), 50)))
+
+    @property
+    def spread(self) -> float:
+        """How far (px) the frames moved from their median position: the 99th percentile over
+        frames of the rigid shifts' distance from their median."""
+        shifts = np.stack([self.rigid.y_shifts, self.rigid.x_shifts], axis=1).astype(np.float64)
+        if not len(shifts):
+            return 0.0
+        return float(np.percentile(np.hypot(*(shifts - np.median(shifts, axis=0)).T), 99))
 
     def filled_fractions(self, footprints: scipy.sparse.csc_matrix,
                          frame_ranges: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -171,11 +184,12 @@ def _block_starts(size: int, stride: int, overlap: int) -> tuple[np.ndarray, int
 class _Registration:
     """Cross-correlation registration of filtered images against fixed template(s)."""
 
-    def __init__(self, templates: np.ndarray, upsample_factor: int):
-        # templates: (n, h, w); one per block (or a single full-frame template). Transforms are
+    def __init__(self, templates: np.ndarray, upsample_factor: int, weights: np.ndarray | None = None):
+        # templates: (n, h, w); one per block (or a single full-frame template); ``weights`` of
+        # their pixels (same shape; default all 1) multiply the border taper. Transforms are
         # single-threaded: registration runs in the engine's workers, one core each.
         self.shape = templates.shape[-2:]
-        self.taper = _taper(self.shape)
+        self.taper = _taper(self.shape) if weights is None else (_taper(self.shape) * weights).astype(np.float32)
         self.template_spectra = np.conj(scipy.fft.rfft2(templates * self.taper))
         self.template_norms = np.sqrt(np.einsum("nij,nij->n", templates * self.taper, templates * self.taper))
         self.upsample_factor = upsample_factor
@@ -270,9 +284,15 @@ def _taper(shape) -> np.ndarray:
 class _FrameFilter:
     """Band-passes and clips frames for registration, in batches held in one reused buffer."""
 
-    def __init__(self, frame_shape, params: dict):
+    def __init__(self, frame_shape, params: dict, weights: np.ndarray | None = None):
         self.bandpass = Bandpass(frame_shape, params["motion_lowpass_sigma"], params["motion_highpass_sigma"])
         self.buffer = np.empty((_BATCH, *frame_shape), np.float32)
+        self.clip_sample = None  # the pixels whose values set the clipping level; default a grid over the frame
+        if weights is not None:  # only those the registration weighs (the lens's unlit sensor would lower it)
+            sample = np.zeros(frame_shape, bool)
+            sample[_clip_grid(frame_shape)] = True
+            sample &= weights > 0
+            self.clip_sample = np.flatnonzero(sample) if sample.any() else None
 
     def batches(self, frames: np.ndarray):
         """Yield (offset, raw frames, filtered frames) in batches of <= _BATCH frames of ``frames``."""
@@ -280,35 +300,47 @@ class _FrameFilter:
             raw = frames[offset : offset + _BATCH]
             filtered = self.buffer[: len(raw)]
             self.bandpass.stack(raw, out=filtered)
-            _clip_transients(filtered)
+            _clip_transients(filtered, self.clip_sample)
             yield offset, raw, filtered
 
 
-def _clip_transients(filtered: np.ndarray) -> None:
+def _clip_grid(frame_shape) -> tuple[slice, slice]:
+    """Every k-th row and column: about 4096 pixels of a frame."""
+    step = max(1, int(np.sqrt(frame_shape[0] * frame_shape[1] / 4096)))
+    return slice(None, None, step), slice(None, None, step)
+
+
+def _clip_transients(filtered: np.ndarray, sample: np.ndarray | None = None) -> None:
     """Clip every band-passed frame of a (n, h, w) stack, in place, to +-``_CLIP_SIGMAS`` robust
-    standard deviations of its values.
+    standard deviations of its values (of the flat pixel indices ``sample``; default
+    :func:`_clip_grid`'s).
 
     A cell firing brightly is a compact blob far above everything else in the band-passed frame;
     unclipped, the correlation follows it to whatever blob of the template it lies near, and the
     frame is registered by one cell instead of by the whole field's static structure (vessels,
     resting cells).
     """
-    step = max(1, int(np.sqrt(filtered[0].size / 4096)))  # about 4096 samples per frame
-    sample = np.abs(filtered[:, ::step, ::step]).reshape(len(filtered), -1)
-    scale = np.median(sample, axis=1) * (MAD_TO_SIGMA * _CLIP_SIGMAS)
+    n = len(filtered)
+    values = filtered[(slice(None), *_clip_grid(filtered.shape[1:]))] if sample is None else \
+        filtered.reshape(n, -1)[:, sample]
+    scale = np.median(np.abs(values).reshape(n, -1), axis=1) * (MAD_TO_SIGMA * _CLIP_SIGMAS)
     np.clip(filtered, -scale[:, None, None], scale[:, None, None], out=filtered)
 
 
-def build_template(movie: MovieSource, params: dict, n_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(filtered template, raw-intensity reference) from the first ``template_frames`` frames,
-    chunks of them in ``n_workers`` processes."""
+def build_template(movie: MovieSource, params: dict,
+                   n_workers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(filtered template, raw-intensity reference, registration weights or None) from the first
+    ``template_frames`` frames, chunks of them in ``n_workers`` processes. The weights
+    (:func:`lit_weights` of the frames' mean) leave the sensor outside the lens's image out of
+    every registration."""
     stop = min(params["template_frames"], movie.nframes)
     frame_filter = _FrameFilter(movie.frame_shape, params)
     iterations = params["template_iterations"] if params["motion_correction"] else 0
-    template = None  # the first round averages the frames as they are
+    template = weights = None  # the first round averages the frames as they are
     for round_ in range(iterations + 1):
-        registration = None if template is None else _Registration(template[None], params["upsample_factor"])
-        state = (frame_filter, registration, params["max_shift"], round_ == iterations)
+        registration = None if template is None else _Registration(template[None], params["upsample_factor"],
+                                                                    weights)
+        state = (frame_filter, registration, params["max_shift"], round_ in (0, iterations))
         filtered_sum = np.zeros(movie.frame_shape, np.float64)
         raw_sum = np.zeros(movie.frame_shape, np.float64)
         for chunk_filtered, chunk_raw in map_chunks(
@@ -317,14 +349,54 @@ def build_template(movie: MovieSource, params: dict, n_workers: int | None = Non
             filtered_sum += chunk_filtered
             raw_sum += chunk_raw
         template = (filtered_sum / stop).astype(np.float32)
-    return template, (raw_sum / stop).astype(np.float32)
+        if round_ == 0:
+            weights = lit_weights(raw_sum / stop, params["motion_highpass_sigma"])
+            frame_filter = _FrameFilter(movie.frame_shape, params, weights)
+    return template, (raw_sum / stop).astype(np.float32), weights
+
+
+def unlit_region(mean: np.ndarray) -> np.ndarray | None:
+    """The part of the sensor the lens does not light (bool image), or None if there is none:
+    the regions touching the frame's edge whose ``mean`` is below ``_DARK_FRACTION`` of the
+    bright level, at least ``_DARK_MIN_WIDTH`` px across and covering at least ``_DARK_MIN_AREA``
+    of the frame (a dark vessel or a speck of dust is not one)."""
+    bright = float(np.percentile(mean, 99))
+    if not bright > 0:
+        return None
+    dark = (mean < _DARK_FRACTION * bright).astype(np.uint8)
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_DARK_MIN_WIDTH, _DARK_MIN_WIDTH))
+    labels, count = scipy.ndimage.label(cv2.morphologyEx(dark, cv2.MORPH_OPEN, disk))
+    if count == 0:
+        return None
+    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    unlit_labels = [label for label in edge_labels if label and areas[label] >= _DARK_MIN_AREA * mean.size]
+    return np.isin(labels, unlit_labels) if unlit_labels else None
+
+
+def distance_from(region: np.ndarray) -> np.ndarray:
+    """Every pixel's distance (px) to the nearest pixel of ``region`` (bool image; 0 inside it)."""
+    return cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 5)
+
+
+def lit_weights(mean: np.ndarray, highpass_sigma: float) -> np.ndarray | None:
+    """Weights (0 to 1) of the pixels in registration, from the raw frames' ``mean``: 0 on the
+    :func:`unlit_region` and within ``_DARK_MARGIN_SIGMAS`` high-pass sigmas of it (where the
+    band-pass turns the static edge of the lens's image into structure that would pin the
+    registration to the sensor, not the brain), rising to 1 over ``_TAPER_PX`` px; None if the
+    whole frame is lit."""
+    unlit = unlit_region(mean)
+    if unlit is None:
+        return None
+    ramp = np.clip((distance_from(unlit) - _DARK_MARGIN_SIGMAS * highpass_sigma) / _TAPER_PX, 0, 1)
+    return (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)
 
 
 def _template_sums(state, chunk) -> tuple[np.ndarray, np.ndarray]:
     """(sum of filtered frames, sum of raw frames) of one chunk, each registered to the current
-    template (unregistered before there is one); raw frames are summed in the last round only
-    (zeros before: only that round's reference is kept)."""
-    frame_filter, registration, max_shift, last_round = state
+    template (unregistered before there is one); raw frames are summed only if ``with_raw`` (the
+    first round's give the lit weights, the last round's the reference; zeros otherwise)."""
+    frame_filter, registration, max_shift, with_raw = state
     _, frames = chunk
     filtered_sum = np.zeros(frames.shape[1:], np.float64)
     raw_sum = np.zeros(frames.shape[1:], np.float64)
@@ -332,13 +404,13 @@ def _template_sums(state, chunk) -> tuple[np.ndarray, np.ndarray]:
     for _, raw, filtered in frame_filter.batches(frames):
         if registration is None:
             filtered_sum += filtered.sum(axis=0)
-            if last_round:
+            if with_raw:
                 raw_sum += raw.sum(axis=0, dtype=np.float64)
             continue
         shifts = -_rigid_peaks(registration, filtered, max_shift)[0]
         for frame, image, (dy, dx) in zip(raw, filtered, shifts):
             filtered_sum += warper.translate(image, dy, dx)
-            if last_round:
+            if with_raw:
                 raw_sum += warper.translate(frame, dy, dx)
     return filtered_sum, raw_sum
 
@@ -406,10 +478,12 @@ def _chunk_shifts(estimator: _ShiftEstimator, chunk) -> tuple:
 
 
 def estimate_shifts(
-    movie: MovieSource, template: np.ndarray, params: dict, progress: Progress | None = None, n_workers: int | None = None
+    movie: MovieSource, template: np.ndarray, params: dict, progress: Progress | None = None,
+    n_workers: int | None = None, weights: np.ndarray | None = None,
 ) -> dict:
     """Per-frame rigid shifts (and per-block shifts if ``pw_rigid``), outliers flagged and
-    interpolated; chunks of frames are registered by ``n_workers`` processes."""
+    interpolated; chunks of frames are registered by ``n_workers`` processes, with the pixels
+    ``weights`` (:func:`lit_weights`) if given."""
     n = movie.nframes
     rigid = np.zeros((n, 2))
     rigid_border = np.zeros(n, bool)
@@ -418,10 +492,13 @@ def estimate_shifts(
     blocks = np.zeros((n, grid.count, 2)) if grid else None
     if params["motion_correction"]:
         estimator = _ShiftEstimator(
-            frame_filter=_FrameFilter(movie.frame_shape, params),
-            registration=_Registration(template[None], params["upsample_factor"]),
-            block_registration=_Registration(grid.cut(template), params["upsample_factor"]) if grid else None,
-            grid=grid, max_shift=params["max_shift"], deviation=params["max_deviation_rigid"],
+            frame_filter=_FrameFilter(movie.frame_shape, params, weights),
+            registration=_Registration(template[None], params["upsample_factor"], weights),
+            block_registration=_Registration(grid.cut(template), params["upsample_factor"],
+                                             None if weights is None else grid.cut(weights)) if grid else None,
+            grid=grid, max_shift=params["max_shift"],
+            # a block's search stays within half the block, as the frame's does within half the frame
+            deviation=min(params["max_deviation_rigid"], grid.height // 2 - 1, grid.width // 2 - 1) if grid else 0,
         )
         for first, chunk_rigid, border, chunk_quality, chunk_blocks in map_chunks(
             _chunk_shifts, movie, params["chunk_frames"], estimator, n_workers
@@ -560,10 +637,10 @@ def correct_motion(
     """Register ``movie`` (see module docstring) and write the corrected movie to ``output_path``,
     chunks of frames in ``n_workers`` processes."""
     started = time.perf_counter()
-    template, reference = build_template(movie, params, n_workers)
+    template, reference, weights = build_template(movie, params, n_workers)
     if progress:
         progress(STAGE, 0.1)
-    shifts = estimate_shifts(movie, template, params, progress, n_workers)
+    shifts = estimate_shifts(movie, template, params, progress, n_workers, weights)
     for name in ("rigid", "blocks"):  # the precision they are stored in, so a rewrite is identical
         if shifts[name] is not None:
             shifts[name] = shifts[name].astype(np.float32).astype(np.float64)
