@@ -154,16 +154,19 @@ def test_block_grid(size, stride, overlap, starts, block):
     np.testing.assert_allclose(weights_y.sum(axis=1), 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("pw_rigid", [False, True])
-def test_corrected_movie_rewritten_from_stored_shifts_is_identical(tmp_path, pw_rigid):
+@pytest.mark.parametrize("pw_rigid, banding", [(False, 0.0), (True, 0.0), (False, 6.0)])
+def test_corrected_movie_rewritten_from_stored_shifts_is_identical(tmp_path, pw_rigid, banding):
+    """Also where the row banding is removed before registration (the rewrite removes it again)."""
     from miniscope_assets.engine.motion import rewrite_corrected_movie
     from miniscope_assets.io.results_file import load_motion_correction, save_motion_correction
 
     simulation = Simulation(SimulationConfig(height=96, width=96, nframes=120, n_neurons=10, seed=2,
                                              nonrigid_amplitude=1.5 if pw_rigid else 0.0))
-    movie = ArrayMovie(_frames(simulation))
+    frames = _frames(simulation).astype(np.float32) + np.random.default_rng(3).normal(0, banding, (120, 96, 1))
+    movie = ArrayMovie(np.clip(np.rint(frames), 0, 255).astype(np.uint8))
     params = validate_params({"pw_rigid": pw_rigid, "strides": [32, 32], "overlaps": [16, 16]})
     motion = correct_motion(movie, params, tmp_path / "first.h5")
+    assert motion.notes["row_banding"]["banded"] == (banding > 0)
     save_motion_correction(motion, tmp_path / "motion.h5")
     rewrite_corrected_movie(movie, load_motion_correction(tmp_path / "motion.h5"), params, tmp_path / "again.h5")
     with h5py.File(tmp_path / "first.h5", "r") as first, h5py.File(tmp_path / "again.h5", "r") as again:

@@ -40,6 +40,7 @@ import scipy.ndimage
 import scipy.sparse
 
 from miniscope_assets.atomic import atomic_path
+from miniscope_assets.engine.banding import WithoutRowBanding, detect_row_banding
 from miniscope_assets.engine.filters import Bandpass
 from miniscope_assets.engine.h5movie import DATASET as CORRECTED_DATASET
 from miniscope_assets.engine.h5movie import create_frame_file
@@ -622,7 +623,10 @@ def rewrite_corrected_movie(
     movie: MovieSource, motion: MotionCorrection, params: dict, output_path: Path, progress: Progress | None = None,
     n_workers: int | None = None,
 ) -> None:
-    """Write the corrected movie again from the shifts of a earlier :func:`correct_motion` run."""
+    """Write the corrected movie again from the shifts of a earlier :func:`correct_motion` run
+    (with the row banding it removed removed again)."""
+    if motion.notes.get("row_banding", {}).get("banded"):
+        movie = WithoutRowBanding(movie)
     rigid = np.stack([motion.rigid.y_shifts, motion.rigid.x_shifts], axis=1).astype(np.float64)
     grid = blocks = None
     if motion.piecewise is not None:
@@ -637,6 +641,9 @@ def correct_motion(
     """Register ``movie`` (see module docstring) and write the corrected movie to ``output_path``,
     chunks of frames in ``n_workers`` processes."""
     started = time.perf_counter()
+    banding = detect_row_banding(movie, params["chunk_frames"])
+    if banding["banded"]:
+        movie = WithoutRowBanding(movie)
     template, reference, weights = build_template(movie, params, n_workers)
     if progress:
         progress(STAGE, 0.1)
@@ -668,6 +675,9 @@ def correct_motion(
             outlier_frames=outliers,
         )
     notes = {
+        "row_banding": banding,
+        # the part of the frame left out of registration as unlit by the lens (or near its edge)
+        "weighted_out_fraction": 0.0 if weights is None else round(float(np.mean(weights == 0)), 4),
         "outlier_frames": int(outliers.sum()),
         "estimate_seconds": round(estimated - started, 3),
         "apply_seconds": round(time.perf_counter() - estimated, 3),

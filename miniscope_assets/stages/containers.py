@@ -100,6 +100,12 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
             outlier_frames=int(np.sum(rigid.outlier_frames)) if rigid.outlier_frames is not None else None,
         )
     piecewise = result.motion_piecewise
+    engine_notes = result.notes.get("motion", {})
+    if "row_banding" in engine_notes:  # the built-in engine's
+        metadata.update(
+            row_banding_removed=bool(engine_notes["row_banding"].get("banded")),
+            unlit_fraction_weighted_out=engine_notes.get("weighted_out_fraction", 0.0),
+        )
     metadata.update(
         piecewise_blocks=None if piecewise is None else int(piecewise.block_y.shape[0]),
         corrected_movie_in_nwb=keep_movie,
