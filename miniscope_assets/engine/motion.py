@@ -40,12 +40,12 @@ import scipy.ndimage
 import scipy.sparse
 
 from miniscope_assets.atomic import atomic_path
-from miniscope_assets.engine.banding import WithoutRowBanding, detect_row_banding
 from miniscope_assets.engine.filters import Bandpass
 from miniscope_assets.engine.h5movie import DATASET as CORRECTED_DATASET
 from miniscope_assets.engine.h5movie import create_frame_file
 from miniscope_assets.engine.movie import FrameFile, MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
+from miniscope_assets.engine.readout import RepairedReadout, inspect_readout
 from miniscope_assets.engine.workers import map_chunks
 from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion, footprint_pixels
 
@@ -624,9 +624,9 @@ def rewrite_corrected_movie(
     n_workers: int | None = None,
 ) -> None:
     """Write the corrected movie again from the shifts of a earlier :func:`correct_motion` run
-    (with the row banding it removed removed again)."""
-    if motion.notes.get("row_banding", {}).get("banded"):
-        movie = WithoutRowBanding(movie)
+    (its readout repairs made again)."""
+    if "readout" in motion.notes:
+        movie = RepairedReadout(movie, motion.notes["readout"])
     rigid = np.stack([motion.rigid.y_shifts, motion.rigid.x_shifts], axis=1).astype(np.float64)
     grid = blocks = None
     if motion.piecewise is not None:
@@ -641,9 +641,8 @@ def correct_motion(
     """Register ``movie`` (see module docstring) and write the corrected movie to ``output_path``,
     chunks of frames in ``n_workers`` processes."""
     started = time.perf_counter()
-    banding = detect_row_banding(movie, params["chunk_frames"])
-    if banding["banded"]:
-        movie = WithoutRowBanding(movie)
+    readout = inspect_readout(movie, params["chunk_frames"])
+    movie = RepairedReadout(movie, readout)
     template, reference, weights = build_template(movie, params, n_workers)
     if progress:
         progress(STAGE, 0.1)
@@ -675,7 +674,7 @@ def correct_motion(
             outlier_frames=outliers,
         )
     notes = {
-        "row_banding": banding,
+        "readout": readout,
         # the part of the frame left out of registration as unlit by the lens (or near its edge)
         "weighted_out_fraction": 0.0 if weights is None else round(float(np.mean(weights == 0)), 4),
         "outlier_frames": int(outliers.sum()),

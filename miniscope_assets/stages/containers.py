@@ -101,9 +101,9 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
         )
     piecewise = result.motion_piecewise
     engine_notes = result.notes.get("motion", {})
-    if "row_banding" in engine_notes:  # the built-in engine's
+    if "readout" in engine_notes:  # the built-in engine's
         metadata.update(
-            row_banding_removed=bool(engine_notes["row_banding"].get("banded")),
+            row_banding_removed=bool(engine_notes["readout"].get("banded")),
             unlit_fraction_weighted_out=engine_notes.get("weighted_out_fraction", 0.0),
         )
     metadata.update(
