@@ -49,8 +49,8 @@ def row_offsets(frames: np.ndarray) -> np.ndarray:
 
 def row_differences(frame: np.ndarray) -> np.ndarray:
     """(rows,) mean absolute difference between horizontally neighbouring pixels of each row."""
-    image = np.asarray(frame, np.float32)
-    return cv2.reduce(cv2.absdiff(image[:, 1:], image[:, :-1]), 1, cv2.REDUCE_AVG).ravel()
+    image = frame if frame.dtype in (np.uint8, np.uint16) else np.asarray(frame, np.float32)  # absdiff's types
+    return cv2.reduce(cv2.absdiff(image[:, 1:], image[:, :-1]), 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel()
 
 
 def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
