@@ -104,6 +104,8 @@ def extract_sources(
     ``motion``: the registration that made the movie. No source is seeded in the frame margin
     it filled in (:attr:`MotionCorrection.border`) and sources whose centroid falls there are
     dropped, as are sources whose activity follows the filling (:func:`_follow_the_filling`).
+    Where the lens leaves sensor unlit (:func:`~miniscope_assets.engine.motion.unlit_region` of
+    the mean image), the same holds within the motion's spread plus two neuron diameters of it.
     Patches are processed by ``n_workers`` processes.
     """
     height, width = frame_shape = binned.frame_shape

@@ -1,8 +1,11 @@
 """Stage 1: motion correction (rigid and piecewise-rigid, sub-pixel, 1-photon aware).
 
+0. The movie is read with its readout repaired (corrupted rows, row banding:
+   :mod:`~miniscope_assets.engine.readout`) where it needs it.
 1. Every frame is band-pass filtered (difference of Gaussians) so that the diffuse 1-photon
    background and the fixed vignetting do not dominate the registration, clipped so that a
-   brightly firing cell does not either, and its borders are tapered.
+   brightly firing cell does not either, and its borders are tapered; sensor the lens leaves
+   unlit, and a margin inside its edge, is weighted out (:func:`lit_weights`).
 2. Template: mean of the first ``template_frames`` filtered frames, refined ``template_iterations``
    times by registering those frames to it and averaging again.
 3. Rigid shifts: FFT cross-correlation with the template, integer peak within ``max_shift``,
