@@ -104,6 +104,7 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
     if "readout" in engine_notes:  # the built-in engine's
         metadata.update(
             row_banding_removed=bool(engine_notes["readout"].get("banded")),
+            stuck_pixels_repaired=len(engine_notes["readout"].get("stuck_pixels", [])),
             unlit_fraction_weighted_out=engine_notes.get("weighted_out_fraction", 0.0),
         )
     metadata.update(
