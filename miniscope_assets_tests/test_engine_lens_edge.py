@@ -9,7 +9,6 @@ import pytest
 
 from miniscope_assets.engine import ArrayMovie, correct_motion, run_engine, validate_params
 from miniscope_assets.engine.motion import lit_weights, unlit_region
-from miniscope_assets.results import footprint_pixels
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
 SIZE, RADIUS = 200, 85
@@ -65,12 +64,7 @@ def test_no_source_on_the_lens_edge_or_the_unlit_sensor(lens_case, tmp_path):
     the poorly registered brain made fragments); after, 17 of which 16."""
     simulation, frames = lens_case
     result = run_engine(ArrayMovie(frames), {}, tmp_path, simulation.config.fps)
-    centroids = np.array([
-        np.average(np.stack(footprint_pixels(result.footprints, k, SIZE)[:2], 1), axis=0,
-                   weights=footprint_pixels(result.footprints, k, SIZE)[2])
-        for k in range(result.n_masks)
-    ])
-    from_centre = np.hypot(*(centroids - SIZE / 2).T)
+    from_centre = np.hypot(*(result.mask_centers() - SIZE / 2).T)
     assert from_centre.max() < RADIUS - 5
     # the cells well inside the lens's image are found, and little else
     inside = np.hypot(*(np.asarray(simulation.centers) - SIZE / 2).T) < RADIUS - 30

@@ -1,6 +1,6 @@
 """Stage 1: motion correction (rigid and piecewise-rigid, sub-pixel, 1-photon aware).
 
-0. The movie is read with its readout repaired (corrupted rows, row banding:
+0. The movie is read with its readout repaired (stuck pixels, corrupted rows, row banding:
    :mod:`~miniscope_assets.engine.readout`) where it needs it.
 1. Every frame is band-pass filtered (difference of Gaussians) so that the diffuse 1-photon
    background and the fixed vignetting do not dominate the registration, clipped so that a

@@ -75,7 +75,7 @@ def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
     picked = [frames for frames in picked if len(frames)]
     height, width = movie.frame_shape
     if not picked or width < 2:
-        return {"row_difference": None, "banded": False}
+        return {"row_difference": None, "banded": False, "stuck_pixels": []}
     frames = np.concatenate(picked)
     differences = np.stack([row_differences(frame) for frame in frames])
     typical = float(np.median(differences))  # 0 for noiseless synthetic frames: no row is told corrupted
@@ -121,12 +121,13 @@ def _repair_rows(frame: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
 
 
 class RepairedReadout:
-    """``movie`` with the repairs :func:`inspect_readout`'s ``findings`` call for: stuck pixels
-    take their neighbours' median, a corrupted row takes the same row of the frame before as read (rows corrupted there too, and the first
-    frame's, are interpolated between the frame's good rows), then, if the movie is banded, the
-    row offsets are subtracted; integers rounded and clipped to the movie's type. Frames needing
-    neither are passed through as they are. A frame reads the same however the movie is read
-    (in any chunks, by any process where ``movie`` is readable anywhere)."""
+    """``movie`` with the repairs :func:`inspect_readout`'s ``findings`` call for: a corrupted
+    row takes the same row of the frame before as read (rows corrupted there too, and the first
+    frame's, are interpolated between the frame's good rows), stuck pixels take their
+    neighbours' median, then, if the movie is banded, the row offsets are subtracted; integers
+    rounded and clipped to the movie's type. Frames needing none of this are passed through as
+    they are. A frame reads the same however the movie is read (in any chunks, by any process
+    where ``movie`` is readable anywhere)."""
 
     def __init__(self, movie: MovieSource, findings: dict):
         self.movie, self.findings = movie, findings
@@ -150,7 +151,7 @@ class RepairedReadout:
         corrupted = [self._corrupted(frame) for frame in frames]
         if not banded and not stuck and not any(rows.any() for rows in corrupted):
             return frames
-        repaired = np.asarray(frames, np.float32).copy()
+        repaired = np.array(frames, np.float32)  # a copy: ``frames`` may be the source's own
         for i, rows in enumerate(corrupted):
             if not rows.any():
                 continue
