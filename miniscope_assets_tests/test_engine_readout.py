@@ -11,7 +11,14 @@ import pytest
 import yaml
 
 from miniscope_assets.engine import ArrayMovie, run_engine
-from miniscope_assets.engine.readout import RepairedReadout, inspect_readout, row_differences, row_offsets
+from miniscope_assets.engine.h5movie import H5Movie
+from miniscope_assets.engine.readout import (
+    RepairedReadout,
+    glitched_frames,
+    inspect_readout,
+    row_differences,
+    row_offsets,
+)
 from miniscope_assets.io.avi import AviMovie, probe_avi
 from miniscope_assets.simulation import Simulation, SimulationConfig, evaluate
 
@@ -162,3 +169,41 @@ def test_a_real_sensors_blinking_pixels_are_found_and_repaired():
     assert inspect_readout(ArrayMovie(repaired), 100)["flickering_per_frame"] < 0.1 * found["flickering_per_frame"]
     changed = np.count_nonzero(repaired != movie.frames) / movie.frames.size
     assert 0 < changed < 0.01
+
+
+def test_glitched_frames_are_told_from_the_levels_slow_changes_and_steps():
+    rng = np.random.default_rng(0)
+    frames = np.arange(3000)
+    # bleaching, a step (the LED turned up), slow population events and noise of a few percent
+    levels = 80 * np.exp(-frames / 4000) + 10 * (frames > 1700) + 2.5 * np.sin(frames / 40) + rng.normal(0, 0.3, 3000)
+    assert not glitched_frames(levels).any()
+    glitched = levels.copy()
+    glitched[[5, 900, 901, 2999]] = [0.0, 255.0, 120.0, 30.0]
+    assert np.flatnonzero(glitched_frames(glitched)).tolist() == [5, 900, 901, 2999]
+    assert not glitched_frames(np.full(50, 7.0)).any() and not glitched_frames([3.0, 200.0]).any()
+
+
+def _glitched(frames: np.ndarray, count: int, seed: int = 4) -> tuple[np.ndarray, list[int]]:
+    """Half of ``count`` random frames saturated, half brightened by 40 counts."""
+    frames = frames.copy()
+    picked = sorted(np.random.default_rng(seed).choice(len(frames), count, replace=False).tolist())
+    frames[picked[::2]] = 255
+    frames[picked[1::2]] = np.clip(frames[picked[1::2]].astype(int) + 40, 0, 255)
+    return frames, picked
+
+
+def test_glitched_frames_are_replaced_and_make_no_sources(simulated, tmp_path):
+    """40 frames of 800 saturated or brightened by 40 counts made 48 (saturated) and 46
+    (brightened) masks for these 40 cells before they were replaced; 43 after."""
+    simulation, clean = simulated
+    frames, picked = _glitched(clean, 40)
+    result = run_engine(ArrayMovie(frames), {}, tmp_path, simulation.config.fps)
+    assert result.notes["motion"]["glitched_frames"] == picked
+    figures = evaluate(result, simulation)
+    assert result.n_masks <= figures["n_matched"] + 4 and figures["f1"] >= 0.93
+    corrected = H5Movie(tmp_path / result.corrected_movie)
+    for t in picked[:5]:
+        if t - 1 in picked or t + 1 in picked or t in (0, len(frames) - 1):
+            continue
+        around = corrected.read_frames(t - 1, t + 2).astype(np.float32)
+        np.testing.assert_allclose(around[1], (around[0] + around[2]) / 2, atol=0.51)

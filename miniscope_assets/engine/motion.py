@@ -26,6 +26,9 @@
    translation, piecewise by a smooth field bilinearly interpolated between block centres
    (cv2.remap). Each worker writes the chunks it registers straight into the corrected movie's
    HDF5 file (:class:`~miniscope_assets.engine.movie.FrameFile`).
+7. Glitched frames (:func:`~miniscope_assets.engine.readout.glitched_frames`: a frame far
+   brighter or darker than those around it) are replaced in the corrected movie by linear
+   interpolation between the nearest good corrected frames.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from miniscope_assets.engine.h5movie import DATASET as CORRECTED_DATASET
 from miniscope_assets.engine.h5movie import create_frame_file
 from miniscope_assets.engine.movie import FrameFile, MovieSource
 from miniscope_assets.engine.noise import MAD_TO_SIGMA
-from miniscope_assets.engine.readout import RepairedReadout, inspect_readout
+from miniscope_assets.engine.readout import RepairedReadout, glitched_frames, inspect_readout
 from miniscope_assets.engine.workers import map_chunks
 from miniscope_assets.results import PiecewiseRigidMotion, RigidMotion, footprint_pixels
 
@@ -586,31 +589,53 @@ class _ShiftApplier:
         return self.warper.remap(frame, self.map_x, self.map_y)
 
 
-def _register_chunk(applier: _ShiftApplier, chunk) -> int:
-    """Register one chunk of raw frames, write it to the corrected movie and return its length."""
+def _register_chunk(applier: _ShiftApplier, chunk) -> np.ndarray:
+    """Register one chunk of raw frames, write it to the corrected movie and return the raw
+    frames' mean levels."""
     first, frames = chunk
     output = np.empty(frames.shape, applier.target.dtype)
     for i, frame in enumerate(frames):
         _store(applier.frame(first + i, frame), output[i])
     applier.target.write(first, output)
-    return len(frames)
+    return frames.mean(axis=(1, 2), dtype=np.float64)
 
 
 def apply_shifts(
     movie: MovieSource, shifts: dict, output_path: Path, params: dict, progress: Progress | None = None,
     n_workers: int | None = None,
-) -> None:
-    """Write the registered raw frames to ``output_path`` (dataset ``corrected``), atomically;
-    chunks of frames are registered and written by ``n_workers`` processes."""
+) -> np.ndarray:
+    """Write the registered raw frames to ``output_path`` (dataset ``corrected``), atomically,
+    its glitched frames replaced (module docstring, step 7); chunks of frames are registered and
+    written by ``n_workers`` processes. Returns the glitched frames' indices."""
     n = movie.nframes
     with atomic_path(output_path) as temporary:
         target = create_frame_file(temporary, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
-        done = 0
-        for count in map_chunks(_register_chunk, movie, params["chunk_frames"], _ShiftApplier(shifts, target),
-                                n_workers):
-            done += count
+        levels = []
+        for chunk_levels in map_chunks(_register_chunk, movie, params["chunk_frames"],
+                                       _ShiftApplier(shifts, target), n_workers):
+            levels.append(chunk_levels)
             if progress:
-                progress(STAGE, 0.55 + 0.45 * done / n)
+                progress(STAGE, 0.55 + 0.45 * sum(map(len, levels)) / n)
+        glitched = glitched_frames(np.concatenate(levels)) if levels else np.zeros(0, bool)
+        _replace_frames(target, glitched)
+    return np.flatnonzero(glitched)
+
+
+def _replace_frames(target: FrameFile, replaced: np.ndarray) -> None:
+    """Frames ``replaced`` (a mask) of ``target`` interpolated linearly between the nearest frames
+    kept (the nearest one alone at either end)."""
+    kept = np.flatnonzero(~replaced)
+    if not len(kept):
+        return
+    for t in np.flatnonzero(replaced):
+        after = int(np.searchsorted(kept, t))
+        before, after = kept[max(after - 1, 0)], kept[min(after, len(kept) - 1)]
+        weight = (t - before) / (after - before) if after != before else 0.0
+        frame = (1 - weight) * target.read(before, before + 1).astype(np.float32) + \
+            weight * target.read(after, after + 1).astype(np.float32)
+        stored = np.empty(frame.shape, target.dtype)
+        _store(frame, stored)
+        target.write(int(t), stored)
 
 
 def _store(frame: np.ndarray, target: np.ndarray) -> None:
@@ -654,7 +679,7 @@ def correct_motion(
         if shifts[name] is not None:
             shifts[name] = shifts[name].astype(np.float32).astype(np.float64)
     estimated = time.perf_counter()
-    apply_shifts(movie, shifts, Path(output_path), params, progress, n_workers)
+    glitched = apply_shifts(movie, shifts, Path(output_path), params, progress, n_workers)
     outliers = shifts["outliers"]
     rigid = RigidMotion(
         x_shifts=shifts["rigid"][:, 1].astype(np.float32),
@@ -681,6 +706,7 @@ def correct_motion(
         # the part of the frame left out of registration as unlit by the lens (or near its edge)
         "weighted_out_fraction": 0.0 if weights is None else round(float(np.mean(weights == 0)), 4),
         "outlier_frames": int(outliers.sum()),
+        "glitched_frames": glitched.tolist(),  # replaced in the corrected movie
         "estimate_seconds": round(estimated - started, 3),
         "apply_seconds": round(time.perf_counter() - estimated, 3),
         "blocks": grid.count if grid else 0,

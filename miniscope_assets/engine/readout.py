@@ -34,6 +34,16 @@ real test recording has both).
 
 :func:`inspect_readout` measures a movie's first frames; :class:`RepairedReadout` reads the
 movie with the repairs it calls for. A movie with none of these artefacts reads as it is.
+
+- **Glitched frames**: whole frames far brighter or darker than the frames around them (a
+  blank or saturated frame from a dropout, a flash of light reaching the sensor, a stimulation
+  light pulse). :func:`glitched_frames` finds them from every frame's mean level, once the
+  whole movie has been read; motion correction replaces them in the corrected movie (see
+  :mod:`~miniscope_assets.engine.motion`). A frame is glitched whose level departs from the
+  running median of ``_GLITCH_WINDOW`` frames by more than ``_GLITCH_SIGMAS`` robust standard
+  deviations of such departures and by more than ``_GLITCH_FRACTION`` of the level: the
+  brain's own activity moves the level slowly and by a few percent at most (minisim's strong
+  neuropil: 3 % at most).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import numpy as np
 import scipy.ndimage
 
 from miniscope_assets.engine.movie import MovieSource
+from miniscope_assets.engine.noise import MAD_TO_SIGMA
 
 _CORRUPT_FACTOR = 5.0  # times the typical row's neighbour difference: a corrupted row
 _WINDOW = 15  # rows (columns) of the running median a profile's fine part is measured from
@@ -52,6 +63,9 @@ _FRAMES_CHECKED = 50  # frames, spread over the first _FRAMES_SPAN, that are ins
 _FRAMES_SPAN = 200
 _MIN_FRAMES_STILL = 10  # inspected frames a pixel must hold its value through to be stuck
 _MAX_STUCK = 1000  # more stuck pixels than this: the movie is left as it is (not a sensor's few defects)
+_GLITCH_WINDOW = 11  # frames of the running median a frame's level is compared with
+_GLITCH_SIGMAS = 10.0
+_GLITCH_FRACTION = 0.1
 _IMPULSE_FACTOR = 8.0  # times the typical row's neighbour difference from the 3 x 3 median: a flickering pixel
 
 
@@ -106,6 +120,17 @@ def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
     findings.update(banded=row > max(_BANDING_RATIO * column, _MIN_ROUGHNESS), row_roughness=round(row, 3),
                     column_roughness=round(column, 3))
     return findings
+
+
+def glitched_frames(levels: np.ndarray) -> np.ndarray:
+    """Which frames are glitched (see module docstring), from every frame's mean level."""
+    levels = np.asarray(levels, np.float64)
+    if len(levels) < 3:
+        return np.zeros(len(levels), bool)
+    baseline = scipy.ndimage.median_filter(levels, size=_GLITCH_WINDOW, mode="mirror")  # an end frame counted once
+    departure = np.abs(levels - baseline)
+    scale = MAD_TO_SIGMA * np.median(departure)
+    return departure > np.maximum(_GLITCH_SIGMAS * scale, _GLITCH_FRACTION * np.abs(baseline))
 
 
 def _stuck_pixels(frames: np.ndarray, typical: float) -> list[list[int]]:

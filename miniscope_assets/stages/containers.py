@@ -110,6 +110,7 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
             flickering_pixels_repaired=engine_notes["readout"].get("flickering_per_frame", 0.0)
             if flickering_repaired(engine_notes["readout"]) else 0.0,
             unlit_fraction_weighted_out=engine_notes.get("weighted_out_fraction", 0.0),
+            glitched_frames_replaced=len(engine_notes.get("glitched_frames", [])),
         )
     metadata.update(
         piecewise_blocks=None if piecewise is None else int(piecewise.block_y.shape[0]),
