@@ -17,13 +17,18 @@ real test recording has both).
   their neighbourhood; clean movies of both simulators have none at this threshold.
 
 - **Corrupted rows**: a transmission error replaces a block of rows of a frame with a pattern
-  or random values (8 of the real recording's 60 frames). Left in, every such block is a
-  burst of "activity" that seeds sources: on a simulated movie with a block in 2 % of the
-  frames the engine found 917 masks for 40 cells. A row is corrupted where the mean absolute
+  or random values (8 of the real recording's 60 frames), or with one value (a dropout filled
+  with zeros). Left in, every such block is a burst of "activity" that seeds sources: on a
+  simulated movie with a block of random values in 2 % of the frames the engine found 917
+  masks for 40 cells, with zeros 183. A row is corrupted where the mean absolute
   difference between its neighbouring pixels exceeds ``_CORRUPT_FACTOR`` times the typical
   row's (measured on the movie's first frames; real rows differ by their noise, random values
-  by a third of the range); it takes the same row of the frame before (the first frame's, and
-  rows corrupted in the frame before too, are interpolated between the frame's good rows).
+  by a third of the range), or where it holds one value that is more than ``_CORRUPT_FACTOR``
+  typical differences from the row's usual level (the median over the inspected frames of
+  its mean: a row of unlit sensor that reads 0 throughout is not corrupted; a frame more than
+  half of whose rows are such is a blank or saturated frame, left whole to the glitched-frames
+  rule below); it takes the same row of the frame before (the first frame's, and rows corrupted in the frame before
+  too, are interpolated between the frame's good rows).
 - **Row banding**: offsets of whole rows changing from frame to frame. In the real recording
   the row-median profile of a frame is 3.3 counts rough from row to row against 0.8 for the
   column profile; offsets that size are as large as calcium transients: in a simulated movie,
@@ -88,7 +93,8 @@ def row_differences(frame: np.ndarray) -> np.ndarray:
 def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
     """What the readout of ``movie`` needs, from frames spread over its start: ``row_difference``
     (the typical row's neighbour difference, the scale corrupted rows, stuck and flickering
-    pixels are told by; None if the frames are too narrow), ``stuck_pixels`` ([row, column]
+    pixels are told by; None if the frames are too narrow), ``row_levels`` (every row's usual
+    mean, where there is a ``row_difference``), ``stuck_pixels`` ([row, column]
     pairs), ``flickering_per_frame`` (flickering pixels in an inspected frame, on average),
     ``banded`` and the median roughness (standard deviation of the profiles' fine parts) of the
     row and the column profiles of the frames' good rows."""
@@ -102,12 +108,12 @@ def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
     if not picked or width < 2:
         return findings
     frames = np.concatenate(picked)
-    differences = np.stack([row_differences(frame) for frame in frames])
-    typical = float(np.median(differences))  # 0 for noiseless synthetic frames: no row is told corrupted
-    good = frames if typical <= 0 else np.stack([
-        _repair_rows(frame, rows > _CORRUPT_FACTOR * typical) for frame, rows in zip(frames, differences)])
+    typical = float(np.median([row_differences(frame) for frame in frames]))  # 0 for noiseless synthetic frames
     if typical > 0:
-        findings.update(row_difference=round(typical, 4), stuck_pixels=_stuck_pixels(frames, typical))
+        findings.update(row_difference=round(typical, 4), stuck_pixels=_stuck_pixels(frames, typical),
+                        row_levels=np.round(np.median(frames.mean(axis=2), axis=0), 3).tolist())
+    good = frames if typical <= 0 else np.stack([_repair_rows(frame, corrupted_rows(frame, findings))
+                                                 for frame in frames])
     if typical > 0 and min(height, width) >= 3:
         stuck = np.zeros(movie.frame_shape, bool)
         stuck[tuple(np.reshape(np.asarray(findings["stuck_pixels"], np.int64), (-1, 2)).T)] = True
@@ -141,6 +147,22 @@ def _stuck_pixels(frames: np.ndarray, typical: float) -> list[list[int]]:
     stuck = still & (np.abs(frames[0] - cv2.medianBlur(frames[0], 3)) > _CORRUPT_FACTOR * typical)
     rows, columns = np.nonzero(stuck)
     return [] if len(rows) > _MAX_STUCK else [[int(y), int(x)] for y, x in zip(rows, columns)]
+
+
+def corrupted_rows(frame: np.ndarray, findings: dict) -> np.ndarray:
+    """(rows,) which rows of ``frame`` are corrupted (see module docstring) by :func:`inspect_readout`'s
+    ``findings`` (none if they have no ``row_difference``)."""
+    typical = findings["row_difference"]
+    if typical is None:
+        return np.zeros(len(frame), bool)
+    differences = row_differences(frame)
+    corrupted = differences > _CORRUPT_FACTOR * typical
+    if "row_levels" in findings:  # rows of one value far from their usual level
+        away = np.abs(frame[:, 0] - np.asarray(findings["row_levels"])) > _CORRUPT_FACTOR * typical
+        flat = (differences == 0) & away
+        if flat.sum() <= len(frame) // 2:  # a blank or saturated frame is left whole to glitched_frames
+            corrupted |= flat
+    return corrupted
 
 
 def flickering_repaired(findings: dict) -> bool:
@@ -191,17 +213,13 @@ class RepairedReadout:
         self._neighbours = (np.clip(stuck[:, 0, None] + around[:, 0], 0, height - 1),
                             np.clip(stuck[:, 1, None] + around[:, 1], 0, width - 1))  # each (stuck, 8)
 
-    def _corrupted(self, frame: np.ndarray) -> np.ndarray:
-        typical = self.findings["row_difference"]
-        return np.zeros(len(frame), bool) if typical is None else row_differences(frame) > _CORRUPT_FACTOR * typical
-
     def _repair(self, first: int, frames: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
         """Frames ``first``... repaired; ``before``: frame ``first - 1`` as read, if at hand."""
         banded, stuck = self.findings["banded"], len(self._stuck[0]) > 0
         flickering = flickering_repaired(self.findings)
         if self.findings["row_difference"] is None and not banded:
             return frames
-        corrupted = [self._corrupted(frame) for frame in frames]
+        corrupted = [corrupted_rows(frame, self.findings) for frame in frames]
         if not banded and not stuck and not flickering and not any(rows.any() for rows in corrupted):
             return frames
         repaired = np.array(frames, np.float32)  # a copy: ``frames`` may be the source's own
@@ -212,7 +230,7 @@ class RepairedReadout:
                 previous, unusable = np.asarray(frames[i - 1], np.float32), corrupted[i - 1]
             else:
                 previous = before if before is not None or first == 0 else self._frame(first - 1)
-                unusable = np.ones_like(rows) if previous is None else self._corrupted(previous)
+                unusable = np.ones_like(rows) if previous is None else corrupted_rows(previous, self.findings)
                 previous = None if previous is None else np.asarray(previous, np.float32)
             taken = rows & ~unusable
             if taken.any():
