@@ -111,7 +111,7 @@ def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
     typical = float(np.median([row_differences(frame) for frame in frames]))  # 0 for noiseless synthetic frames
     if typical > 0:
         findings.update(row_difference=round(typical, 4), stuck_pixels=_stuck_pixels(frames, typical),
-                        row_levels=np.round(np.median(frames.mean(axis=2), axis=0), 3).tolist())
+                        row_levels=np.round(np.median(frames.mean(axis=2), axis=0).astype(np.float64), 3).tolist())
     good = frames if typical <= 0 else np.stack([_repair_rows(frame, corrupted_rows(frame, findings))
                                                  for frame in frames])
     if typical > 0 and min(height, width) >= 3:
