@@ -1,6 +1,6 @@
 """Sensor readout artefacts repaired before motion correction: stuck pixels, flickering pixels,
-corrupted rows and row banding. The last two come with the readout of wireless Miniscopes (mio's
-real test recording has both).
+corrupted rows and row banding (the last two come with the readout of wireless Miniscopes; mio's
+real test recording has both); and glitched frames, told here and replaced by motion correction.
 
 - **Stuck pixels**: a pixel that holds one value through the inspected frames while its
   neighbours' median differs from it by more than ``_CORRUPT_FACTOR`` typical row differences
@@ -27,8 +27,8 @@ real test recording has both).
   typical differences from the row's usual level (the median over the inspected frames of
   its mean: a row of unlit sensor that reads 0 throughout is not corrupted; a frame more than
   half of whose rows are such is a blank or saturated frame, left whole to the glitched-frames
-  rule below); it takes the same row of the frame before (the first frame's, and rows corrupted in the frame before
-  too, are interpolated between the frame's good rows).
+  rule below); it takes the same row of the frame before (the first frame's, and rows
+  corrupted in the frame before too, are interpolated between the frame's good rows).
 - **Row banding**: offsets of whole rows changing from frame to frame. In the real recording
   the row-median profile of a frame is 3.3 counts rough from row to row against 0.8 for the
   column profile; offsets that size are as large as calcium transients: in a simulated movie,
@@ -69,8 +69,8 @@ _FRAMES_SPAN = 200
 _MIN_FRAMES_STILL = 10  # inspected frames a pixel must hold its value through to be stuck
 _MAX_STUCK = 1000  # more stuck pixels than this: the movie is left as it is (not a sensor's few defects)
 _GLITCH_WINDOW = 11  # frames of the running median a frame's level is compared with
-_GLITCH_SIGMAS = 10.0
-_GLITCH_FRACTION = 0.1
+_GLITCH_SIGMAS = 10.0  # robust standard deviations of the departures from it: a glitched frame's, at least
+_GLITCH_FRACTION = 0.1  # and this fraction of the level
 _IMPULSE_FACTOR = 8.0  # times the typical row's neighbour difference from the 3 x 3 median: a flickering pixel
 
 
