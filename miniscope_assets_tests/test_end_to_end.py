@@ -72,6 +72,8 @@ def test_whole_chain_into_a_raw_and_a_processed_file(workspace, recording, simul
     for png in ("masks_png",):
         assert Path(catalog["segmentation"][png]).stat().st_size > 1000
     assert catalog["motion_correction"]["max_shift_px"] > 0.5
+    readout = ("row_banding_removed", "stuck_pixels_repaired", "flickering_pixels_repaired", "glitched_frames_replaced")
+    assert [catalog["motion_correction"][key] for key in readout] == [False, 0, 0.0, 0]  # a clean recording
     assert catalog["activity"]["dff_max"] > 0
 
 
