@@ -83,6 +83,18 @@ def test_stages_append_then_a_rerun_replaces_its_own_and_later_containers(tmp_pa
     assert not inspect_nwb(path).metadata["messages_by_importance"].get("CRITICAL")
 
 
+def test_frames_the_engine_replaced_are_flagged(tmp_path, record):
+    result = small_result()
+    result.notes["motion"] = {"glitched_frames": [2, 5]}
+    path = new_file(tmp_path / "p.nwb", record, result)
+    with NWBHDF5IO(str(path), "r") as io:
+        flags = io.read().processing["ophys"]["ReplacedFrames"]
+        assert np.flatnonzero(flags.data[:]).tolist() == [2, 5] and len(flags.data) == T
+        np.testing.assert_allclose(flags.get_timestamps(), record.info.timestamps)
+    assert not inspect_nwb(path).metadata["messages_by_importance"].get("CRITICAL")
+    assert "ReplacedFrames" not in interfaces(new_file(tmp_path / "clean.nwb", record, small_result()))
+
+
 def test_zero_rois_give_valid_empty_containers(tmp_path, record):
     empty = small_result().select(np.array([], dtype=np.int64))
     path = new_file(tmp_path / "p.nwb", record, empty)

@@ -5,7 +5,9 @@ the recording's real frame times). Layout in ``processing/ophys`` (x-first orien
 nwb/raw.py):
 
 - motion_correction: ``RigidMotionShifts`` (x/y per frame; the mean block shift for
-  piecewise-only results), ``MotionOutlierFrames`` (1 = outlier), ``PiecewiseRigidMotion`` (one
+  piecewise-only results), ``MotionOutlierFrames`` (1 = outlier), ``ReplacedFrames`` (1 = a
+  glitched frame the built-in engine replaced by interpolation; only where there are any),
+  ``PiecewiseRigidMotion`` (one
   row per block: bounds, per-frame x/y shifts, their std), ``SummaryImages`` and, when the
   paramset keeps it, ``MotionCorrected`` (the corrected movie, compressed).
 - segmentation: ``ImageSegmentation/PlaneSegmentation``: image_mask (ROI, x, y; compressed) and
@@ -89,15 +91,16 @@ def add_motion_correction(
         ))
     outliers = _outlier_frames(result)
     if outliers is not None:
-        module.add(
-            TimeSeries(
-                name="MotionOutlierFrames",
-                description="1 where the frame's shift was an outlier (already corrected), else 0",
-                data=outliers.astype(np.uint8),
-                unit="n.a.",
-                **timing(times),
-            )
-        )
+        module.add(_frame_flags("MotionOutlierFrames", "1 where the frame's shift was an outlier (already corrected), "
+                                "else 0", outliers, times))
+    replaced = result.notes.get("motion", {}).get("glitched_frames", [])
+    if replaced:
+        flags = np.zeros(len(times), bool)
+        flags[np.asarray(replaced, np.int64)] = True
+        module.add(_frame_flags(
+            "ReplacedFrames", "1 where the frame was far brighter or darker than those around it (a blank, "
+            "saturated or flashed frame) and was replaced by interpolation between its neighbours before every "
+            "later stage, else 0: exclude these frames' values from analysis", flags, times))
     if result.motion_piecewise is not None:
         module.add(_piecewise_table(result))
     images = [
@@ -108,6 +111,12 @@ def add_motion_correction(
     if corrected is None:
         return None
     return movie_filler(f"processing/{OPHYS}/{CORRECTED_SERIES}/data", corrected, n_threads)
+
+
+def _frame_flags(name: str, description: str, flags: np.ndarray, times: np.ndarray) -> TimeSeries:
+    """A per-frame 0/1 series of ``flags``."""
+    return TimeSeries(name=name, description=description, data=np.asarray(flags, np.uint8), unit="n.a.",
+                      **timing(times))
 
 
 def _outlier_frames(result: ProcessingResult) -> np.ndarray | None:

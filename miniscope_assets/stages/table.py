@@ -72,7 +72,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "motion_correction", "MotionCorrection", "Rigid and piecewise-rigid shifts, outlier frames, summary images",
         per_paramset=True, runner=f"{_CONTAINERS}:motion_correction", nwb="processed",
-        containers=(("MotionCorrected",), ("RigidMotionShifts",), ("MotionOutlierFrames",),
+        containers=(("MotionCorrected",), ("RigidMotionShifts",), ("MotionOutlierFrames",), ("ReplacedFrames",),
                     ("PiecewiseRigidMotion",), ("SummaryImages",)),
         catalog=(("max_shift_px", "max shift px"),),
     ),
