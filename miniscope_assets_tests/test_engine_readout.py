@@ -39,6 +39,10 @@ def simulated():
     return simulation, np.concatenate([chunk for _, chunk in simulation.iter_chunks(200)])
 
 
+def _rows_corrupted(frame: np.ndarray, findings: dict) -> np.ndarray:
+    return corrupted_rows(frame, findings["row_difference"], np.asarray(findings["row_levels"]))
+
+
 def _corrupted_frames(movie, findings) -> list[int]:
     frames = np.concatenate([chunk for _, chunk in movie.iter_chunks(100)])
     return [t for t, frame in enumerate(frames) if (row_differences(frame) > 5 * findings["row_difference"]).any()]
@@ -98,7 +102,7 @@ def test_rows_of_one_value_are_corrupted_only_away_from_their_usual_level(simula
     frames[9, 50:52] = 255
     frames[11] = 0  # a blank frame: left whole to glitched_frames
     found = inspect_readout(ArrayMovie(frames), 100)
-    assert [t for t in range(20) if corrupted_rows(frames[t], found).any()] == [7, 9]  # not 11
+    assert [t for t in range(20) if _rows_corrupted(frames[t], found).any()] == [7, 9]  # not 11
     repaired = RepairedReadout(ArrayMovie(frames), found).read_frames(0, 20)
     np.testing.assert_array_equal(repaired[7, 100:110], frames[6, 100:110])
     np.testing.assert_array_equal(repaired[9, 50:52], frames[8, 50:52])
@@ -183,7 +187,7 @@ def test_a_real_streams_blinking_pixels_and_dropped_buffers_are_repaired():
     found = inspect_readout(movie, 100)
     assert found["flickering_per_frame"] > 20
     dropped = [t for t, frame in enumerate(movie.frames) if (frame.max(axis=1) == 0).sum() >= 20]
-    assert [t for t, frame in enumerate(movie.frames) if corrupted_rows(frame, found).any()] == dropped
+    assert [t for t, frame in enumerate(movie.frames) if _rows_corrupted(frame, found).any()] == dropped
     assert len(dropped) == 18
     repaired = np.concatenate([chunk for _, chunk in RepairedReadout(movie, found).iter_chunks(32)])
     assert inspect_readout(ArrayMovie(repaired), 100)["flickering_per_frame"] < 0.1 * found["flickering_per_frame"]

@@ -1,7 +1,7 @@
 """Stage 1: motion correction (rigid and piecewise-rigid, sub-pixel, 1-photon aware).
 
-0. The movie is read with its readout repaired (stuck pixels, corrupted rows, row banding:
-   :mod:`~miniscope_assets.engine.readout`) where it needs it.
+0. The movie is read with its readout repaired (stuck and flickering pixels, corrupted rows,
+   row banding: :mod:`~miniscope_assets.engine.readout`) where it needs it.
 1. Every frame is band-pass filtered (difference of Gaussians) so that the diffuse 1-photon
    background and the fixed vignetting do not dominate the registration, clipped so that a
    brightly firing cell does not either, and its borders are tapered; sensor the lens leaves
@@ -610,12 +610,13 @@ def apply_shifts(
     n = movie.nframes
     with atomic_path(output_path) as temporary:
         target = create_frame_file(temporary, CORRECTED_DATASET, n, movie.frame_shape, movie.dtype)
-        levels = []
+        levels, done = [], 0
         for chunk_levels in map_chunks(_register_chunk, movie, params["chunk_frames"],
                                        _ShiftApplier(shifts, target), n_workers):
             levels.append(chunk_levels)
+            done += len(chunk_levels)
             if progress:
-                progress(STAGE, 0.55 + 0.45 * sum(map(len, levels)) / n)
+                progress(STAGE, 0.55 + 0.45 * done / n)
         glitched = glitched_frames(np.concatenate(levels)) if levels else np.zeros(0, bool)
         _replace_frames(target, glitched)
     return np.flatnonzero(glitched)

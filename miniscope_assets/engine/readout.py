@@ -112,11 +112,12 @@ def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
     if typical > 0:
         findings.update(row_difference=round(typical, 4), stuck_pixels=_stuck_pixels(frames, typical),
                         row_levels=np.round(np.median(frames.mean(axis=2), axis=0).astype(np.float64), 3).tolist())
-    good = frames if typical <= 0 else np.stack([_repair_rows(frame, corrupted_rows(frame, findings))
-                                                 for frame in frames])
+    row_levels = np.asarray(findings.get("row_levels", []))
+    good = frames if typical <= 0 else np.stack([
+        _repair_rows(frame, corrupted_rows(frame, findings["row_difference"], row_levels)) for frame in frames])
     if typical > 0 and min(height, width) >= 3:
         stuck = np.zeros(movie.frame_shape, bool)
-        stuck[tuple(np.reshape(np.asarray(findings["stuck_pixels"], np.int64), (-1, 2)).T)] = True
+        stuck[tuple(_stuck_array(findings).T)] = True
         findings["flickering_per_frame"] = round(float(np.mean(
             [np.count_nonzero(_flickering(frame, typical)[0] & ~stuck) for frame in good])), 3)
     if height < _WINDOW or width < _WINDOW:
@@ -149,25 +150,25 @@ def _stuck_pixels(frames: np.ndarray, typical: float) -> list[list[int]]:
     return [] if len(rows) > _MAX_STUCK else [[int(y), int(x)] for y, x in zip(rows, columns)]
 
 
-def corrupted_rows(frame: np.ndarray, findings: dict) -> np.ndarray:
-    """(rows,) which rows of ``frame`` are corrupted (see module docstring) by :func:`inspect_readout`'s
-    ``findings`` (none if they have no ``row_difference``)."""
-    typical = findings["row_difference"]
+def corrupted_rows(frame: np.ndarray, typical: float | None, row_levels: np.ndarray) -> np.ndarray:
+    """(rows,) which rows of ``frame`` are corrupted (see module docstring), by the typical row
+    difference and the rows' usual levels of :func:`inspect_readout` (none if ``typical`` is
+    None; no level test if ``row_levels`` is empty, as in findings of older runs)."""
     if typical is None:
         return np.zeros(len(frame), bool)
     differences = row_differences(frame)
     corrupted = differences > _CORRUPT_FACTOR * typical
-    if "row_levels" in findings:  # rows of one value far from their usual level
-        away = np.abs(frame[:, 0] - np.asarray(findings["row_levels"])) > _CORRUPT_FACTOR * typical
+    if len(row_levels):  # rows of one value far from their usual level
+        away = np.abs(frame[:, 0] - row_levels) > _CORRUPT_FACTOR * typical
         flat = (differences == 0) & away
         if flat.sum() <= len(frame) // 2:  # a blank or saturated frame is left whole to glitched_frames
             corrupted |= flat
     return corrupted
 
 
-def flickering_repaired(findings: dict) -> bool:
-    """Whether a movie with these :func:`inspect_readout` findings has its flickering pixels repaired."""
-    return findings.get("flickering_per_frame", 0.0) > 0
+def _stuck_array(findings: dict) -> np.ndarray:
+    """The stuck pixels of :func:`inspect_readout`'s ``findings`` as (n, 2) [row, column]."""
+    return np.asarray(findings.get("stuck_pixels", []), np.int64).reshape(-1, 2)
 
 
 def _flickering(frame: np.ndarray, typical: float) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +199,8 @@ class RepairedReadout:
     """``movie`` with the repairs :func:`inspect_readout`'s ``findings`` call for: a corrupted
     row takes the same row of the frame before as read (rows corrupted there too, and the first
     frame's, are interpolated between the frame's good rows), stuck pixels take their
-    neighbours' median, then, if the movie is banded, the row offsets are subtracted; integers
+    neighbours' median, flickering pixels (if the movie has any) their neighbourhood's, then,
+    if the movie is banded, the row offsets are subtracted; integers
     rounded and clipped to the movie's type. Frames needing none of this are passed through as
     they are. A frame reads the same however the movie is read (in any chunks, by any process
     where ``movie`` is readable anywhere)."""
@@ -206,20 +208,24 @@ class RepairedReadout:
     def __init__(self, movie: MovieSource, findings: dict):
         self.movie, self.findings = movie, findings
         self.nframes, self.frame_shape, self.dtype = movie.nframes, movie.frame_shape, np.dtype(movie.dtype)
-        stuck = np.asarray(findings.get("stuck_pixels", []), np.int64).reshape(-1, 2)
+        self._typical, self._row_levels = findings["row_difference"], np.asarray(findings.get("row_levels", []))
+        stuck = _stuck_array(findings)
         self._stuck = tuple(stuck.T)
         around = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])  # (8, 2)
         height, width = movie.frame_shape
         self._neighbours = (np.clip(stuck[:, 0, None] + around[:, 0], 0, height - 1),
                             np.clip(stuck[:, 1, None] + around[:, 1], 0, width - 1))  # each (stuck, 8)
 
+    def _corrupted(self, frame: np.ndarray) -> np.ndarray:
+        return corrupted_rows(frame, self._typical, self._row_levels)
+
     def _repair(self, first: int, frames: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
         """Frames ``first``... repaired; ``before``: frame ``first - 1`` as read, if at hand."""
         banded, stuck = self.findings["banded"], len(self._stuck[0]) > 0
-        flickering = flickering_repaired(self.findings)
-        if self.findings["row_difference"] is None and not banded:
+        flickering = self.findings.get("flickering_per_frame", 0.0) > 0
+        if self._typical is None and not banded:
             return frames
-        corrupted = [corrupted_rows(frame, self.findings) for frame in frames]
+        corrupted = [self._corrupted(frame) for frame in frames]
         if not banded and not stuck and not flickering and not any(rows.any() for rows in corrupted):
             return frames
         repaired = np.array(frames, np.float32)  # a copy: ``frames`` may be the source's own
@@ -230,7 +236,7 @@ class RepairedReadout:
                 previous, unusable = np.asarray(frames[i - 1], np.float32), corrupted[i - 1]
             else:
                 previous = before if before is not None or first == 0 else self._frame(first - 1)
-                unusable = np.ones_like(rows) if previous is None else corrupted_rows(previous, self.findings)
+                unusable = np.ones_like(rows) if previous is None else self._corrupted(previous)
                 previous = None if previous is None else np.asarray(previous, np.float32)
             taken = rows & ~unusable
             if taken.any():
@@ -240,7 +246,7 @@ class RepairedReadout:
             repaired[(slice(None), *self._stuck)] = np.median(repaired[(slice(None), *self._neighbours)], axis=2)
         if flickering:
             for frame in repaired:
-                flagged, median = _flickering(frame, self.findings["row_difference"])
+                flagged, median = _flickering(frame, self._typical)
                 frame[flagged] = median[flagged]
         if banded:
             repaired -= row_offsets(repaired)[:, :, None]

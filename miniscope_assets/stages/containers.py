@@ -18,7 +18,6 @@ from pynwb import NWBFile
 
 from miniscope_assets.atomic import remove_leftovers
 from miniscope_assets.engine.noise import noise_from_differences
-from miniscope_assets.engine.readout import flickering_repaired
 from miniscope_assets.nwb import ophys
 from miniscope_assets.nwb.raw import build_nwbfile, file_identifier, write_nwbfile
 from miniscope_assets.nwb.update import update_stage
@@ -106,9 +105,8 @@ def motion_correction(partition: Partition, options: RunOptions) -> StageReport:
         metadata.update(
             row_banding_removed=bool(engine_notes["readout"].get("banded")),
             stuck_pixels_repaired=len(engine_notes["readout"].get("stuck_pixels", [])),
-            # flickering pixels a frame, on average, in the inspected frames (0 if not repaired)
-            flickering_pixels_repaired=engine_notes["readout"].get("flickering_per_frame", 0.0)
-            if flickering_repaired(engine_notes["readout"]) else 0.0,
+            # flickering pixels a frame, on average, in the inspected frames (any are repaired)
+            flickering_pixels_repaired=engine_notes["readout"].get("flickering_per_frame", 0.0),
             unlit_fraction_weighted_out=engine_notes.get("weighted_out_fraction", 0.0),
             glitched_frames_replaced=len(engine_notes.get("glitched_frames", [])),
         )
