@@ -7,8 +7,9 @@ used nowhere else) in a child process into ``DIR/<case>.h5`` (uint8 movie) and `
 (truth of the detectable cells), reused on later runs. The engine then runs with default
 parameters in a fresh child process on the HDF5 movie, and the table gives per case: the neuron
 diameter the engine measured (and the truth's); precision, recall and F1 of all masks and of the
-soma class (Hungarian matching of centroids within half the median cell diameter), median trace
-and spike correlation, motion RMS and largest error (px), wall time, CPU/wall and peak memory
+soma class (Hungarian matching of centroids within half the median cell diameter), median
+correlation of the raw and the denoised traces with the true calcium and of the deconvolved
+activity with the true spikes, motion RMS and largest error (px), wall time, CPU/wall and peak memory
 of the engine's process and its workers (summed PSS, as in bench_engine.py).
 """
 
@@ -115,13 +116,14 @@ def main() -> None:
         rows.append((name, figures))
         print(f"{name}: {figures['n_true']} cells, F1 {figures['f1']:.3f}, {figures['wall_s']:.0f} s", flush=True)
     header = ("case", "frames", "cells", "diameter px (true)", "found", "precision", "recall", "F1", "soma P", "soma R", "soma F1",
-              "trace r", "spike r", "motion RMS", "motion max", "wall s", "frames/s", "CPU/wall", "peak MiB")
+              "trace r", "denoised r", "spike r", "motion RMS", "motion max", "wall s", "frames/s", "CPU/wall", "peak MiB")
     table = []
     for name, f in rows:
         table.append((name, f"{f['frames']}x{f['frame_shape'][0]}x{f['frame_shape'][1]}", f["n_true"],
                       f"{f['diameter_px']:.1f} ({f['true_diameter_px']:.1f})", f["n_found"],
                       *(f"{f[k]:.3f}" for k in ("precision", "recall", "f1", "soma_precision", "soma_recall",
-                                                "soma_f1", "median_trace_corr", "median_spike_corr")),
+                                                "soma_f1", "median_trace_corr", "median_denoised_corr",
+                                                "median_spike_corr")),
                       f"{f['motion_rms_px']:.2f}", f"{f['motion_max_px']:.2f}", f"{f['wall_s']:.0f}",
                       f"{f['frames'] / f['wall_s']:.1f}", f"{f['cpu_per_wall']:.2f}", f"{f['peak_mib']:.0f}"))
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))

@@ -360,7 +360,9 @@ def evaluate(result, simulation, max_distance: float | None = None, spike_sigma:
       centroids are first moved by the template offset.
       Returns precision, recall, F1, the indices of the matched found masks and the median IoU
       of matched footprints (pixels >= 20% of peak; true footprints moved by the template offset).
-    - traces: median Pearson correlation of matched fluorescence traces with the true calcium.
+    - traces: median Pearson correlation of matched fluorescence traces with the true calcium,
+      and of the denoised traces (where the result has them): the raw trace carries the shot
+      noise, so at low photon counts its correlation is bounded by the noise, not the demixing.
     - spikes: median correlation of matched deconvolved activity with the true spikes, both
       smoothed with a Gaussian of ``spike_sigma`` seconds.
     """
@@ -412,6 +414,9 @@ def evaluate(result, simulation, max_distance: float | None = None, spike_sigma:
         trace_corr = [_pearson(result.fluorescence[f], simulation.calcium[t]) for t, f in zip(rows, cols)]
         figures["median_trace_corr"] = float(np.median(trace_corr))
         figures["trace_corr"] = np.round(trace_corr, 3).tolist()
+        if result.denoised is not None:
+            figures["median_denoised_corr"] = float(np.median(
+                [_pearson(result.denoised[f], simulation.calcium[t]) for t, f in zip(rows, cols)]))
         if result.spikes is not None:
             sigma = spike_sigma * simulation.fps
             spike_corr = [

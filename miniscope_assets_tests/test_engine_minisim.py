@@ -94,8 +94,10 @@ def test_neuron_size_measured(scored):
 
 
 def test_traces(scored):
+    """The raw demixed traces follow the true calcium; the denoised ones closer still."""
     _, figures, _ = scored
     assert figures["median_trace_corr"] >= 0.9
+    assert figures["median_denoised_corr"] >= max(0.95, figures["median_trace_corr"])
 
 
 def test_motion(scored):
