@@ -17,7 +17,6 @@ from miniscope_assets.engine.readout import (
     corrupted_rows,
     glitched_frames,
     inspect_readout,
-    row_differences,
     row_offsets,
 )
 from miniscope_assets.io.avi import AviMovie, probe_avi
@@ -45,7 +44,7 @@ def _rows_corrupted(frame: np.ndarray, findings: dict) -> np.ndarray:
 
 def _corrupted_frames(movie, findings) -> list[int]:
     frames = np.concatenate([chunk for _, chunk in movie.iter_chunks(100)])
-    return [t for t, frame in enumerate(frames) if (row_differences(frame) > 5 * findings["row_difference"]).any()]
+    return [t for t, frame in enumerate(frames) if _rows_corrupted(frame, findings).any()]
 
 
 def test_a_real_wireless_recordings_corrupted_rows_and_banding_are_found_and_repaired():
