@@ -119,7 +119,7 @@ def inspect_readout(movie: MovieSource, chunk_frames: int) -> dict:
         stuck = np.zeros(movie.frame_shape, bool)
         stuck[tuple(_stuck_array(findings).T)] = True
         findings["flickering_per_frame"] = round(float(np.mean(
-            [np.count_nonzero(_flickering(frame, typical)[0] & ~stuck) for frame in good])), 3)
+            [np.count_nonzero(_flickering(frame, findings["row_difference"])[0] & ~stuck) for frame in good])), 3)
     if height < _WINDOW or width < _WINDOW:
         return findings
     row = float(np.median(row_offsets(good).std(axis=1)))
