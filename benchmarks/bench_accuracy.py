@@ -7,10 +7,14 @@ used nowhere else) in a child process into ``DIR/<case>.h5`` (uint8 movie) and `
 (truth of the detectable cells), reused on later runs. The engine then runs with default
 parameters in a fresh child process on the HDF5 movie, and the table gives per case: the neuron
 diameter the engine measured (and the truth's); precision, recall and F1 of all masks and of the
-soma class (Hungarian matching of centroids within half the median cell diameter), median
+soma class (Hungarian matching of centroids within half the median cell diameter), F1 by
+footprint overlap (IoU >= 0.5 of the masks holding 90% of each footprint's weight: the default of
+minisim's own scorer, ``minisim.testing.score``), median
 correlation of the raw and the denoised traces with the true calcium and of the deconvolved
 activity with the true spikes, motion RMS and largest error (px), wall time, CPU/wall and peak memory
-of the engine's process and its workers (summed PSS, as in bench_engine.py).
+of the engine's process and its workers (summed PSS, as in bench_engine.py). A second table gives
+the recall by kind of true cell (``kinds_of_cells`` in ``miniscope_assets/simulation.py``): isolated,
+close (a neighbour within a third of a diameter) and cut by the frame's edge.
 """
 
 from __future__ import annotations
@@ -115,20 +119,27 @@ def main() -> None:
         figures = run_child(_run_engine, case, stem.with_suffix(".h5"))
         rows.append((name, figures))
         print(f"{name}: {figures['n_true']} cells, F1 {figures['f1']:.3f}, {figures['wall_s']:.0f} s", flush=True)
-    header = ("case", "frames", "cells", "diameter px (true)", "found", "precision", "recall", "F1", "soma P", "soma R", "soma F1",
-              "trace r", "denoised r", "spike r", "motion RMS", "motion max", "wall s", "frames/s", "CPU/wall", "peak MiB")
+    header = ("case", "frames", "cells", "diameter px (true)", "found", "precision", "recall", "F1", "soma P", "soma R",
+              "soma F1", "IoU F1", "trace r", "denoised r", "spike r", "motion RMS", "motion max", "wall s", "frames/s", "CPU/wall", "peak MiB")
     table = []
     for name, f in rows:
         table.append((name, f"{f['frames']}x{f['frame_shape'][0]}x{f['frame_shape'][1]}", f["n_true"],
                       f"{f['diameter_px']:.1f} ({f['true_diameter_px']:.1f})", f["n_found"],
                       *(f"{f[k]:.3f}" for k in ("precision", "recall", "f1", "soma_precision", "soma_recall",
-                                                "soma_f1", "median_trace_corr", "median_denoised_corr",
+                                                "soma_f1", "iou_f1", "median_trace_corr", "median_denoised_corr",
                                                 "median_spike_corr")),
                       f"{f['motion_rms_px']:.2f}", f"{f['motion_max_px']:.2f}", f"{f['wall_s']:.0f}",
                       f"{f['frames'] / f['wall_s']:.1f}", f"{f['cpu_per_wall']:.2f}", f"{f['peak_mib']:.0f}"))
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in table:
         print("| " + " | ".join(str(v) for v in row) + " |")
+    kinds = list(rows[0][1]["recall_by_kind"]) if rows else []
+    print("\n| case | " + " | ".join(f"recall {kind} (found/cells)" for kind in kinds) + " |")
+    print("|" + "---|" * (len(kinds) + 1))
+    for name, f in rows:
+        cells = (f"{found / total:.3f} ({found}/{total})" if total else "-"
+                 for found, total in f["recall_by_kind"].values())
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

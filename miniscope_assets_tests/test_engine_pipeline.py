@@ -70,6 +70,8 @@ def test_accuracy_against_ground_truth(processed):
     assert figures["median_trace_corr"] >= 0.9  # required: 0.85
     # deconvolved activity vs true spikes, both smoothed with a 0.1 s Gaussian
     assert figures["median_spike_corr"] >= 0.8
+    by_kind = np.array(list(figures["recall_by_kind"].values()))
+    assert by_kind.sum(axis=0).tolist() == [figures["n_matched"], figures["n_true"]]
 
 
 def test_matched_masks_are_classified_as_somata(processed):

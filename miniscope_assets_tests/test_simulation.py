@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from miniscope_assets.simulation import Simulation, SimulationConfig
+from miniscope_assets.simulation import Simulation, SimulationConfig, kinds_of_cells
 
 SMALL = dict(height=48, width=64, nframes=60, n_neurons=6, fps=20.0, seed=3)
 
@@ -107,3 +107,13 @@ def test_nonrigid_field_is_exposed_and_used():
 def test_invalid_size_is_rejected():
     with pytest.raises(ValueError):
         Simulation(SimulationConfig(height=8, width=64))
+
+
+def test_kinds_of_cells():
+    """Close: a neighbour within a third of a diameter; edge: cut by the frame; isolated: the rest."""
+    centres = np.array([[50.0, 50.0], [80.0, 80.0], [80.0, 83.0], [3.0, 40.0], [40.0, 97.5], [2.0, 2.0], [2.0, 5.5]])
+    kinds = kinds_of_cells(centres, (100, 100), half_diameter=6.0)
+    assert kinds["isolated"].tolist() == [True, False, False, False, False, False, False]
+    assert kinds["close"].tolist() == [False, True, True, False, False, True, True]  # close at the edge: close
+    assert kinds["edge"].tolist() == [False, False, False, True, True, False, False]
+    assert all(len(mask) == 0 for mask in kinds_of_cells(np.zeros((0, 2)), (10, 10), 6.0).values())
