@@ -32,6 +32,12 @@ per-pixel gain ``w`` fitted by least squares.
       activity of their own once their touching neighbours' demixed traces are regressed out,
       :func:`_fragments`) are dropped; a source is kept by the patches whose core, widened by
       half a diameter, holds its centroid.
+   d. completion: the decisions above are made on footprints cut at 10% of their peak within one
+      diameter, which keeps the pieces of neighbours out of them; the accepted sources' footprints
+      are then fitted again (``_COMPLETION_ROUNDS`` rounds of footprints, background and traces)
+      within ``_COMPLETE_REACH`` diameters and without the cut, so that they hold the cell's
+      out-of-focus and scattered light as the sensor records it (in minisim's Miniscope V4 optics
+      about half of a cell's light falls beyond half a diameter from its centre, a tenth beyond one).
 3. Duplicates across patches (overlapping footprints, correlated traces or nearly the same
    footprint) are merged; sources wider than a cell (:func:`_wider_than_a_cell`) and sources
    whose activity follows the registration's fill-in at the frame's edge
@@ -60,6 +66,7 @@ from miniscope_assets.results import footprint_centroids, footprint_pixels
 STAGE = "source_extraction"
 _SUPPORT_CORRELATION = 0.3
 _FOOTPRINT_CUTOFF = 0.1
+_COMPLETE_REACH, _COMPLETION_ROUNDS = 1.5, 3  # see the module docstring, step 2d
 _MIN_AREA_FRACTION = 0.2
 _MAX_EDGE_LEVEL = 0.4  # see _wider_than_a_cell
 _DUPLICATE_COSINE = 0.8  # see _merge_duplicates
@@ -244,10 +251,23 @@ def _process_patch(data: np.ndarray, seedable: np.ndarray, params: dict,
         signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, (h, w))
         traces = _hals_traces(footprints, signal, traces)
         keep = np.ones(len(traces), bool)
-    return (
-        [_Component(footprints[:, j].reshape(h, w), traces[j]) for j in np.flatnonzero(keep)],
-        gain.reshape(h, w),
-    )
+    footprints, traces = footprints[:, keep], traces[keep]
+    if len(traces):
+        footprints, traces, gain = _complete(flat, ring_of_data, signal, footprints, traces, ring, (h, w), diameter)
+    return [_Component(f.reshape(h, w), trace) for f, trace in zip(footprints.T, traces)], gain.reshape(h, w)
+
+
+def _complete(flat, ring_of_data, signal, footprints, traces, ring: RingAverage, shape, diameter):
+    """Footprints, traces and ring gains of accepted sources fitted again within
+    ``_COMPLETE_REACH`` diameters, without the cut at a fraction of the peak (step 2d);
+    ``signal``: the data less the background of the sources as they are."""
+    for _ in range(_COMPLETION_ROUNDS):
+        centres = [_centroid(f.reshape(shape)) for f in footprints.T]
+        footprints = _hals_footprints(signal, traces, footprints, centres, shape, _COMPLETE_REACH * diameter)
+        footprints, traces, _ = _clean(footprints, traces, shape, diameter, cutoff=0.0)
+        signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, shape)
+        traces = _hals_traces(footprints, signal, traces)
+    return footprints, traces, gain
 
 
 def _remove_background_for_seeding(flat: np.ndarray, ring_of_data: np.ndarray, mean_image: np.ndarray,
@@ -416,12 +436,12 @@ def _hals_traces(footprints, signal, traces):
     return traces
 
 
-def _hals_footprints(signal, traces, footprints, centres, shape, diameter):
-    """Non-negative HALS updates of the footprints, each within a disk of one diameter."""
+def _hals_footprints(signal, traces, footprints, centres, shape, reach):
+    """Non-negative HALS updates of the footprints, each within a disk of radius ``reach`` px."""
     gram = traces @ traces.T
     projected = signal.T @ traces.T  # (P, k)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    disks = [np.flatnonzero((yy - cy) ** 2 + (xx - cx) ** 2 <= diameter**2) for cy, cx in centres]
+    disks = [np.flatnonzero((yy - cy) ** 2 + (xx - cx) ** 2 <= reach**2) for cy, cx in centres]
     footprints = footprints.copy()
     for sweep in range(_HALS_SWEEPS):
         for j, disk in enumerate(disks):
@@ -436,8 +456,8 @@ def _hals_footprints(signal, traces, footprints, centres, shape, diameter):
     return footprints
 
 
-def _clean(footprints, traces, shape, diameter):
-    """Keep each footprint's main connected part above 10% of its peak; unit peak; drop tiny ones."""
+def _clean(footprints, traces, shape, diameter, cutoff: float = _FOOTPRINT_CUTOFF):
+    """Keep each footprint's main connected part above ``cutoff`` x its peak; unit peak; drop tiny ones."""
     min_area = _MIN_AREA_FRACTION * expected_soma_area(diameter)
     keep_f, keep_t, centres = [], [], []
     for footprint, trace in zip(footprints.T, traces):
@@ -445,7 +465,7 @@ def _clean(footprints, traces, shape, diameter):
         peak = float(image.max())
         if peak <= 0 or not np.any(trace > 0):
             continue
-        labels, _ = scipy.ndimage.label(image > _FOOTPRINT_CUTOFF * peak)
+        labels, _ = scipy.ndimage.label(image > cutoff * peak)
         image = np.where(labels == labels[np.unravel_index(int(np.argmax(image)), shape)], image / peak, 0)
         if np.count_nonzero(image) < min_area:
             continue
@@ -470,8 +490,8 @@ def _accept(footprints, signal, traces, params, rise_window: int) -> np.ndarray:
 
 def _wider_than_a_cell(footprints: scipy.sparse.csc_matrix, frame_shape, diameter: float) -> np.ndarray:
     """Sources still, on average, at ``_MAX_EDGE_LEVEL`` of their peak at 0.75-1 diameter from
-    their centroid, where a cell of the (median) diameter has fallen to about a fifth of its peak
-    and one of 1.4 x it to a third: cut off by the disk they may grow in, what is left of a
+    their centroid, where a cell of the (median) diameter has fallen to about a tenth of its peak
+    (at most 0.2-0.25 on the development cases) and one of 1.4 x it to a third: what is left of a
     neuropil or background structure larger than a cell once the ring model has taken its
     surroundings."""
     height, width = frame_shape
