@@ -136,6 +136,7 @@ def load_masks(cases: list, work: Path) -> list[CaseMasks]:
         saved = work / f"{'minisim' if isinstance(case, MinisimCase) else 'project'}_{case.seed}_masks.json"
         if not saved.is_file():
             if not stem.with_suffix(".h5").is_file():
+                stem.parent.mkdir(parents=True, exist_ok=True)
                 run_child(_render, case, stem)
             report = run_child(_collect, case, stem)
             print(f"{case_name(case)}: {len(report['real'])} masks, {int(report['real'].sum())} real, "
