@@ -399,13 +399,7 @@ def evaluate(result, simulation, max_distance: float | None = None, spike_sigma:
         rows = cols = np.zeros(0, np.int64)
     n_true, n_found, n_match = len(true_centres), len(found_centres), len(rows)
     figures["matched_masks"] = np.sort(cols).tolist()
-    precision = n_match / n_found if n_found else 0.0
-    recall = n_match / n_true if n_true else 0.0
-    figures.update(
-        n_true=n_true, n_found=n_found, n_matched=n_match,
-        precision=precision, recall=recall,
-        f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-    )
+    figures.update(n_true=n_true, n_found=n_found, n_matched=n_match, **_detection_scores(n_match, n_found, n_true))
     figures.update(_overlap_detection(result.footprints, simulation.footprints, simulation.frame_shape, offset))
     found_true = np.zeros(n_true, bool)
     found_true[rows] = True
@@ -458,10 +452,15 @@ def _overlap_detection(found: scipy.sparse.spmatrix, true: scipy.sparse.spmatrix
         iou = intersection / np.maximum(union, 1)
         rows, cols = linear_sum_assignment(-iou)
         n_match = int((iou[rows, cols] >= min_iou).sum())
+    return {f"iou_{name}": value for name, value in _detection_scores(n_match, n_found, n_true).items()}
+
+
+def _detection_scores(n_match: int, n_found: int, n_true: int) -> dict:
+    """Precision, recall and F1 of ``n_match`` pairs among ``n_found`` found and ``n_true`` true cells."""
     precision = n_match / n_found if n_found else 0.0
     recall = n_match / n_true if n_true else 0.0
-    return {"iou_precision": precision, "iou_recall": recall,
-            "iou_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
+    return {"precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
 
 
 def _energy_masks(footprints: scipy.sparse.spmatrix, fraction: float = 0.9) -> scipy.sparse.csc_matrix:

@@ -261,10 +261,10 @@ def _complete(flat, ring_of_data, signal, footprints, traces, ring: RingAverage,
     """Footprints, traces and ring gains of accepted sources fitted again within
     ``_COMPLETE_REACH`` diameters, without the cut at a fraction of the peak (step 2d);
     ``signal``: the data less the background of the sources as they are."""
+    centres = [_centroid(f.reshape(shape)) for f in footprints.T]
     for _ in range(_COMPLETION_ROUNDS):
-        centres = [_centroid(f.reshape(shape)) for f in footprints.T]
         footprints = _hals_footprints(signal, traces, footprints, centres, shape, _COMPLETE_REACH * diameter)
-        footprints, traces, _ = _clean(footprints, traces, shape, diameter, cutoff=0.0)
+        footprints, traces, centres = _clean(footprints, traces, shape, diameter, cutoff=0.0)
         signal, gain = _remove_background(flat, ring_of_data, footprints, traces, ring, shape)
         traces = _hals_traces(footprints, signal, traces)
     return footprints, traces, gain
